@@ -1,0 +1,41 @@
+// Package initproc is both sides of the container's init: Start, run by the
+// parent, re-executes the agent binary (a sealed memfd copy of it) inside new
+// namespaces; Main, run in that child, sets up the root filesystem, drops
+// privileges and execs the workload as PID 1. The child never logs: its
+// errors travel back to the parent over the sync socket.
+package initproc
+
+import specs "github.com/opencontainers/runtime-spec/specs-go"
+
+// Arg is os.Args[1] of a re-executed init. main packages (and test binaries
+// that start containers) call Main when they see it, before anything else.
+const Arg = "__tender_init__"
+
+// Config is everything the child needs; the parent sends it as JSON over the
+// sync socket once the child has been placed in its cgroup.
+type Config struct {
+	// Spec drives the child: Root.Path is the host path of the (empty)
+	// mountpoint for the root filesystem; Process (args, env, cwd,
+	// capabilities, rlimits, noNewPrivileges); Hostname; Mounts (mounted in
+	// order inside the root, destinations resolved securely inside it);
+	// Linux.Devices (the nodes of the minimal /dev); Linux.MaskedPaths and
+	// Linux.ReadonlyPaths; Linux.Namespaces (types only: new namespaces).
+	// Root.Readonly remounts / read-only after pivot_root.
+	Spec *specs.Spec `json:"spec"`
+	// RootMounts are mounted, in order, at Spec.Root.Path before anything
+	// else (for an image: one overlay mount).
+	RootMounts []Mount `json:"rootMounts"`
+	// User, when set, overrides Spec.Process.User: "name", "uid",
+	// "name:group" or "uid:gid", looked up in the container's /etc/passwd
+	// and /etc/group after pivot_root. IDs must be in [0, 2^31).
+	User string `json:"user,omitempty"`
+	// Seccomp is "default" (the moby-derived allowlist) or "unconfined".
+	Seccomp string `json:"seccomp"`
+}
+
+// Mount is a filesystem mount described as data (containerd's mount.Mount).
+type Mount struct {
+	Type    string   `json:"type"`
+	Source  string   `json:"source"`
+	Options []string `json:"options,omitempty"`
+}

@@ -1,0 +1,253 @@
+package initproc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Stdio are the workload's standard streams; a nil file becomes /dev/null.
+type Stdio struct{ Stdin, Stdout, Stderr *os.File }
+
+// Bytes of the sync protocol, child to parent. The child sends execByte
+// right before execve; anything after it (or instead of it) is an error text.
+const execByte = 'X'
+
+// minExeFd is the lowest descriptor number the sealed executable may have in
+// the parent: the fork child dup2s the passed files onto 0..3 (and moves
+// some up to len(files)) before execve resolves /proc/self/fd/N, which must
+// not be one of them.
+const minExeFd = 64
+
+// exeCache holds the sealed memfd copy of /proc/self/exe (CVE-2019-5736):
+// containers exec it instead of the agent binary, so a container process that
+// reaches it through /proc/<pid>/exe can neither write to it nor truncate it.
+var exeCache struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+// sealedExe returns the process's sealed copy of its own executable, making
+// it on first use.
+func sealedExe() (*os.File, error) {
+	exeCache.mu.Lock()
+	defer exeCache.mu.Unlock()
+	if exeCache.f != nil {
+		return exeCache.f, nil
+	}
+	f, err := makeSealedExe()
+	if err != nil {
+		return nil, err
+	}
+	exeCache.f = f
+	return f, nil
+}
+
+func makeSealedExe() (*os.File, error) {
+	src, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return nil, fmt.Errorf("open own executable: %w", err)
+	}
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat own executable: %w", err)
+	}
+	mfd, err := unix.MemfdCreate("tender-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("create memfd: %w", err)
+	}
+	fd, err := unix.FcntlInt(uintptr(mfd), unix.F_DUPFD_CLOEXEC, minExeFd)
+	unix.Close(mfd)
+	if err != nil {
+		return nil, fmt.Errorf("move memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd:tender-init")
+	fail := func(what string, err error) (*os.File, error) {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := unix.Ftruncate(fd, st.Size()); err != nil {
+		return fail("size memfd", err)
+	}
+	var off int64
+	for off < st.Size() {
+		n, err := unix.Sendfile(fd, int(src.Fd()), &off, int(min(st.Size()-off, 1<<30)))
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return fail("copy own executable", err)
+		}
+		if n == 0 {
+			return fail("copy own executable", errors.New("short copy"))
+		}
+	}
+	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+		return fail("seal memfd", err)
+	}
+	return f, nil
+}
+
+// cloneFlags maps the spec's namespaces to clone flags. The cgroup namespace
+// is left out: the child unshares it after place, so that its root is the
+// container's cgroup (runc does the same).
+func cloneFlags(s *specs.Spec) (uintptr, error) {
+	if s.Linux == nil {
+		return 0, errors.New("spec has no linux section")
+	}
+	var flags uintptr
+	for _, ns := range s.Linux.Namespaces {
+		if ns.Path != "" {
+			return 0, fmt.Errorf("namespace %s: joining a namespace is not supported", ns.Type)
+		}
+		switch ns.Type {
+		case specs.MountNamespace:
+			flags |= unix.CLONE_NEWNS
+		case specs.PIDNamespace:
+			flags |= unix.CLONE_NEWPID
+		case specs.UTSNamespace:
+			flags |= unix.CLONE_NEWUTS
+		case specs.IPCNamespace:
+			flags |= unix.CLONE_NEWIPC
+		case specs.NetworkNamespace:
+			flags |= unix.CLONE_NEWNET
+		case specs.CgroupNamespace:
+		default:
+			return 0, fmt.Errorf("namespace %s: not supported", ns.Type)
+		}
+	}
+	if flags&unix.CLONE_NEWNS == 0 {
+		return 0, errors.New("a mount namespace is required")
+	}
+	return flags, nil
+}
+
+// Start runs the init in new namespaces, calls place with its pid (to put it
+// into its cgroup), sends it cfg, and waits until it has exec'd the workload
+// (it returns the workload's process) or failed (it kills and reaps it and
+// returns its error). The caller Waits on the returned process.
+func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, error) {
+	if cfg == nil || cfg.Spec == nil || cfg.Spec.Process == nil || cfg.Spec.Root == nil {
+		return nil, errors.New("config needs a spec with process and root")
+	}
+	if cfg.Spec.Process.Terminal {
+		return nil, errors.New("terminal: not supported")
+	}
+	flags, err := cloneFlags(cfg.Spec)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	exe, err := sealedExe()
+	if err != nil {
+		return nil, fmt.Errorf("sealed executable: %w", err)
+	}
+
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sync socket: %w", err)
+	}
+	parent := os.NewFile(uintptr(fds[0]), "sync-parent")
+	child := os.NewFile(uintptr(fds[1]), "sync-child")
+	defer parent.Close()
+
+	files := []*os.File{stdio.Stdin, stdio.Stdout, stdio.Stderr, child}
+	var devNull *os.File
+	for i := 0; i < 3; i++ {
+		if files[i] != nil {
+			continue
+		}
+		if devNull == nil {
+			if devNull, err = os.OpenFile(os.DevNull, os.O_RDWR, 0); err != nil {
+				child.Close()
+				return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+			}
+		}
+		files[i] = devNull
+	}
+	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(int(exe.Fd())), []string{"tender-init", Arg}, &os.ProcAttr{
+		Env:   []string{"GOMAXPROCS=1", "GOGC=off"},
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Cloneflags: flags,
+			Setsid:     true,
+		},
+	})
+	child.Close()
+	if devNull != nil {
+		devNull.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start init: %w", err)
+	}
+	abort := func(err error) (*os.Process, error) {
+		_ = proc.Kill()
+		_, _ = proc.Wait()
+		return nil, err
+	}
+	if place != nil {
+		if err := place(proc.Pid); err != nil {
+			return abort(fmt.Errorf("place init: %w", err))
+		}
+	}
+	if _, err := parent.Write(payload); err != nil {
+		return abort(fmt.Errorf("send config: %w", err))
+	}
+	if err := unix.Shutdown(fds[0], unix.SHUT_WR); err != nil {
+		return abort(fmt.Errorf("send config: %w", err))
+	}
+	msg, err := readAll(fds[0])
+	if err != nil {
+		return abort(fmt.Errorf("read init status: %w", err))
+	}
+	switch {
+	case len(msg) == 1 && msg[0] == execByte:
+		return proc, nil
+	case len(msg) == 0:
+		return abort(errors.New("init exited before exec"))
+	case msg[0] == execByte:
+		msg = msg[1:]
+	}
+	return abort(&InitError{Msg: string(msg)})
+}
+
+// InitError is a failure reported by the container's init before it could
+// exec the workload.
+type InitError struct{ Msg string }
+
+func (e *InitError) Error() string { return "container init: " + e.Msg }
+
+// readAll reads fd to EOF with plain read(2) calls (the parent's end of the
+// socket is blocking and not in the runtime's poller).
+func readAll(fd int) ([]byte, error) {
+	var buf []byte
+	var chunk [512]byte
+	for {
+		n, err := unix.Read(fd, chunk[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return buf, err
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = append(buf, chunk[:n]...)
+		if len(buf) > 1<<16 {
+			return buf, errors.New("init status too long")
+		}
+	}
+}
