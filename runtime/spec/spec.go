@@ -157,7 +157,7 @@ func Build(img ocispec.ImageConfig, o Options) (*specs.Spec, error) {
 				Effective: caps,
 				Permitted: caps,
 			},
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}},
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}}, // runc's default (SECURITY.md §1.3)
 			NoNewPrivileges: true,
 		},
 		Mounts: []specs.Mount{

@@ -1,0 +1,60 @@
+# Tender — build, test and run. Everything builds with CGO_ENABLED=0.
+GO       ?= go
+BUILD    := build
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+GOFLAGS_ := -trimpath -ldflags "$(LDFLAGS)"
+SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
+RUN_ROOT ?= /var/lib/tender
+export CGO_ENABLED := 0
+
+.PHONY: all build testimage test vet fmt-check run bench deps clean
+
+all: build
+
+build: $(BUILD)/tender-agent
+
+$(BUILD)/tender-agent: $(SOURCES)
+	@mkdir -p $(BUILD)
+	$(GO) build $(GOFLAGS_) -o $@ ./cmd/tender-agent
+
+$(BUILD)/workload: $(wildcard test/workload/*.go)
+	@mkdir -p $(BUILD)
+	$(GO) build -trimpath -ldflags "-s -w" -o $@ ./test/workload
+
+# The test image: an OCI archive of the static workload program.
+testimage: $(BUILD)/testimage.tar
+$(BUILD)/testimage.tar: $(BUILD)/workload $(wildcard test/mkimage/*.go test/ociarchive/*.go)
+	$(GO) run ./test/mkimage -bin $(BUILD)/workload -o $@
+
+# Debian packages the tests and benchmarks use, installed only when missing.
+DEB_PKGS := crun runc
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+vet:
+	$(GO) vet ./...
+	GOARCH=arm64 $(GO) vet ./runtime/... ./cmd/...
+
+fmt-check:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
+
+# The whole suite, as CI runs it (as root: real containers, real cgroups).
+test: deps build testimage fmt-check vet
+	TENDER_AGENT=$(CURDIR)/$(BUILD)/tender-agent TENDER_TESTIMAGE=$(CURDIR)/$(BUILD)/testimage.tar \
+		$(GO) test -count=1 -timeout 25m ./...
+
+# The main job: load the demo image and run it under limits.
+run: build testimage
+	@./test/demo.sh $(BUILD)/tender-agent $(BUILD)/testimage.tar $(RUN_ROOT)
+
+bench: deps build testimage
+	./test/bench/start.sh
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,22 @@
+package main
+
+import (
+	"os"
+
+	"github.com/tender-edge/tender/runtime/container"
+	"github.com/tender-edge/tender/runtime/initproc"
+)
+
+// init catches the re-executions of this binary before flags, logging or
+// anything else run: a container's init, and a container's shim.
+func init() {
+	if len(os.Args) < 2 {
+		return
+	}
+	switch os.Args[1] {
+	case initproc.Arg:
+		initproc.Main() // never returns
+	case container.ShimArg:
+		os.Exit(container.ShimMain(os.Args[2:]))
+	}
+}

@@ -1,0 +1,116 @@
+// Command tender-agent runs OCI containers on an edge gateway with
+// Tender's own runtime. This file is flag parsing and wiring only.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tender-edge/tender/runtime/container"
+	"github.com/tender-edge/tender/runtime/spec"
+)
+
+// Set by the linker: -X main.version=...
+var version = "dev"
+
+// exitError carries a process exit code through run.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var ee exitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	case errors.Is(err, context.Canceled):
+		os.Exit(130)
+	default:
+		fmt.Fprintln(os.Stderr, "tender-agent:", err)
+		os.Exit(exitCode(err))
+	}
+}
+
+// exitCode maps error categories to exit codes: 125 for the runtime's own
+// failures (docker's convention), 1 for usage and not-found errors.
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, spec.ErrInvalid):
+		return 1
+	}
+	return 125
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `Usage: tender-agent [--root DIR] COMMAND [OPTIONS]
+
+Run OCI containers on an edge gateway.
+
+Commands:
+  run       Run a container from an image
+  ps        List containers
+  logs      Show a container's output
+  stop      Stop running containers
+  rm        Remove containers
+  stats     Show running containers' resource use
+  inspect   Show a container as JSON
+  images    List images
+  rmi       Remove images
+  load      Load an image from an OCI archive
+  version   Show the version
+
+Run 'tender-agent COMMAND --help' for a command's options.`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	g := globals{root: defaultRoot}
+	args, err := g.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, usage)
+		return fmt.Errorf("%w: no command", errUsage)
+	}
+	cmd, rest := args[0], args[1:]
+	c := &cli{globals: g, stdout: stdout, stderr: stderr}
+	switch cmd {
+	case "run":
+		return c.run(ctx, rest)
+	case "ps":
+		return c.ps(rest)
+	case "logs":
+		return c.logs(ctx, rest)
+	case "stop":
+		return c.stop(rest)
+	case "rm":
+		return c.rm(rest)
+	case "stats":
+		return c.stats(ctx, rest)
+	case "inspect":
+		return c.inspect(rest)
+	case "images":
+		return c.images(rest)
+	case "rmi":
+		return c.rmi(rest)
+	case "load":
+		return c.load(ctx, rest)
+	case "version":
+		fmt.Fprintf(stdout, "tender-agent %s\n", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprintln(stdout, usage)
+		return nil
+	}
+	fmt.Fprintln(stderr, usage)
+	return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+}

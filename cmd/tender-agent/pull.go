@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/tender-edge/tender/runtime/container"
+	"github.com/tender-edge/tender/runtime/image"
+	"github.com/tender-edge/tender/runtime/spec"
+)
+
+const defaultAgentConfig = "/etc/tender/agent.yaml"
+
+// pull: tender-agent pull [--config FILE] [--platform linux/arm64] REF
+func (c *cli) pull(ctx context.Context, args []string) error {
+	fs := c.flagSet("pull", "[OPTIONS] IMAGE")
+	cfgPath := fs.String("config", defaultAgentConfig, "agent config file with a registries: section (ignored if missing)")
+	platform := fs.String("platform", "", "platform to pull from a multi-arch image, e.g. linux/arm64 or linux/arm/v7 (default: this machine)")
+	quiet := fs.Bool("q", false, "print only the image digest")
+	rest, err := c.parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	ref := rest[0]
+	cfg, err := image.LoadRegistryConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	opts := image.PullOptions{Registries: cfg}
+	if *platform != "" {
+		p, err := parsePlatform(*platform)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		opts.Platform = &p
+	}
+	var pr *pullProgress
+	if !*quiet {
+		pr = newPullProgress(c.stderr)
+		opts.Progress = pr.event
+	}
+	st, err := c.openImages()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	img, err := st.Pull(ctx, ref, opts)
+	if pr != nil {
+		pr.finish()
+	}
+	if err != nil {
+		return err
+	}
+	if *quiet {
+		fmt.Fprintln(c.stdout, img.Digest)
+		return nil
+	}
+	name := img.Name
+	if name == "" {
+		name = ref
+	}
+	fmt.Fprintf(c.stdout, "Pulled image: %s\nDigest: %s\n", name, img.Digest)
+	return nil
+}
+
+func parsePlatform(s string) (ocispec.Platform, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || parts[0] != "linux" || parts[1] == "" {
+		return ocispec.Platform{}, fmt.Errorf("platform %q: want linux/ARCH[/VARIANT]", s)
+	}
+	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
+}
+
+// save: tender-agent save IMAGE FILE
+func (c *cli) save(ctx context.Context, args []string) error {
+	fs := c.flagSet("save", "[OPTIONS] IMAGE [FILE]")
+	out := fs.String("o", "", "write to this file instead of the argument (- for stdout)")
+	rest, err := c.parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	path := *out
+	if path == "" && len(rest) > 1 {
+		path = rest[1]
+	}
+	if path == "" {
+		return fmt.Errorf("%w: save needs an output FILE (or -o -)", errUsage)
+	}
+	st, err := c.openImages()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if path == "-" {
+		return st.Save(ctx, rest[0], c.stdout)
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := st.Save(ctx, rest[0], f); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// imagesPrune: tender-agent images prune
+func (c *cli) imagesPrune(args []string) error {
+	fs := c.flagSet("images prune", "")
+	if _, err := c.parse(fs, args, 0); err != nil {
+		return err
+	}
+	st, err := c.openImages()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rt, err := c.runtime()
+	if err != nil {
+		return err
+	}
+	ctrs, err := rt.List()
+	if err != nil {
+		return err
+	}
+	keep := map[digest.Digest]bool{}
+	for id := range usersByImage(ctrs) {
+		keep[digest.Digest(id)] = true
+	}
+	removed, freed, err := st.Prune(keep)
+	for _, img := range removed {
+		name := img.Name
+		if name == "" {
+			name = img.Digest.String()
+		}
+		fmt.Fprintln(c.stdout, "Deleted:", name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.stdout, "Total reclaimed space: %s\n", spec.FormatBytes(freed))
+	return nil
+}
+
+// usersByImage maps image IDs (config digests) to the names of the
+// containers using them, for the IN USE column of `images`.
+func usersByImage(ctrs []*container.Container) map[string][]string {
+	out := map[string][]string{}
+	for _, ctr := range ctrs {
+		out[ctr.ImageID] = append(out[ctr.ImageID], ctr.Name)
+	}
+	return out
+}
+
+// pullProgress shows a pull's progress: a redrawn bar on a terminal,
+// plain lines otherwise.
+type pullProgress struct {
+	w     io.Writer
+	tty   bool
+	mu    sync.Mutex
+	blobs map[digest.Digest]*[2]int64 // current, total
+	order []digest.Digest
+	said  map[digest.Digest]bool // "resuming" printed
+	last  time.Time
+	drawn bool
+	total int64 // layer bytes of the image, from the resolved event
+}
+
+func newPullProgress(w io.Writer) *pullProgress {
+	p := &pullProgress{w: w, blobs: map[digest.Digest]*[2]int64{}, said: map[digest.Digest]bool{}}
+	if f, ok := w.(*os.File); ok {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			p.tty = true
+		}
+	}
+	return p
+}
+
+func short(d digest.Digest) string {
+	h := d.Encoded()
+	if len(h) > 12 {
+		h = h[:12]
+	}
+	return h
+}
+
+func (p *pullProgress) event(ev image.ProgressEvent) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch ev.Kind {
+	case image.ProgressDownload, image.ProgressDownloaded, image.ProgressCached:
+		b, ok := p.blobs[ev.Digest]
+		if !ok {
+			b = &[2]int64{}
+			p.blobs[ev.Digest] = b
+			p.order = append(p.order, ev.Digest)
+		}
+		b[0], b[1] = ev.Current, ev.Total
+	}
+	if ev.Kind == image.ProgressResolved {
+		p.total = ev.Total
+	}
+	if p.tty {
+		p.drawTTY(ev)
+		return
+	}
+	switch ev.Kind {
+	case image.ProgressResolved:
+		fmt.Fprintf(p.w, "Resolved %s (%s)\n", ev.Digest, ev.Message)
+	case image.ProgressCached:
+		fmt.Fprintf(p.w, "%s: already present\n", short(ev.Digest))
+	case image.ProgressDownload:
+		if ev.Resumed > 0 && !p.said[ev.Digest] {
+			fmt.Fprintf(p.w, "%s: resuming at %s of %s\n", short(ev.Digest), spec.FormatBytes(ev.Resumed), spec.FormatBytes(ev.Total))
+			p.said[ev.Digest] = true
+		}
+	case image.ProgressRetry:
+		fmt.Fprintf(p.w, "%s: retrying at %s of %s: %s\n", short(ev.Digest), spec.FormatBytes(ev.Current), spec.FormatBytes(ev.Total), ev.Message)
+	case image.ProgressDownloaded:
+		fmt.Fprintf(p.w, "%s: downloaded %s\n", short(ev.Digest), spec.FormatBytes(ev.Total))
+	case image.ProgressUnpack:
+		fmt.Fprintln(p.w, "Unpacking")
+	case image.ProgressDone:
+		fmt.Fprintf(p.w, "Stored %s\n", ev.Digest)
+	}
+}
+
+func (p *pullProgress) drawTTY(ev image.ProgressEvent) {
+	now := time.Now()
+	if ev.Kind == image.ProgressDownload && now.Sub(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = now
+	var cur, total int64
+	done := 0
+	for _, d := range p.order {
+		b := p.blobs[d]
+		cur += b[0]
+		total += b[1]
+		if b[0] == b[1] {
+			done++
+		}
+	}
+	total = max(total, p.total)
+	const width = 30
+	fill := 0
+	if total > 0 {
+		fill = int(cur * width / total)
+	}
+	bar := strings.Repeat("=", fill) + strings.Repeat(" ", width-fill)
+	state := "Downloading"
+	switch ev.Kind {
+	case image.ProgressUnpack:
+		state = "Unpacking"
+	case image.ProgressDone:
+		state = "Done"
+	case image.ProgressResolved:
+		state = "Resolved"
+	}
+	fmt.Fprintf(p.w, "\r\x1b[K%-11s [%s] %s / %s  %d layers done", state, bar, spec.FormatBytes(cur), spec.FormatBytes(total), done)
+	p.drawn = true
+}
+
+func (p *pullProgress) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}

@@ -1,0 +1,83 @@
+// Package container is the parent side of Tender's runtime: it creates
+// containers from images, starts them through initproc under their cgroup,
+// watches them until they exit (as the foreground CLI or a detached shim),
+// stops them, and keeps their state on disk so any later process, an
+// upgraded agent included, can find them again.
+//
+// On disk, under ROOT/containers/ID:
+//
+//	config.json   what the container is (immutable after create)
+//	state.json    what it is doing (rewritten atomically by its monitor)
+//	upper/ work/  the overlay's writable layer
+//	rootfs/       the mount point of its root (mounted only in its mount namespace)
+//	logs/         stdout and stderr, CRI format, size-capped and rotated
+package container
+
+import (
+	"errors"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tender-edge/tender/runtime/initproc"
+)
+
+// Sentinels callers branch on.
+var (
+	ErrNotFound   = errors.New("no such container")
+	ErrConflict   = errors.New("conflict")
+	ErrNotRunning = errors.New("container is not running")
+	ErrRunning    = errors.New("container is running")
+)
+
+// Status is where a container is in its life.
+type Status string
+
+const (
+	Created Status = "created"
+	Running Status = "running"
+	Exited  Status = "exited"
+)
+
+// Config is what a container is; written once at create.
+type Config struct {
+	ID         string           `json:"id"`
+	Name       string           `json:"name"`
+	Image      string           `json:"image"`   // reference as the user gave it
+	ImageID    string           `json:"imageId"` // config digest
+	Created    time.Time        `json:"created"`
+	AutoRemove bool             `json:"autoRemove,omitempty"`
+	Spec       *specs.Spec      `json:"spec"`
+	RootMounts []initproc.Mount `json:"rootMounts"`
+	User       string           `json:"user,omitempty"`
+	Seccomp    string           `json:"seccomp"`
+	Cgroup     string           `json:"cgroup"`
+	StopGrace  time.Duration    `json:"stopGrace"`
+}
+
+// State is what a container is doing.
+type State struct {
+	Status     Status    `json:"status"`
+	Pid        int       `json:"pid,omitempty"`
+	PidStart   uint64    `json:"pidStart,omitempty"` // /proc/PID/stat starttime: tells a reused pid apart
+	MonitorPid int       `json:"monitorPid,omitempty"`
+	StartedAt  time.Time `json:"startedAt,omitempty"`
+	FinishedAt time.Time `json:"finishedAt,omitempty"`
+	ExitCode   int       `json:"exitCode"`
+	OOMKilled  bool      `json:"oomKilled"`
+	Error      string    `json:"error,omitempty"`
+}
+
+// Container is a container's config and last known state.
+type Container struct {
+	Config
+	State State `json:"state"`
+}
+
+// ShortID is the 12-character form of an ID, as docker prints it.
+func ShortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

@@ -1,0 +1,365 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tender-edge/tender/runtime/cgroups"
+	"github.com/tender-edge/tender/runtime/initproc"
+	"github.com/tender-edge/tender/runtime/logs"
+)
+
+// IO are destinations for the container's output besides its log files
+// (the terminal of a foreground run), and its standard input.
+type IO struct {
+	Stdin          *os.File // nil: /dev/null
+	Stdout, Stderr io.Writer
+}
+
+// Monitor is a container started by this process, which is its parent and
+// must Wait for it.
+type Monitor struct {
+	r      *Runtime
+	c      *Container
+	proc   *os.Process
+	cg     *cgroups.Cgroup
+	logw   *logs.Writer
+	copies sync.WaitGroup
+	pipes  []*os.File
+}
+
+// Start starts a created or exited container and returns once its
+// workload has been exec'd.
+func (r *Runtime) Start(ctx context.Context, ref string, cio IO) (*Monitor, error) {
+	c, err := r.Get(ref)
+	if err != nil {
+		return nil, err
+	}
+	if c.State.Status == Running {
+		return nil, fmt.Errorf("%w: %s", ErrRunning, c.Name)
+	}
+	m := &Monitor{r: r, c: c}
+	if err := m.start(cio); err != nil {
+		m.release()
+		c.State = State{Status: Exited, ExitCode: 125, Error: err.Error(), FinishedAt: time.Now().UTC()}
+		if serr := r.saveState(c); serr != nil {
+			err = fmt.Errorf("%w; saving state also failed: %v", err, serr)
+		}
+		return nil, fmt.Errorf("start container %s: %w", c.Name, err)
+	}
+	return m, nil
+}
+
+func (m *Monitor) start(cio IO) error {
+	c := m.c
+	// A cgroup left from a crash of an earlier run is taken down first.
+	if old, err := cgroups.Load(c.Cgroup); err == nil {
+		_ = old.Kill()
+		_ = old.Delete()
+	}
+	cg, err := cgroups.Create(c.Cgroup, c.Spec.Linux.Resources)
+	if err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	m.cg = cg
+	lw, err := logs.Open(m.r.LogDir(c), "container", logs.Options{})
+	if err != nil {
+		return fmt.Errorf("logs: %w", err)
+	}
+	m.logw = lw
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return err
+	}
+	m.pipes = []*os.File{outR, errR}
+	stdio := initproc.Stdio{Stdin: cio.Stdin, Stdout: outW, Stderr: errW}
+	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp}
+	proc, err := initproc.Start(cfg, stdio, cg.Add)
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return err
+	}
+	m.proc = proc
+	m.copy(outR, lw.Stream("stdout"), cio.Stdout)
+	m.copy(errR, lw.Stream("stderr"), cio.Stderr)
+	c.State = State{
+		Status: Running, Pid: proc.Pid, PidStart: procStart(proc.Pid),
+		MonitorPid: os.Getpid(), StartedAt: time.Now().UTC(),
+	}
+	if err := m.r.saveState(c); err != nil {
+		// The workload runs; say so, but do not leave it unsupervised.
+		m.r.log.Error().Err(err).Str("container", c.Name).Msg("saving running state")
+	}
+	return nil
+}
+
+func (m *Monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
+	w := log
+	if extra != nil {
+		w = io.MultiWriter(log, extra)
+	}
+	m.copies.Add(1)
+	go func() {
+		defer m.copies.Done()
+		_, _ = io.Copy(w, r)
+	}()
+}
+
+// Container is the container being watched.
+func (m *Monitor) Container() *Container { return m.c }
+
+// Pid is the workload's host pid.
+func (m *Monitor) Pid() int { return m.proc.Pid }
+
+// Signal sends sig to the workload.
+func (m *Monitor) Signal(sig os.Signal) error { return m.proc.Signal(sig) }
+
+// Wait blocks until the workload exits, records how it ended (the exit
+// code, 128+N for a signal, OOMKilled from the cgroup's OOM counter),
+// removes the cgroup, and deletes the container if it was created with
+// AutoRemove.
+func (m *Monitor) Wait() (State, error) {
+	ps, werr := m.proc.Wait()
+	m.waitCopies()
+	c := m.c
+	st := State{Status: Exited, FinishedAt: time.Now().UTC(), StartedAt: c.State.StartedAt}
+	if werr != nil {
+		st.ExitCode, st.Error = -1, werr.Error()
+	} else if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		st.ExitCode = 128 + int(ws.Signal())
+	} else {
+		st.ExitCode = ps.ExitCode()
+	}
+	if n, err := m.cg.OOMKills(); err == nil && n > 0 && st.ExitCode != 0 {
+		st.OOMKilled = true
+	}
+	m.release()
+	c.State = st
+	if c.AutoRemove {
+		return st, m.r.remove(c)
+	}
+	return st, m.r.saveState(c)
+}
+
+// waitCopies lets the output copiers drain. Every writer of the pipes was
+// in the container's pid namespace, which died with its init; the bound
+// only guards against a descriptor passed out of it.
+func (m *Monitor) waitCopies() {
+	done := make(chan struct{})
+	go func() { m.copies.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		for _, p := range m.pipes {
+			p.Close()
+		}
+		<-done
+	}
+}
+
+func (m *Monitor) release() {
+	for _, p := range m.pipes {
+		p.Close()
+	}
+	if m.logw != nil {
+		m.logw.Close()
+	}
+	if m.cg != nil {
+		_ = m.cg.Kill()
+		if err := m.cg.Delete(); err != nil {
+			m.r.log.Warn().Err(err).Str("container", m.c.Name).Msg("removing cgroup")
+		}
+	}
+}
+
+// Stop asks the container to end with SIGTERM and kills it after grace
+// (the container's StopGrace when grace < 0). It returns once the
+// container has exited and its monitor has recorded it.
+func (r *Runtime) Stop(ref string, grace time.Duration) error {
+	c, err := r.Get(ref)
+	if err != nil {
+		return err
+	}
+	if c.State.Status != Running {
+		return nil
+	}
+	if grace < 0 {
+		grace = c.StopGrace
+	}
+	if err := signalAndWait(c.State.Pid, c.State.PidStart, unix.SIGTERM, grace); err != nil {
+		if err := signalAndWait(c.State.Pid, c.State.PidStart, unix.SIGKILL, 10*time.Second); err != nil {
+			return fmt.Errorf("stop %s: %w", c.Name, err)
+		}
+	}
+	return r.awaitExited(c)
+}
+
+// Kill sends sig to the container's workload.
+func (r *Runtime) Kill(ref string, sig unix.Signal) error {
+	c, err := r.Get(ref)
+	if err != nil {
+		return err
+	}
+	if c.State.Status != Running {
+		return fmt.Errorf("%w: %s", ErrNotRunning, c.Name)
+	}
+	fd, err := pidfdFor(c.State.Pid, c.State.PidStart)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.PidfdSendSignal(fd, sig, nil, 0)
+}
+
+var errTimeout = errors.New("timed out")
+
+// signalAndWait signals the process (through a pidfd, so a reused pid is
+// never hit) and waits up to d for it to exit.
+func signalAndWait(pid int, start uint64, sig unix.Signal, d time.Duration) error {
+	fd, err := pidfdFor(pid, start)
+	if errors.Is(err, ErrNotRunning) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.PidfdSendSignal(fd, sig, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("signal %d: %w", pid, err)
+	}
+	deadline := time.Now().Add(d)
+	for {
+		ms := int(time.Until(deadline) / time.Millisecond)
+		if ms < 0 {
+			return errTimeout
+		}
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("wait for %d: %w", pid, err)
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+}
+
+func pidfdFor(pid int, start uint64) (int, error) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return -1, ErrNotRunning
+	}
+	if err != nil {
+		return -1, fmt.Errorf("pidfd %d: %w", pid, err)
+	}
+	// Checked after the open: the pidfd now pins the process we verified.
+	if !alive(pid, start) {
+		unix.Close(fd)
+		return -1, ErrNotRunning
+	}
+	return fd, nil
+}
+
+// awaitExited waits for the container's monitor to record its exit; if the
+// monitor is gone (a crashed agent or shim), it cleans up itself.
+func (r *Runtime) awaitExited(c *Container) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		cur, err := r.load(c.ID)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // removed by an AutoRemove monitor
+		}
+		if err != nil {
+			return err
+		}
+		if cur.State.Status != Running {
+			return nil
+		}
+		if !alive(cur.State.MonitorPid, 0) {
+			return r.reap(cur)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("stop %s: its monitor did not record the exit in time", c.Name)
+}
+
+// reap cleans up after a container whose monitor is gone.
+func (r *Runtime) reap(c *Container) error {
+	if cg, err := cgroups.Load(c.Cgroup); err == nil {
+		_ = cg.Kill()
+		if n, err := cg.OOMKills(); err == nil && n > 0 {
+			c.State.OOMKilled = true
+		}
+		_ = cg.Delete()
+	}
+	c.State.Status = Exited
+	c.State.FinishedAt = time.Now().UTC()
+	if c.State.ExitCode == 0 {
+		c.State.ExitCode = 137
+	}
+	if c.AutoRemove {
+		return r.remove(c)
+	}
+	return r.saveState(c)
+}
+
+// Delete removes a container. A running one is refused unless force, which
+// kills it first.
+func (r *Runtime) Delete(ref string, force bool) error {
+	c, err := r.Get(ref)
+	if err != nil {
+		return err
+	}
+	if c.State.Status == Running {
+		if !force {
+			return fmt.Errorf("%w: %s: stop it first or force removal", ErrRunning, c.Name)
+		}
+		if err := signalAndWait(c.State.Pid, c.State.PidStart, unix.SIGKILL, 10*time.Second); err != nil {
+			return fmt.Errorf("remove %s: %w", c.Name, err)
+		}
+		if err := r.awaitExited(c); err != nil {
+			return err
+		}
+	}
+	return r.remove(c)
+}
+
+func (r *Runtime) remove(c *Container) error {
+	if cg, err := cgroups.Load(c.Cgroup); err == nil {
+		_ = cg.Kill()
+		_ = cg.Delete()
+	}
+	if err := os.RemoveAll(r.Dir(c)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove container %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+// Stats reads a running container's resource use from its cgroup.
+func (r *Runtime) Stats(c *Container) (cgroups.Stats, error) {
+	if c.State.Status != Running {
+		return cgroups.Stats{}, fmt.Errorf("%w: %s", ErrNotRunning, c.Name)
+	}
+	cg, err := cgroups.Load(c.Cgroup)
+	if err != nil {
+		return cgroups.Stats{}, fmt.Errorf("stats %s: %w", c.Name, err)
+	}
+	return cg.Stats()
+}

@@ -1,0 +1,319 @@
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tender-edge/tender/runtime/image"
+	"github.com/tender-edge/tender/runtime/initproc"
+	"github.com/tender-edge/tender/runtime/spec"
+)
+
+// Images is what the runtime needs of an image store.
+type Images interface {
+	Get(ref string) (image.Image, error)
+	LayerDirs(img image.Image) ([]string, error)
+}
+
+// Runtime manages the containers under one root.
+type Runtime struct {
+	dir    string // ROOT/containers
+	top    string // ROOT
+	images Images
+	log    zerolog.Logger
+	// CgroupParent is where container cgroups are made ("/tender").
+	CgroupParent string
+}
+
+// New opens the container directory under root, creating it 0700.
+func New(root string, images Images, log zerolog.Logger) (*Runtime, error) {
+	dir := filepath.Join(root, "containers")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("container root: %w", err)
+	}
+	if err := os.Chmod(root, 0o700); err != nil {
+		return nil, fmt.Errorf("container root: %w", err)
+	}
+	return &Runtime{dir: dir, top: root, images: images, log: log, CgroupParent: "/tender"}, nil
+}
+
+// CreateOptions say what to create.
+type CreateOptions struct {
+	Name       string
+	Image      string
+	Options    spec.Options
+	AutoRemove bool
+	StopGrace  time.Duration // default 10s
+}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// Create makes a container from an image: its directories, its spec and
+// its config. Nothing runs yet.
+func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, error) {
+	img, err := r.images.Get(o.Image)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", o.Image, err)
+	}
+	lowers, err := r.images.LayerDirs(img)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", o.Image, err)
+	}
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	name := o.Name
+	if name == "" {
+		name = ShortID(id)
+	}
+	if !nameRE.MatchString(name) {
+		return nil, fmt.Errorf("%w: container name %q: want [a-zA-Z0-9][a-zA-Z0-9_.-], at most 63 characters", spec.ErrInvalid, name)
+	}
+	so := o.Options
+	if so.Hostname == "" {
+		so.Hostname = strings.ReplaceAll(name, "_", "-")
+	}
+	s, err := spec.Build(img.Config.Config, so)
+	if err != nil {
+		return nil, err
+	}
+	grace := o.StopGrace
+	if grace <= 0 {
+		grace = 10 * time.Second
+	}
+	dir := filepath.Join(r.dir, id)
+	s.Root.Path = filepath.Join(dir, "rootfs")
+	c := &Container{
+		Config: Config{
+			ID: id, Name: name, Image: o.Image, ImageID: img.ID.String(),
+			Created: time.Now().UTC(), AutoRemove: o.AutoRemove,
+			Spec: s, User: spec.User(img.Config.Config, so), Seccomp: "default",
+			Cgroup: r.CgroupParent + "/" + id, StopGrace: grace,
+			RootMounts: []initproc.Mount{overlay(lowers, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))},
+		},
+		State: State{Status: Created},
+	}
+	unlock, err := r.lock()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if _, err := r.getLocked(name); err == nil {
+		return nil, fmt.Errorf("%w: the container name %q is already in use", ErrConflict, name)
+	}
+	for _, d := range []string{"upper", "work", "rootfs", "logs"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("create container %s: %w", name, err)
+		}
+	}
+	// The upper dir's mode becomes the container's / mode.
+	if err := os.Chmod(filepath.Join(dir, "upper"), 0o755); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("create container %s: %w", name, err)
+	}
+	if err := writeJSON(filepath.Join(dir, "config.json"), &c.Config); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("create container %s: %w", name, err)
+	}
+	if err := writeJSON(filepath.Join(dir, "state.json"), &c.State); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("create container %s: %w", name, err)
+	}
+	return c, nil
+}
+
+func overlay(lowers []string, upper, work string) initproc.Mount {
+	return initproc.Mount{
+		Type: "overlay", Source: "overlay",
+		Options: []string{"lowerdir=" + strings.Join(lowers, ":"), "upperdir=" + upper, "workdir=" + work},
+	}
+}
+
+func newID() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("container id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// lock takes the runtime-wide lock that makes names unique.
+func (r *Runtime) lock() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(r.dir, ".lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock containers: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock containers: %w", err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// Get finds a container by name, full ID or unique ID prefix.
+func (r *Runtime) Get(ref string) (*Container, error) {
+	return r.getLocked(ref)
+}
+
+func (r *Runtime) getLocked(ref string) (*Container, error) {
+	if ref == "" {
+		return nil, fmt.Errorf("%w: empty name", ErrNotFound)
+	}
+	all, err := r.List()
+	if err != nil {
+		return nil, err
+	}
+	var byPrefix []*Container
+	for _, c := range all {
+		if c.Name == ref || c.ID == ref {
+			return c, nil
+		}
+		if len(ref) >= 4 && strings.HasPrefix(c.ID, ref) {
+			byPrefix = append(byPrefix, c)
+		}
+	}
+	switch len(byPrefix) {
+	case 0:
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
+	case 1:
+		return byPrefix[0], nil
+	}
+	return nil, fmt.Errorf("%w: %s matches %d containers", ErrConflict, ref, len(byPrefix))
+}
+
+// List returns every container, newest first, with its state refreshed
+// against the kernel (a container whose process is gone and whose monitor
+// died shows as exited).
+func (r *Runtime) List() ([]*Container, error) {
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []*Container
+	for _, e := range ents {
+		if !e.IsDir() || len(e.Name()) != 64 {
+			continue
+		}
+		c, err := r.load(e.Name())
+		if err != nil {
+			r.log.Warn().Err(err).Str("container", e.Name()).Msg("skipping unreadable container")
+			continue
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, nil
+}
+
+func (r *Runtime) load(id string) (*Container, error) {
+	dir := filepath.Join(r.dir, id)
+	c := &Container{}
+	if err := readJSON(filepath.Join(dir, "config.json"), &c.Config); err != nil {
+		return nil, err
+	}
+	if err := readJSON(filepath.Join(dir, "state.json"), &c.State); err != nil {
+		return nil, err
+	}
+	if c.State.Status == Running && !alive(c.State.Pid, c.State.PidStart) && !alive(c.State.MonitorPid, 0) {
+		c.State.Status = Exited
+		c.State.ExitCode = -1
+		c.State.Error = "the container's process and its monitor are gone"
+	}
+	return c, nil
+}
+
+func (r *Runtime) root() string { return r.top }
+
+// Dir is the container's directory.
+func (r *Runtime) Dir(c *Container) string { return filepath.Join(r.dir, c.ID) }
+
+// LogDir is where the container's logs are.
+func (r *Runtime) LogDir(c *Container) string { return filepath.Join(r.dir, c.ID, "logs") }
+
+func (r *Runtime) saveState(c *Container) error {
+	return writeJSON(filepath.Join(r.dir, c.ID, "state.json"), &c.State)
+}
+
+// writeJSON replaces path atomically and durably.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// procStart returns the start time of pid in clock ticks since boot
+// (field 22 of /proc/PID/stat), or 0 if it is gone.
+func procStart(pid int) uint64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces and parentheses: fields count from the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	var v uint64
+	fmt.Sscan(f[19], &v)
+	return v
+}
+
+// alive reports whether pid runs and, when start is not 0, is the same
+// process that started at start.
+func alive(pid int, start uint64) bool {
+	s := procStart(pid)
+	if s == 0 {
+		return false
+	}
+	return start == 0 || s == start
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The main job until the fleet exists: load the demo image and run it under
+# tender-agent with limits, printing each step. Usage: demo.sh AGENT IMAGE ROOT
+set -euo pipefail
+agent=${1:-build/tender-agent}
+image=${2:-build/testimage.tar}
+root=${3:-/var/lib/tender}
+ta() { echo "+ tender-agent $*" >&2; "$agent" --root "$root" "$@"; }
+
+if [ "$(id -u)" != 0 ]; then
+	echo "demo: tender-agent runs containers as root; run 'sudo make run'" >&2
+	exit 1
+fi
+ta version
+ta load "$image"
+ta images
+ta rm -f demo >/dev/null 2>&1 || true
+
+echo; echo "# a one-shot container: identity, capabilities, descriptors"
+ta run --rm --name hello tender.test/workload:latest id
+ta run --rm tender.test/workload:latest caps
+ta run --rm tender.test/workload:latest fds
+
+echo; echo "# limits: 32Mi of memory, allocating 16 MiB works, 64 MiB is OOM-killed (exit 137)"
+ta run --rm --memory 32Mi tender.test/workload:latest alloc 16
+set +e
+ta run --rm --memory 32Mi tender.test/workload:latest alloc 64
+echo "exit code: $?"
+set -e
+
+echo; echo "# a long-running service under limits (memory 64Mi, half a CPU, 32 pids), on the host network"
+ta run -d --name demo --memory 64Mi --cpus 0.5 --pids 32 --net host tender.test/workload:latest serve 127.0.0.1:18080
+for _ in $(seq 50); do
+	out=$(curl -fsS http://127.0.0.1:18080/healthz 2>/dev/null) && break
+	sleep 0.1
+done
+echo "GET /healthz -> ${out:-no answer}"
+ta ps
+ta stats
+ta logs demo
+echo
+echo "The demo container keeps running. Look at it with:"
+echo "  $agent --root $root ps"
+echo "  $agent --root $root logs -f demo"
+echo "  $agent --root $root stats"
+echo "  $agent --root $root inspect demo"
+echo "Stop it with: $agent --root $root rm -f demo"

@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRun_ExitCode(t *testing.T) {
+	if r := agent(t, "run", "--rm", image, "exit", "3"); r.code != 3 {
+		t.Fatalf("want exit 3, got %s", r)
+	}
+	if r := agent(t, "run", "--rm", image, "exit", "0"); r.code != 0 {
+		t.Fatalf("want exit 0, got %s", r)
+	}
+}
+
+func TestRun_Identity(t *testing.T) {
+	out := ok(t, "run", "--rm", "--name", "ident", image, "id")
+	if strings.TrimSpace(out) != "uid=0 gid=0 hostname=ident pid=1" {
+		t.Fatalf("id = %q", out)
+	}
+	out = ok(t, "run", "--rm", "--user", "app", image, "id")
+	if !strings.HasPrefix(out, "uid=1000 gid=1000 ") {
+		t.Fatalf("--user app: id = %q", out)
+	}
+	for _, u := range []string{"4294967296", "-1", "2147483648"} {
+		if r := agent(t, "run", "--rm", "--user", u, image, "id"); r.code == 0 {
+			t.Errorf("--user %s accepted: %s", u, r)
+		}
+	}
+}
+
+func TestRun_Hardening(t *testing.T) {
+	// Docker's 14 capabilities and nothing else.
+	if out := strings.TrimSpace(ok(t, "run", "--rm", image, "caps")); out != "00000000a80425fb" {
+		t.Errorf("caps = %s, want 00000000a80425fb", out)
+	}
+	if out := strings.TrimSpace(ok(t, "run", "--rm", image, "fds")); out != "0 1 2" {
+		t.Errorf("fds = %q, want 0 1 2", out)
+	}
+	status := ok(t, "run", "--rm", image, "cat", "/proc/self/status")
+	for _, want := range []string{"NoNewPrivs:\t1", "Seccomp:\t2", "CapInh:\t0000000000000000", "CapAmb:\t0000000000000000"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("/proc/self/status lacks %q", want)
+		}
+	}
+	if r := agent(t, "run", "--rm", image, "cat", "/proc/kcore"); r.code == 0 || r.stdout != "" {
+		t.Errorf("/proc/kcore readable: %s", r)
+	}
+	if r := agent(t, "run", "--rm", image, "write", "/proc/sysrq-trigger", "h"); r.code == 0 {
+		t.Errorf("/proc/sysrq-trigger writable: %s", r)
+	}
+	if r := agent(t, "run", "--rm", image, "write", "/proc/sys/kernel/core_pattern", "|/tmp/x"); r.code == 0 {
+		t.Errorf("core_pattern writable: %s", r)
+	}
+	// The host's processes are invisible: this test's pid does not exist there.
+	if r := agent(t, "run", "--rm", image, "cat", "/proc/"+strconv.Itoa(os.Getpid())+"/status"); r.code == 0 {
+		t.Errorf("host process visible: %s", r)
+	}
+}
+
+func TestRun_NetworkNone(t *testing.T) {
+	out := ok(t, "run", "--rm", "--net", "none", image, "cat", "/proc/net/dev")
+	var ifaces []string
+	for _, line := range strings.Split(out, "\n")[2:] {
+		if name, _, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			ifaces = append(ifaces, name)
+		}
+	}
+	if len(ifaces) != 1 || ifaces[0] != "lo" {
+		t.Fatalf("interfaces = %v, want [lo]", ifaces)
+	}
+}
+
+func TestRun_MemoryLimit(t *testing.T) {
+	if out := ok(t, "run", "--rm", "--memory", "32Mi", image, "alloc", "16"); strings.TrimSpace(out) != "allocated 16" {
+		t.Fatalf("alloc 16 under 32Mi: %q", out)
+	}
+	r := agent(t, "run", "--name", "oom", "--memory", "32Mi", image, "alloc", "64")
+	t.Cleanup(func() { agent(t, "rm", "-f", "oom") })
+	if r.code != 137 {
+		t.Fatalf("alloc 64 under 32Mi: want exit 137, got %s", r)
+	}
+	var got []struct {
+		State struct {
+			Status    string
+			ExitCode  int
+			OOMKilled bool
+		}
+	}
+	if err := json.Unmarshal([]byte(ok(t, "inspect", "oom")), &got); err != nil || len(got) != 1 {
+		t.Fatalf("inspect: %v", err)
+	}
+	if s := got[0].State; !s.OOMKilled || s.ExitCode != 137 || s.Status != "exited" {
+		t.Fatalf("inspect state = %+v, want OOMKilled exit 137", s)
+	}
+}
+
+func TestRun_PidsLimit(t *testing.T) {
+	out := ok(t, "run", "--rm", "--pids", "20", image, "forks", "100")
+	var n int
+	if _, err := fmt.Sscanf(strings.TrimSpace(out), "started %d", &n); err != nil {
+		t.Fatalf("forks output %q: %v", out, err)
+	}
+	if n >= 20 || n < 1 {
+		t.Fatalf("started %d children under pids 20", n)
+	}
+}
+
+func TestRun_CPULimit(t *testing.T) {
+	id := strings.TrimSpace(ok(t, "run", "-d", "--name", "spinner", "--cpus", "0.2", image, "spin", "30"))
+	t.Cleanup(func() { agent(t, "rm", "-f", "spinner") })
+	usage := func() (time.Time, int64) {
+		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct/tender", id, "cpuacct.usage"))
+		if err != nil {
+			t.Fatalf("read cgroup cpu usage: %v", err)
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return time.Now(), n
+	}
+	t0, u0 := usage()
+	time.Sleep(2 * time.Second) // a measurement window, not a synchronisation
+	t1, u1 := usage()
+	rate := float64(u1-u0) / float64(t1.Sub(t0).Nanoseconds())
+	t.Logf("cpu use under --cpus 0.2: %.3f CPU-seconds per second", rate)
+	if rate > 0.3 {
+		t.Fatalf("cpu use %.3f CPU-s/s exceeds 0.3 under --cpus 0.2", rate)
+	}
+	if rate < 0.05 {
+		t.Fatalf("cpu use %.3f: the spinner is not running", rate)
+	}
+}
+
+func TestDetached_Lifecycle(t *testing.T) {
+	mountsBefore := hostMounts(t)
+	id := strings.TrimSpace(ok(t, "run", "-d", "--name", "svc", "--memory", "64Mi", image, "sleep", "300"))
+	if len(id) != 64 {
+		t.Fatalf("run -d printed %q, want an ID", id)
+	}
+	ps := ok(t, "ps")
+	if !strings.Contains(ps, "svc") || !strings.Contains(ps, "Up ") || !strings.HasPrefix(ps, "CONTAINER ID") {
+		t.Fatalf("ps:\n%s", ps)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory/tender", id)); err != nil {
+		t.Fatalf("no memory cgroup while running: %v", err)
+	}
+	if r := agent(t, "rm", "svc"); r.code == 0 {
+		t.Fatalf("rm of a running container succeeded: %s", r)
+	}
+	ok(t, "stop", "-t", "5s", "svc")
+	var got []struct{ State struct{ Status string } }
+	json.Unmarshal([]byte(ok(t, "inspect", "svc")), &got)
+	if len(got) != 1 || got[0].State.Status != "exited" {
+		t.Fatalf("after stop: %+v", got)
+	}
+	if out := ok(t, "logs", "svc"); !strings.Contains(out, "got terminated") {
+		t.Errorf("logs after SIGTERM = %q", out)
+	}
+	ok(t, "rm", "svc")
+	if out := ok(t, "ps", "-a"); strings.Contains(out, "svc") {
+		t.Fatalf("ps -a after rm:\n%s", out)
+	}
+	for _, c := range []string{"memory", "cpu", "pids", "cpuset", "devices", "freezer"} {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, "tender", id)); err == nil {
+			t.Errorf("cgroup %s/tender/%s left behind", c, id)
+		}
+	}
+	if after := hostMounts(t); after != mountsBefore {
+		t.Errorf("host mounts changed:\nbefore %d lines, after %d", strings.Count(mountsBefore, "\n"), strings.Count(after, "\n"))
+	}
+}
+
+func TestRun_VolumesAndReadOnly(t *testing.T) {
+	host := t.TempDir()
+	ok(t, "run", "--rm", "-v", host+":/data", image, "write", "/data/hello", "from the container")
+	if b, err := os.ReadFile(filepath.Join(host, "hello")); err != nil || string(b) != "from the container" {
+		t.Fatalf("volume write: %q %v", b, err)
+	}
+	if r := agent(t, "run", "--rm", "-v", host+":/data:ro", image, "write", "/data/x", "y"); r.code == 0 {
+		t.Errorf("write to a read-only volume succeeded")
+	}
+	if r := agent(t, "run", "--rm", "--read-only", image, "write", "/tmp/x", "y"); r.code == 0 {
+		t.Errorf("write to a read-only root succeeded")
+	}
+}
+
+func TestRun_BadInput(t *testing.T) {
+	for _, args := range [][]string{
+		{"run", "--rm", "no.such/image:1", "id"},
+		{"run", "--rm", "--memory", "lots", image, "id"},
+		{"run", "--rm", "--memory", "1Ki", image, "id"},
+		{"run", "--rm", "--net", "bridge9", image, "id"},
+		{"run", "--rm", "-v", "/nonexistent-dir:/x", image, "id"},
+		{"run", "--rm", "--entrypoint", "/no/such/binary", image},
+	} {
+		r := agent(t, args...)
+		if r.code == 0 || !strings.HasPrefix(r.stderr, "tender-agent: ") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Errorf("%v: want one clear error line and a non-zero exit, got %s", args, r)
+		}
+	}
+	if r := agent(t, "frobnicate"); r.code == 0 || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %s", r)
+	}
+}
+
+func hostMounts(t *testing.T) string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
