@@ -1,0 +1,15 @@
+// Package cgroups puts containers under resource limits on cgroup v1 and
+// cgroup v2 hosts, through github.com/containerd/cgroups/v3.
+//
+// The limits are computed as data first (Values, pure and golden-testable)
+// and then written by Create. A hybrid host (v1 hierarchies plus an empty
+// cgroup2 mount) is driven as v1; nothing is written to its cgroup2 mount.
+//
+// Swap is always off for a container with a memory limit: on v1
+// memory.memsw.limit_in_bytes equals the limit (when swap accounting exists)
+// and memory.swappiness is 0; on v2 memory.swap.max is 0.
+//
+// A controller missing on the host is not applicable and skipped, except
+// memory, cpu and pids when a limit for them is asked: Create then fails
+// with an error wrapping ErrUnavailable that names the controller.
+package cgroups
