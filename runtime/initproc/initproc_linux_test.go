@@ -301,16 +301,22 @@ func TestStart_Namespaces(t *testing.T) {
 	e := newEnv(t, "sleep", "30")
 	var cgroupNsAtPlace string
 	proc, wait, err := e.start(t, func(pid int) error {
-		// The init is still waiting for its config: it is the sealed
-		// copy, and its cgroup namespace is still the host's (it unshares
-		// it after place).
-		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err != nil {
+		// The init is still waiting for its config: its executable is
+		// on a read-only mount (R-01: a container process reaching it
+		// through /proc/<pid>/exe cannot write to it), and its cgroup
+		// namespace is still the host's (it unshares it after place).
+		var st unix.Statfs_t
+		if err := unix.Statfs(fmt.Sprintf("/proc/%d/exe", pid), &st); err != nil {
 			return err
 		}
-		if !strings.HasPrefix(exe, "/memfd:tender-init") {
-			return fmt.Errorf("init exe is %q, want a memfd", exe)
+		if st.Flags&unix.ST_RDONLY == 0 {
+			return fmt.Errorf("init executable is on a writable mount")
 		}
+		// While it runs the kernel says ETXTBSY; once it exits, EROFS.
+		if _, err := os.OpenFile(fmt.Sprintf("/proc/%d/exe", pid), os.O_WRONLY, 0); !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.ETXTBSY) {
+			return fmt.Errorf("open init executable for writing: %v, want EROFS or ETXTBSY", err)
+		}
+		var err error
 		cgroupNsAtPlace, err = os.Readlink(fmt.Sprintf("/proc/%d/ns/cgroup", pid))
 		return err
 	})

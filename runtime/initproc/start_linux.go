@@ -97,6 +97,19 @@ func makeSealedExe() (*os.File, error) {
 	return f, nil
 }
 
+// startInit forks the init from a protected copy of this executable: a
+// read-only mount of it (spawner_linux.go) or, failing that, a sealed memfd.
+func startInit(argv []string, attr *os.ProcAttr) (*os.Process, error) {
+	if s, err := getSpawner(); err == nil {
+		return s.start(argv, attr)
+	}
+	exe, err := sealedExe()
+	if err != nil {
+		return nil, fmt.Errorf("sealed executable: %w", err)
+	}
+	return os.StartProcess("/proc/self/fd/"+strconv.Itoa(int(exe.Fd())), argv, attr)
+}
+
 // cloneFlags maps the spec's namespaces to clone flags. The cgroup namespace
 // is left out: the child unshares it after place, so that its root is the
 // container's cgroup (runc does the same).
@@ -150,11 +163,6 @@ func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, er
 	if err != nil {
 		return nil, fmt.Errorf("encode config: %w", err)
 	}
-	exe, err := sealedExe()
-	if err != nil {
-		return nil, fmt.Errorf("sealed executable: %w", err)
-	}
-
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("sync socket: %w", err)
@@ -177,14 +185,15 @@ func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, er
 		}
 		files[i] = devNull
 	}
-	proc, err := os.StartProcess("/proc/self/fd/"+strconv.Itoa(int(exe.Fd())), []string{"tender-init", Arg}, &os.ProcAttr{
+	attr := &os.ProcAttr{
 		Env:   []string{"GOMAXPROCS=1", "GOGC=off"},
 		Files: files,
 		Sys: &syscall.SysProcAttr{
 			Cloneflags: flags,
 			Setsid:     true,
 		},
-	})
+	}
+	proc, err := startInit([]string{"tender-init", Arg}, attr)
 	child.Close()
 	if devNull != nil {
 		devNull.Close()
