@@ -8,8 +8,11 @@
 // Under the store root (for example /var/lib/tender/images, mode 0700):
 //
 //	meta.db                 bbolt metadata (below)
-//	blobs/sha256/<hex>      verified blobs: image manifests and configs
-//	                        (and compressed layers with Options.KeepLayerBlobs)
+//	blobs/sha256/<hex>      verified blobs: image manifests and configs,
+//	                        and compressed layers of pulled images (and of
+//	                        loaded ones with Options.KeepLayerBlobs), which
+//	                        Save exports; this roughly adds the compressed
+//	                        image size to the unpacked size on disk
 //	layers/<short-id>/      one unpacked layer per distinct diff_id, shared by
 //	                        images; <short-id> is the first 12 hex digits of
 //	                        the diff_id (longer only on a prefix collision),
@@ -17,6 +20,10 @@
 //	                        limited to one page
 //	layers/tmp-*/           a layer being unpacked (never committed)
 //	tmp/load-*/             a Load's staging area for the archive's blobs
+//	tmp/pull-*/             a Pull's staging area for manifests and configs
+//	tmp/partial/<hex>       a layer blob being downloaded by Pull, named by
+//	                        its digest, flocked while written; kept by Open
+//	                        so a killed or failed pull resumes (HTTP Range)
 //
 // Layer directories hold whiteouts in overlayfs form: an OCI ".wh.name"
 // becomes a 0:0 character device "name", and ".wh..wh..opq" becomes the
@@ -34,6 +41,15 @@
 //	v1/layers  diff_id -> layerRecord {diffID, dir, size, blob, mediaType,
 //	           committed}; a record exists only for committed layers
 //	v1/blobs   digest -> blobRecord {mediaType, size} for files under blobs/
+//
+// # Pulling from registries
+//
+// Pull (pull.go, registry.go) resolves a reference on the registry's
+// mirrors then the registry itself (HTTPS, custom CA per registry; plain
+// HTTP only for hosts marked insecure), picks the platform's manifest,
+// downloads the layers the store lacks to tmp/partial (resuming, with
+// bounded retries; concurrent pulls of one blob share one download) and
+// hands everything to the same ingest path as Load: verify, unpack, commit.
 //
 // # Durability and recovery
 //

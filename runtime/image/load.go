@@ -61,13 +61,35 @@ var layerMediaTypes = map[string]compression{
 	"application/vnd.oci.image.layer.v1.tar+zstd+encrypted":        -1,
 }
 
-// staged is an archive read into a private staging directory: every blob
-// there has been verified against the digest in its name.
+// staged is the blob source of one ingest: an archive read into a private
+// staging directory, or a registry pull's downloads. Every blob it lists
+// has been verified against its digest.
 type staged struct {
 	dir    string
 	index  []byte
 	layout bool
 	blobs  map[digest.Digest]int64
+	// paths holds blobs kept outside dir (a pull's downloads under
+	// tmp/partial); the others are dir/<hex>.
+	paths map[digest.Digest]string
+	// fetch, when set, fetches a blob missing from blobs into dir,
+	// verifies it and records it (a pull's manifests and configs).
+	fetch func(desc ocispec.Descriptor) error
+	// plat is the platform picked from an index.
+	plat ocispec.Platform
+	// keepLayers keeps the compressed layer blobs of this ingest.
+	keepLayers bool
+}
+
+func newStaged(dir string) *staged {
+	return &staged{dir: dir, blobs: map[digest.Digest]int64{}, paths: map[digest.Digest]string{}, plat: hostPlatform()}
+}
+
+func (a *staged) path(d digest.Digest) string {
+	if p, ok := a.paths[d]; ok {
+		return p
+	}
+	return filepath.Join(a.dir, d.Encoded())
 }
 
 // target is one image manifest selected from the archive.
@@ -117,9 +139,15 @@ func (s *Store) loadLocked(ctx context.Context, r io.Reader, stage string) ([]Im
 	if err != nil {
 		return nil, err
 	}
+	return s.ingest(ctx, a, targets)
+}
+
+// committedLayers returns the committed layers by diff_id and the layer
+// directory names in use.
+func (s *Store) committedLayers() (map[digest.Digest]layerRecord, map[string]bool, error) {
 	committed := map[digest.Digest]layerRecord{}
 	usedDirs := map[string]bool{}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bktV1).Bucket(bktLayers).ForEach(func(k, v []byte) error {
 			var lr layerRecord
 			if err := json.Unmarshal(v, &lr); err != nil {
@@ -131,9 +159,19 @@ func (s *Store) loadLocked(ctx context.Context, r io.Reader, stage string) ([]Im
 		})
 	})
 	if err != nil {
+		return nil, nil, err
+	}
+	return committed, usedDirs, nil
+}
+
+// ingest is the path shared by Load and Pull: it unpacks the layers of the
+// selected images that the store does not hold yet (verifying each against
+// its diff_id) and commits images, layers and blobs. The caller holds s.mu.
+func (s *Store) ingest(ctx context.Context, a *staged, targets []target) ([]Image, error) {
+	committed, usedDirs, err := s.committedLayers()
+	if err != nil {
 		return nil, err
 	}
-
 	pending := map[digest.Digest]*pendingLayer{}
 	var order []*pendingLayer
 	defer func() {
@@ -157,7 +195,7 @@ func (s *Store) loadLocked(ctx context.Context, r io.Reader, stage string) ([]Im
 // readArchive streams the outer tar into the staging dir, verifying each
 // blob against the digest in its name.
 func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*staged, error) {
-	a := &staged{dir: stage, blobs: map[digest.Digest]int64{}}
+	a := newStaged(stage)
 	br := bufio.NewReader(r)
 	var in io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
@@ -278,13 +316,19 @@ func (a *staged) blob(desc ocispec.Descriptor) (string, error) {
 		return "", err
 	}
 	size, ok := a.blobs[d]
+	if !ok && a.fetch != nil {
+		if err := a.fetch(desc); err != nil {
+			return "", err
+		}
+		size, ok = a.blobs[d]
+	}
 	if !ok {
 		return "", invalidf("blob %s: not in archive", shortDigest(d))
 	}
 	if size != desc.Size {
 		return "", invalidf("blob %s: size %d does not match descriptor size %d", shortDigest(d), size, desc.Size)
 	}
-	return filepath.Join(a.dir, d.Encoded()), nil
+	return a.path(d), nil
 }
 
 // readJSON reads a manifest, index or config blob and checks that its
@@ -341,7 +385,7 @@ func (s *Store) selectImages(a *staged) ([]target, error) {
 	}
 	var out []target
 	for _, d := range idx.Manifests {
-		if d.Platform != nil && platformScore(*d.Platform) == 0 {
+		if d.Platform != nil && platformScore(*d.Platform, a.plat) == 0 {
 			continue
 		}
 		name := s.nameFromAnnotations(d.Annotations)
@@ -352,7 +396,7 @@ func (s *Store) selectImages(a *staged) ([]target, error) {
 		out = append(out, t)
 	}
 	if len(out) == 0 {
-		return nil, invalidf("archive has no image for %s", platformString())
+		return nil, noPlatformf("archive has no image for %s", platformString(a.plat))
 	}
 	return out, nil
 }
@@ -399,12 +443,12 @@ func (s *Store) walk(a *staged, desc ocispec.Descriptor, name string, depth int)
 			if m.Platform == nil {
 				continue
 			}
-			if sc := platformScore(*m.Platform); sc > bestScore {
+			if sc := platformScore(*m.Platform, a.plat); sc > bestScore {
 				best, bestScore = i, sc
 			}
 		}
 		if best < 0 {
-			return target{}, invalidf("index %s: no manifest for %s", shortDigest(desc.Digest), platformString())
+			return target{}, noPlatformf("index %s: no manifest for %s", shortDigest(desc.Digest), platformString(a.plat))
 		}
 		return s.walk(a, idx.Manifests[best], name, depth+1)
 	case ocispec.MediaTypeImageManifest, mediaTypeDockerManifest:
@@ -412,7 +456,7 @@ func (s *Store) walk(a *staged, desc ocispec.Descriptor, name string, depth int)
 	case "":
 		return target{}, invalidf("descriptor %s has no mediaType", shortDigest(desc.Digest))
 	default:
-		return target{}, invalidf("descriptor %s: unsupported mediaType %q", shortDigest(desc.Digest), quoteName(desc.MediaType))
+		return target{}, unsupportedf("descriptor %s: unsupported mediaType %q", shortDigest(desc.Digest), quoteName(desc.MediaType))
 	}
 }
 
@@ -434,7 +478,7 @@ func (s *Store) readManifest(a *staged, desc ocispec.Descriptor, name string) (t
 	case "":
 		return target{}, invalidf("manifest %s: config has no mediaType", shortDigest(desc.Digest))
 	default:
-		return target{}, invalidf("manifest %s: unsupported config mediaType %q", shortDigest(desc.Digest), quoteName(m.Config.MediaType))
+		return target{}, unsupportedf("manifest %s: unsupported config mediaType %q", shortDigest(desc.Digest), quoteName(m.Config.MediaType))
 	}
 	for _, l := range m.Layers {
 		if _, err := parseDigest(string(l.Digest)); err != nil {
@@ -445,15 +489,17 @@ func (s *Store) readManifest(a *staged, desc ocispec.Descriptor, name string) (t
 		case l.MediaType == "":
 			return target{}, invalidf("layer %s: no mediaType", shortDigest(l.Digest))
 		case !ok:
-			return target{}, invalidf("layer %s: unsupported mediaType %q", shortDigest(l.Digest), quoteName(l.MediaType))
+			return target{}, unsupportedf("layer %s: unsupported mediaType %q", shortDigest(l.Digest), quoteName(l.MediaType))
 		case comp == compZstd:
 			return target{}, unsupportedf("layer %s: zstd-compressed layers are not supported yet", shortDigest(l.Digest))
 		case comp < 0:
 			return target{}, unsupportedf("layer %s: mediaType %q is not supported", shortDigest(l.Digest), l.MediaType)
 		}
-		if _, err := a.blob(l); err != nil {
-			return target{}, err
+		if l.Size < 0 || l.Size > s.lim.MaxImageBytes {
+			return target{}, limitf("layer %s: %d bytes, more than %d", shortDigest(l.Digest), l.Size, s.lim.MaxImageBytes)
 		}
+		// The blob itself is checked when the layer is unpacked: a layer
+		// the store holds already needs none.
 	}
 	cfgRaw, err := s.readJSON(a, m.Config, false)
 	if err != nil {
@@ -476,23 +522,28 @@ func (s *Store) readManifest(a *staged, desc ocispec.Descriptor, name string) (t
 	return t, nil
 }
 
-// platformScore rates how well p fits this machine: 0 does not run here.
-func platformScore(p ocispec.Platform) int {
-	if p.OS != "linux" && p.OS != "" || p.Architecture != runtime.GOARCH {
+// platformScore rates how well p fits the wanted platform: 0 does not run
+// there.
+func platformScore(p, want ocispec.Platform) int {
+	if p.OS != "linux" && p.OS != "" || p.Architecture != want.Architecture {
 		return 0
 	}
-	want := archVariant()
 	switch {
-	case p.Variant == want:
+	case p.Variant == want.Variant:
 		return 3
 	case p.Variant == "":
 		return 2
-	case runtime.GOARCH == "arm64" && p.Variant == "v8":
+	case want.Architecture == "arm64" && p.Variant == "v8" && want.Variant == "":
 		return 3
-	case runtime.GOARCH == "arm" && len(p.Variant) == 2 && want != "" && p.Variant < want:
+	case want.Architecture == "arm" && len(p.Variant) == 2 && want.Variant != "" && p.Variant < want.Variant:
 		return 1
 	}
 	return 0
+}
+
+// hostPlatform is the platform this binary runs on.
+func hostPlatform() ocispec.Platform {
+	return ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH, Variant: archVariant()}
 }
 
 func archVariant() string {
@@ -509,11 +560,11 @@ func archVariant() string {
 	return "v7"
 }
 
-func platformString() string {
-	if v := archVariant(); v != "" {
-		return "linux/" + runtime.GOARCH + "/" + v
+func platformString(p ocispec.Platform) string {
+	if p.Variant != "" {
+		return "linux/" + p.Architecture + "/" + p.Variant
 	}
-	return "linux/" + runtime.GOARCH
+	return "linux/" + p.Architecture
 }
 
 // unpackImage unpacks the layers of t that the store does not hold yet.
@@ -667,9 +718,12 @@ func (s *Store) commit(a *staged, targets []target, order []*pendingLayer, usedD
 	for _, t := range targets {
 		blobs[t.desc.Digest] = blobRecord{MediaType: t.desc.MediaType, Size: t.desc.Size}
 		blobs[t.cfgDesc.Digest] = blobRecord{MediaType: t.cfgDesc.MediaType, Size: t.cfgDesc.Size}
-		if s.opts.KeepLayerBlobs {
+		if s.opts.KeepLayerBlobs || a.keepLayers {
 			for _, l := range t.manifest.Layers {
-				blobs[l.Digest] = blobRecord{MediaType: l.MediaType, Size: l.Size}
+				_, staged := a.blobs[l.Digest]
+				if _, err := os.Lstat(s.blobPath(l.Digest)); staged || err == nil {
+					blobs[l.Digest] = blobRecord{MediaType: l.MediaType, Size: l.Size}
+				}
 			}
 		}
 	}
@@ -678,7 +732,7 @@ func (s *Store) commit(a *staged, targets []target, order []*pendingLayer, usedD
 		if _, err := os.Lstat(dst); err == nil {
 			continue // content-addressed: already there
 		}
-		if err := os.Rename(filepath.Join(a.dir, d.Encoded()), dst); err != nil {
+		if err := os.Rename(a.path(d), dst); err != nil {
 			return nil, rollback(fmt.Errorf("commit blob %s: %w", d, err))
 		}
 		movedBlobs = append(movedBlobs, dst)

@@ -81,15 +81,19 @@ type Store struct {
 	lim  Limits
 	log  zerolog.Logger
 	db   *bolt.DB
-	mu   sync.Mutex // serialises Load and Remove
+	mu   sync.Mutex // serialises Load, Pull's ingest, Remove and Prune
+
+	flightsMu sync.Mutex
+	flights   map[digest.Digest]*flight // blob downloads under way, see Pull
 }
 
 const (
-	dirBlobs  = "blobs/sha256"
-	dirLayers = "layers"
-	dirTmp    = "tmp"
-	dbFile    = "meta.db"
-	tmpPrefix = "tmp-"
+	dirBlobs   = "blobs/sha256"
+	dirLayers  = "layers"
+	dirTmp     = "tmp"
+	dirPartial = "partial" // under tmp/: resumable downloads, kept by Open
+	dbFile     = "meta.db"
+	tmpPrefix  = "tmp-"
 )
 
 var (
@@ -166,7 +170,7 @@ func Open(root string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open image store %s: init schema: %w", root, err)
 	}
-	s := &Store{root: abs, opts: opts, lim: opts.Limits.withDefaults(), log: opts.Log, db: db}
+	s := &Store{root: abs, opts: opts, lim: opts.Limits.withDefaults(), log: opts.Log, db: db, flights: map[digest.Digest]*flight{}}
 	if err := s.sweep(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open image store %s: %w", root, err)
@@ -226,7 +230,15 @@ func (s *Store) sweep() error {
 	}
 	removeUnless(filepath.Join(s.root, dirLayers), layers)
 	removeUnless(filepath.Join(s.root, dirBlobs), blobs)
-	removeUnless(filepath.Join(s.root, dirTmp), nil)
+	removeUnless(filepath.Join(s.root, dirTmp), map[string]bool{dirPartial: true})
+	if ents, err := os.ReadDir(filepath.Join(s.root, dirTmp, dirPartial)); err == nil {
+		// Partial downloads are kept for resume; anything else there goes.
+		for _, e := range ents {
+			if !e.Type().IsRegular() || !hex64.MatchString(e.Name()) {
+				errs = append(errs, os.RemoveAll(filepath.Join(s.root, dirTmp, dirPartial, e.Name())))
+			}
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("sweep: %w", err)
 	}
