@@ -28,7 +28,7 @@ $(BUILD)/testimage.tar: $(BUILD)/workload $(wildcard test/mkimage/*.go test/ocia
 	$(GO) run ./test/mkimage -bin $(BUILD)/workload -o $@
 
 # Debian packages the tests and benchmarks use, installed only when missing.
-DEB_PKGS := crun runc
+DEB_PKGS := crun runc docker-registry skopeo umoci time curl
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -55,6 +55,7 @@ run: build testimage
 
 bench: deps build testimage
 	./test/bench/start.sh
+	./test/bench/pull.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -575,18 +575,39 @@ func (c *cli) images(args []string) error {
 	if err != nil {
 		return err
 	}
+	rt, err := c.runtime()
+	if err != nil {
+		return err
+	}
+	ctrs, err := rt.List()
+	if err != nil {
+		return err
+	}
+	users := usersByImage(ctrs)
 	if *out == "json" {
-		return writeJSON(c.stdout, imgs)
+		type row struct {
+			image.Image
+			UsedBy []string `json:"usedBy"`
+		}
+		rows := make([]row, len(imgs))
+		for i, img := range imgs {
+			rows[i] = row{img, users[img.ID.String()]}
+		}
+		return writeJSON(c.stdout, rows)
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE")
+	fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tUSED BY")
 	for _, img := range imgs {
 		repo, tag := "<none>", "<none>"
 		if img.Name != "" {
 			repo, tag = splitName(img.Name)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\n", repo, tag, shortDigest(img.ID.String()), ago(now.Sub(img.Created)), spec.FormatBytes(img.Size))
+		used := strings.Join(users[img.ID.String()], ",")
+		if used == "" {
+			used = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\n", repo, tag, shortDigest(img.ID.String()), ago(now.Sub(img.Created)), spec.FormatBytes(img.Size), used)
 	}
 	return tw.Flush()
 }
@@ -632,8 +653,8 @@ func (c *cli) rmi(args []string) error {
 			errs = append(errs, err)
 			continue
 		}
-		if user := usedBy(ctrs, img.ID.String()); user != "" {
-			errs = append(errs, fmt.Errorf("image %s is in use by container %s: remove it first", ref, user))
+		if users := usersByImage(ctrs)[img.ID.String()]; len(users) > 0 {
+			errs = append(errs, fmt.Errorf("image %s is in use by container %s: remove it first", ref, strings.Join(users, ", ")))
 			continue
 		}
 		if err := st.Remove(ref); err != nil {
@@ -643,15 +664,6 @@ func (c *cli) rmi(args []string) error {
 		fmt.Fprintln(c.stdout, "Deleted:", img.Digest)
 	}
 	return errors.Join(errs...)
-}
-
-func usedBy(ctrs []*container.Container, id string) string {
-	for _, ctr := range ctrs {
-		if ctr.ImageID == id {
-			return ctr.Name
-		}
-	}
-	return ""
 }
 
 func (c *cli) load(ctx context.Context, args []string) error {

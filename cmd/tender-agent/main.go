@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/tender-edge/tender/runtime/container"
+	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/spec"
 )
 
@@ -44,7 +45,9 @@ func main() {
 // failures (docker's convention), 1 for usage and not-found errors.
 func exitCode(err error) int {
 	switch {
-	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, spec.ErrInvalid):
+	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, spec.ErrInvalid),
+		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
+		errors.Is(err, image.ErrInvalid):
 		return 1
 	}
 	return 125
@@ -64,9 +67,11 @@ Commands:
   rm        Remove containers
   stats     Show running containers' resource use
   inspect   Show a container as JSON
-  images    List images
+  pull      Pull an image from a registry
+  images    List images ('images prune' removes unused ones)
   rmi       Remove images
   load      Load an image from an OCI archive
+  save      Save an image to an OCI archive
   version   Show the version
 
 Run 'tender-agent COMMAND --help' for a command's options.`
@@ -99,7 +104,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "inspect":
 		return c.inspect(rest)
 	case "images":
+		if len(rest) > 0 && rest[0] == "prune" {
+			return c.imagesPrune(rest[1:])
+		}
 		return c.images(rest)
+	case "pull":
+		return c.pull(ctx, rest)
+	case "save":
+		return c.save(ctx, rest)
 	case "rmi":
 		return c.rmi(rest)
 	case "load":

@@ -180,7 +180,11 @@ func (m *Monitor) release() {
 		m.logw.Close()
 	}
 	if m.cg != nil {
-		_ = m.cg.Kill()
+		// Usually the pid namespace died with its init and took every
+		// process with it; the freeze-and-kill is for the rest.
+		if procs, err := m.cg.Procs(); err != nil || len(procs) > 0 {
+			_ = m.cg.Kill()
+		}
 		if err := m.cg.Delete(); err != nil {
 			m.r.log.Warn().Err(err).Str("container", m.c.Name).Msg("removing cgroup")
 		}
