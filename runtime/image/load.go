@@ -249,7 +249,7 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 				s.log.Warn().Str("entry", quoteName(hdr.Name)).Msg("ignoring blob with unsupported digest algorithm")
 				continue
 			}
-			if !hex64.MatchString(hex) {
+			if !hex64().MatchString(hex) {
 				return nil, invalidf("archive entry %q: blob name is not a sha256 digest", quoteName(hdr.Name))
 			}
 			if hdr.Typeflag != tar.TypeReg {
@@ -413,7 +413,7 @@ func (s *Store) nameFromAnnotations(ann map[string]string) string {
 			if nn, err := NormalizeName(n); err == nil {
 				return nn
 			}
-		} else if tagRe.MatchString(n) {
+		} else if tagRe().MatchString(n) {
 			return n // only a tag: the repository is unknown, keep it as is
 		}
 		s.log.Warn().Str("name", quoteName(n)).Msg("ignoring invalid image name annotation")

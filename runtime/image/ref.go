@@ -3,23 +3,30 @@ package image
 import (
 	"regexp"
 	"strings"
+	"sync"
 
 	digest "github.com/opencontainers/go-digest"
 )
 
+// The patterns compile on first use: every start of the agent binary (the
+// CLI, each container's init) would otherwise pay for them.
 var (
-	hex64        = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	pathCompRe   = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	tagRe        = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	domainCompRe = regexp.MustCompile(`^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$`)
-	hexPrefixRe  = regexp.MustCompile(`^[0-9a-f]{4,64}$`)
+	hex64        = lazyRegexp(`^[0-9a-f]{64}$`)
+	pathCompRe   = lazyRegexp(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+	tagRe        = lazyRegexp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	domainCompRe = lazyRegexp(`^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$`)
+	hexPrefixRe  = lazyRegexp(`^[0-9a-f]{4,64}$`)
 )
+
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // parseDigest accepts only "sha256:" followed by 64 lower-case hex digits.
 // It is the gate every digest passes before it is used in a path (U-34).
 func parseDigest(s string) (digest.Digest, error) {
 	hex, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || !hex64.MatchString(hex) {
+	if !ok || !hex64().MatchString(hex) {
 		if len(s) > 80 {
 			s = s[:80] + "…"
 		}
@@ -54,7 +61,7 @@ func NormalizeName(s string) (string, error) {
 	tag := ""
 	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
 		name, tag = name[:i], name[i+1:]
-		if !tagRe.MatchString(tag) {
+		if !tagRe().MatchString(tag) {
 			return "", invalidf("image name %q: invalid tag", s)
 		}
 	}
@@ -64,7 +71,7 @@ func NormalizeName(s string) (string, error) {
 		domain, comps = comps[0], comps[1:]
 		host, port, hasPort := strings.Cut(domain, ":")
 		for _, dc := range strings.Split(host, ".") {
-			if !domainCompRe.MatchString(dc) {
+			if !domainCompRe().MatchString(dc) {
 				return "", invalidf("image name %q: invalid registry", s)
 			}
 		}
@@ -73,7 +80,7 @@ func NormalizeName(s string) (string, error) {
 		}
 	}
 	for _, c := range comps {
-		if !pathCompRe.MatchString(c) {
+		if !pathCompRe().MatchString(c) {
 			return "", invalidf("image name %q: invalid path component %q", s, c)
 		}
 	}
