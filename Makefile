@@ -27,6 +27,16 @@ testimage: $(BUILD)/testimage.tar
 $(BUILD)/testimage.tar: $(BUILD)/workload $(wildcard test/mkimage/*.go test/ociarchive/*.go)
 	$(GO) run ./test/mkimage -bin $(BUILD)/workload -o $@
 
+# A static busybox for the distribution-like image of test/e2e, taken from
+# Debian's busybox-static package without installing it (it would replace
+# the system's busybox).
+$(BUILD)/busybox:
+	@mkdir -p $(BUILD)/bbx
+	cd $(BUILD)/bbx && (apt-get download busybox-static >/dev/null 2>&1 || (apt-get update -qq && apt-get download busybox-static))
+	dpkg-deb -x $(BUILD)/bbx/busybox-static_*.deb $(BUILD)/bbx/root
+	cp $(BUILD)/bbx/root/bin/busybox $@
+	rm -rf $(BUILD)/bbx
+
 # Debian packages the tests and benchmarks use, installed only when missing.
 DEB_PKGS := crun runc docker-registry skopeo umoci time curl
 deps:
@@ -45,8 +55,9 @@ fmt-check:
 	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
 
 # The whole suite, as CI runs it (as root: real containers, real cgroups).
-test: deps build testimage fmt-check vet
+test: deps build testimage $(BUILD)/busybox fmt-check vet
 	TENDER_AGENT=$(CURDIR)/$(BUILD)/tender-agent TENDER_TESTIMAGE=$(CURDIR)/$(BUILD)/testimage.tar \
+	TENDER_BUSYBOX=$(CURDIR)/$(BUILD)/busybox \
 		$(GO) test -count=1 -timeout 25m ./...
 
 # The main job: load the demo image and run it under limits.
