@@ -30,8 +30,14 @@ set -e
 
 echo; echo "# a long-running service under limits (memory 64Mi, half a CPU, 32 pids), on the host network"
 ta run -d --name demo --memory 64Mi --cpus 0.5 --pids 32 --net host tender.test/workload:latest serve 127.0.0.1:18080
+healthz() { # a plain HTTP GET with bash alone
+	exec 3<>/dev/tcp/127.0.0.1/18080 || return 1
+	printf 'GET /healthz HTTP/1.0\r\nHost: demo\r\n\r\n' >&3
+	tail -n 1 <&3
+	exec 3<&-
+}
 for _ in $(seq 50); do
-	out=$(curl -fsS http://127.0.0.1:18080/healthz 2>/dev/null) && break
+	out=$(healthz 2>/dev/null) && [ -n "$out" ] && break
 	sleep 0.1
 done
 echo "GET /healthz -> ${out:-no answer}"
