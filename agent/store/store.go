@@ -1,0 +1,472 @@
+package store
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"time"
+
+	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/sync/wire"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Errors callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrStale: a desired document whose generation is not newer than the
+	// stored one.
+	ErrStale = errors.New("stale generation")
+	// ErrSchema: the file was written by a newer agent with a layout this
+	// build does not know. It is not treated as corruption.
+	ErrSchema = errors.New("unsupported state schema")
+)
+
+const schemaVersion = "1"
+
+var (
+	bucketV1       = []byte("v1")
+	bucketMeta     = []byte("meta")
+	bucketDesired  = []byte("desired")
+	bucketProgress = []byte("progress")
+	bucketEvents   = []byte("events")
+	keySchema      = []byte("schema")
+	keyDropped     = []byte("events.dropped")
+	keyDoc         = []byte("doc")
+)
+
+// Options tune Open; nil means the defaults.
+type Options struct {
+	// EventCap is the number of events kept; default 10000.
+	EventCap int
+	// LockTimeout bounds the wait for the file lock held by another
+	// process; default 2s. A timeout is an error, not corruption.
+	LockTimeout time.Duration
+	// Now stamps the name of a file set aside; default time.Now.
+	Now func() time.Time
+}
+
+// Recovery reports a state file that could not be used.
+type Recovery struct {
+	Path  string // where the bad file now is
+	Cause error  // what was wrong with it
+}
+
+func (r *Recovery) String() string {
+	return fmt.Sprintf("state file corrupt (%v): kept aside as %s, started empty", r.Cause, r.Path)
+}
+
+// DB is the agent's state.
+type DB struct {
+	bolt     *bolt.DB
+	path     string
+	eventCap int
+	// Recovered is non-nil when Open found the file corrupt, moved it
+	// aside and started with an empty state.
+	Recovered *Recovery
+}
+
+// Desired is the desired document last accepted.
+type Desired struct {
+	Generation uint64     `json:"generation"`
+	Source     string     `json:"source"` // "local" or "fleet"
+	Apps       []wire.App `json:"apps"`
+}
+
+// Event is one entry of the event log.
+type Event struct {
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	App     string    `json:"app,omitempty"`
+	Kind    string    `json:"kind"`
+	Message string    `json:"message,omitempty"`
+}
+
+// Open opens or creates the state file at path (mode 0600, its directory
+// 0700). A corrupt or truncated file is set aside and replaced; see
+// DB.Recovered.
+func Open(path string, opts *Options) (*DB, error) {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	if o.EventCap <= 0 {
+		o.EventCap = 10000
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 2 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	db := &DB{path: path, eventCap: o.EventCap}
+	b, err := openChecked(path, o.LockTimeout)
+	if err != nil {
+		var ce *corruptError
+		if !errors.As(err, &ce) {
+			return nil, err
+		}
+		aside, rerr := setAside(path, o.Now())
+		if rerr != nil {
+			return nil, fmt.Errorf("%w; set aside: %v", err, rerr)
+		}
+		db.Recovered = &Recovery{Path: aside, Cause: ce.err}
+		if b, err = openChecked(path, o.LockTimeout); err != nil {
+			return nil, fmt.Errorf("fresh state file: %w", err)
+		}
+	}
+	db.bolt = b
+	return db, nil
+}
+
+type corruptError struct{ err error }
+
+func (e *corruptError) Error() string { return e.err.Error() }
+
+// openChecked opens path and proves it readable, turning panics and memory
+// faults of bbolt on a damaged file into a *corruptError.
+func openChecked(path string, timeout time.Duration) (b *bolt.DB, err error) {
+	if fi, serr := os.Stat(path); serr == nil && fi.Size() == 0 {
+		return nil, &corruptError{errors.New("file is empty")}
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if b != nil {
+				closeQuietly(b)
+			}
+			b, err = nil, &corruptError{fmt.Errorf("read: %v", r)}
+		}
+	}()
+	b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) || errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+		return nil, &corruptError{fmt.Errorf("open: %w", err)}
+	}
+	if err := check(b); err != nil {
+		closeQuietly(b)
+		b = nil
+		return nil, err
+	}
+	return b, nil
+}
+
+func closeQuietly(b *bolt.DB) {
+	defer func() { _ = recover() }()
+	_ = b.Close()
+}
+
+// check reads every key of every bucket in this goroutine (where a fault
+// is a recoverable panic), decodes our records, runs tx.Check, and creates
+// the buckets of a new file.
+func check(b *bolt.DB) error {
+	err := b.View(func(tx *bolt.Tx) error {
+		var walk func(bk *bolt.Bucket, depth int) error
+		walk = func(bk *bolt.Bucket, depth int) error {
+			return bk.ForEach(func(k, v []byte) error {
+				if v == nil {
+					if depth > 8 {
+						return errors.New("buckets nested too deep")
+					}
+					return walk(bk.Bucket(k), depth+1)
+				}
+				return nil
+			})
+		}
+		if err := tx.ForEach(func(name []byte, bk *bolt.Bucket) error { return walk(bk, 0) }); err != nil {
+			return err
+		}
+		var first error
+		for err := range tx.Check() { // drain: the checker goroutine must finish
+			if first == nil {
+				first = err
+			}
+		}
+		if first != nil {
+			return first
+		}
+		if v1 := tx.Bucket(bucketV1); v1 != nil {
+			t := &Tx{tx: tx}
+			if s := t.meta().Get(keySchema); s != nil && string(s) != schemaVersion {
+				return &schemaError{string(s)}
+			}
+			if _, err := t.Desired(); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if _, err := t.Progress(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var se *schemaError
+	if errors.As(err, &se) {
+		return fmt.Errorf("%w: version %s", ErrSchema, se.v)
+	}
+	if err != nil {
+		return &corruptError{fmt.Errorf("check: %w", err)}
+	}
+	if err := b.Update(func(tx *bolt.Tx) error {
+		v1, err := tx.CreateBucketIfNotExists(bucketV1)
+		if err != nil {
+			return err
+		}
+		for _, n := range [][]byte{bucketMeta, bucketDesired, bucketProgress, bucketEvents} {
+			if _, err := v1.CreateBucketIfNotExists(n); err != nil {
+				return err
+			}
+		}
+		return v1.Bucket(bucketMeta).Put(keySchema, []byte(schemaVersion))
+	}); err != nil {
+		return fmt.Errorf("create buckets: %w", err)
+	}
+	return nil
+}
+
+type schemaError struct{ v string }
+
+func (e *schemaError) Error() string { return "schema " + e.v }
+
+// setAside renames the bad file to "<path>.corrupt-<unix>" (with a
+// counter if that exists) and syncs the directory.
+func setAside(path string, now time.Time) (string, error) {
+	base := fmt.Sprintf("%s.corrupt-%d", path, now.Unix())
+	aside := base
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		aside = fmt.Sprintf("%s.%d", base, i)
+	}
+	if err := os.Rename(path, aside); err != nil {
+		return "", err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	return aside, nil
+}
+
+// Close closes the file.
+func (db *DB) Close() error { return db.bolt.Close() }
+
+// Path is the state file's path.
+func (db *DB) Path() string { return db.path }
+
+// Bolt exposes the bbolt handle for tests and checks.
+func (db *DB) Bolt() *bolt.DB { return db.bolt }
+
+// View runs fn in a read transaction.
+func (db *DB) View(fn func(*Tx) error) error {
+	return db.bolt.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, cap: db.eventCap}) })
+}
+
+// Update runs fn in one write transaction, committed (and fsynced) if fn
+// returns nil.
+func (db *DB) Update(fn func(*Tx) error) error {
+	return db.bolt.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, cap: db.eventCap}) })
+}
+
+// Desired returns the stored desired document, ErrNotFound if none.
+func (db *DB) Desired() (d Desired, err error) {
+	err = db.View(func(tx *Tx) error { d, err = tx.Desired(); return err })
+	return d, err
+}
+
+// Progress returns the per-app progress.
+func (db *DB) Progress() (m map[string]reconcile.Progress, err error) {
+	err = db.View(func(tx *Tx) error { m, err = tx.Progress(); return err })
+	return m, err
+}
+
+// Commit stores a reconcile decision's progress and events, stamped at
+// now, in one transaction.
+func (db *DB) Commit(progress map[string]reconcile.Progress, events []reconcile.Event, now time.Time) error {
+	return db.Update(func(tx *Tx) error {
+		if err := tx.PutProgress(progress); err != nil {
+			return err
+		}
+		evs := make([]Event, len(events))
+		for i, e := range events {
+			evs[i] = Event{Time: now, App: e.App, Kind: string(e.Kind), Message: e.Reason}
+		}
+		_, err := tx.AppendEvents(evs...)
+		return err
+	})
+}
+
+// Tx is a transaction on the state.
+type Tx struct {
+	tx  *bolt.Tx
+	cap int
+}
+
+func (t *Tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(bucketV1).Bucket(name) }
+func (t *Tx) meta() *bolt.Bucket              { return t.bucket(bucketMeta) }
+
+// Desired returns the stored desired document, ErrNotFound if none.
+func (t *Tx) Desired() (Desired, error) {
+	var d Desired
+	b := t.bucket(bucketDesired)
+	v := b.Get(keyDoc)
+	if v == nil {
+		return d, ErrNotFound
+	}
+	if err := json.Unmarshal(v, &d); err != nil {
+		return Desired{}, fmt.Errorf("decode desired: %w", err)
+	}
+	return d, nil
+}
+
+// PutDesired stores d if its generation is newer than the stored one;
+// otherwise it returns ErrStale.
+func (t *Tx) PutDesired(d Desired) error {
+	cur, err := t.Desired()
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if err == nil && d.Generation <= cur.Generation {
+		return fmt.Errorf("%w: generation %d, have %d", ErrStale, d.Generation, cur.Generation)
+	}
+	v, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("encode desired: %w", err)
+	}
+	return t.bucket(bucketDesired).Put(keyDoc, v)
+}
+
+// Progress returns the per-app progress.
+func (t *Tx) Progress() (map[string]reconcile.Progress, error) {
+	m := map[string]reconcile.Progress{}
+	err := t.bucket(bucketProgress).ForEach(func(k, v []byte) error {
+		var p reconcile.Progress
+		if err := json.Unmarshal(v, &p); err != nil {
+			return fmt.Errorf("decode progress of %s: %w", k, err)
+		}
+		m[string(k)] = p
+		return nil
+	})
+	return m, err
+}
+
+// PutProgress replaces the whole per-app progress with m.
+func (t *Tx) PutProgress(m map[string]reconcile.Progress) error {
+	b := t.bucket(bucketProgress)
+	var stale [][]byte
+	if err := b.ForEach(func(k, _ []byte) error {
+		if _, ok := m[string(k)]; !ok {
+			stale = append(stale, append([]byte(nil), k...))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range stale {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	for app, p := range m {
+		v, err := json.Marshal(p)
+		if err != nil {
+			return fmt.Errorf("encode progress of %s: %w", app, err)
+		}
+		if err := b.Put([]byte(app), v); err != nil {
+			return fmt.Errorf("put progress of %s: %w", app, err)
+		}
+	}
+	return nil
+}
+
+// AppendEvents adds events (their Seq is assigned) and drops the oldest
+// past the cap, counting them. It returns the last sequence number.
+func (t *Tx) AppendEvents(evs ...Event) (uint64, error) {
+	b := t.bucket(bucketEvents)
+	var seq uint64
+	for _, e := range evs {
+		var err error
+		if seq, err = b.NextSequence(); err != nil {
+			return 0, err
+		}
+		e.Seq = seq
+		v, err := json.Marshal(e)
+		if err != nil {
+			return 0, fmt.Errorf("encode event: %w", err)
+		}
+		if err := b.Put(u64(seq), v); err != nil {
+			return 0, err
+		}
+	}
+	if len(evs) == 0 {
+		return b.Sequence(), nil
+	}
+	c := b.Cursor()
+	k, _ := c.First()
+	if k == nil {
+		return seq, nil
+	}
+	over := int64(seq-binary.BigEndian.Uint64(k)+1) - int64(t.cap)
+	if over <= 0 {
+		return seq, nil
+	}
+	for n := over; n > 0; n-- {
+		if k, _ := c.First(); k == nil {
+			break
+		}
+		if err := c.Delete(); err != nil {
+			return 0, err
+		}
+	}
+	if err := t.addDropped(uint64(over)); err != nil {
+		return 0, err
+	}
+	return seq, nil
+}
+
+func (t *Tx) addDropped(n uint64) error {
+	m := t.meta()
+	var cur uint64
+	if v := m.Get(keyDropped); len(v) == 8 {
+		cur = binary.BigEndian.Uint64(v)
+	}
+	return m.Put(keyDropped, u64(cur+n))
+}
+
+// Events returns up to limit events with Seq > after, oldest first.
+func (t *Tx) Events(after uint64, limit int) ([]Event, error) {
+	var out []Event
+	c := t.bucket(bucketEvents).Cursor()
+	for k, v := c.Seek(u64(after + 1)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
+		var e Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("decode event %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// Dropped is the number of events dropped by the cap so far.
+func (t *Tx) Dropped() uint64 {
+	if v := t.meta().Get(keyDropped); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func u64(n uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, n)
+	return b
+}

@@ -1,0 +1,637 @@
+package wire
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// App is what an operator writes: one application of one or more
+// containers, in a given version (DESIGN.md "App spec"). Its JSON keys are
+// the YAML keys.
+type App struct {
+	Name       string      `json:"name"`
+	Version    string      `json:"version"`
+	Containers []Container `json:"containers"`
+	Placement  *Placement  `json:"placement,omitempty"`
+	Rollout    *Rollout    `json:"rollout,omitempty"`
+	// UpdateOverride makes the agent proceed with an update even while the
+	// app holds its update lock.
+	UpdateOverride bool `json:"updateOverride,omitempty"`
+}
+
+// Container is one container of an app.
+type Container struct {
+	Name      string            `json:"name"`
+	Image     string            `json:"image"`
+	Args      []string          `json:"args,omitempty"`
+	Env       map[string]string `json:"env,omitempty"`
+	Resources Resources         `json:"resources,omitzero"`
+	Devices   []string          `json:"devices,omitempty"` // host device nodes passed through
+	Volumes   []Volume          `json:"volumes,omitempty"`
+	Network   string            `json:"network,omitempty"` // NetworkHost or NetworkNone (default)
+	Ports     []string          `json:"ports,omitempty"`   // bridge only: refused for now
+	Restart   string            `json:"restart,omitempty"` // RestartAlways (default), RestartOnFailure, RestartNever
+	Health    *Health           `json:"health,omitempty"`
+}
+
+// Resources are a container's limits; they are also what admission counts.
+type Resources struct {
+	CPU    string `json:"cpu,omitempty"`    // "250m", "0.5", "2"; "" = no limit
+	Memory string `json:"memory,omitempty"` // "64Mi", "1Gi", "1048576"; "" = no limit
+	Pids   int64  `json:"pids,omitempty"`   // 0 = no limit
+}
+
+// Volume is a named volume mounted at Path. Named volumes belong to the app
+// and outlive its containers, across restarts and updates.
+type Volume struct {
+	Name     string `json:"name"`
+	Path     string `json:"path"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// Health is a container's health check: exactly one of HTTP, TCP and Exec.
+type Health struct {
+	HTTP        string   `json:"http,omitempty"` // URL; healthy on 2xx/3xx
+	TCP         string   `json:"tcp,omitempty"`  // host:port; healthy when it connects
+	Exec        []string `json:"exec,omitempty"` // run in the container; healthy on exit 0
+	Interval    Duration `json:"interval,omitzero"`
+	Timeout     Duration `json:"timeout,omitzero"`
+	Retries     int      `json:"retries,omitempty"`
+	StartPeriod Duration `json:"startPeriod,omitzero"`
+}
+
+// Placement says which devices of the fleet an app goes to.
+type Placement struct {
+	Selector map[string]string `json:"selector,omitempty"`
+	Arch     []string          `json:"arch,omitempty"`
+	Spread   string            `json:"spread,omitempty"`
+	Devices  DeviceCount       `json:"devices,omitzero"`
+}
+
+// Rollout says how a new version is rolled out over the fleet and when the
+// agent confirms it on a device.
+type Rollout struct {
+	Waves            []string `json:"waves,omitempty"`
+	MaxUnavailable   string   `json:"maxUnavailable,omitempty"`
+	HealthyFor       Duration `json:"healthyFor,omitzero"`
+	FailureThreshold string   `json:"failureThreshold,omitempty"`
+}
+
+// Network modes, restart policies and defaults.
+const (
+	NetworkHost   = "host"
+	NetworkNone   = "none"
+	NetworkBridge = "bridge" // refused for now
+
+	RestartAlways    = "always"
+	RestartOnFailure = "on-failure"
+	RestartNever     = "never"
+
+	DefaultHealthInterval = 10 * time.Second
+	DefaultHealthTimeout  = 2 * time.Second
+	DefaultHealthRetries  = 3
+	// DefaultHealthyFor is how long a new version must stay healthy on the
+	// device before the agent confirms it, when rollout.healthyFor is unset.
+	DefaultHealthyFor = 30 * time.Second
+
+	// MinMemory is the smallest memory limit accepted (as runtime/spec).
+	MinMemory = 6 << 20
+	// RevisionLen is the length of App.Revision in hex digits.
+	RevisionLen = 8
+	// MaxNamesLen bounds len(app name)+len(container name): the runtime
+	// container name "<app>.<container>.<revision>" must fit 63 characters.
+	MaxNamesLen = 63 - 2 - RevisionLen
+)
+
+var appNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ParseApp reads an app spec in YAML or JSON. Unknown fields and duplicate
+// keys are refused; the result is validated. Every error matches ErrInvalid.
+func ParseApp(data []byte) (App, error) {
+	var a App
+	if len(bytes.TrimSpace(data)) == 0 {
+		return App{}, fmt.Errorf("%w: app spec: empty", ErrInvalid)
+	}
+	if err := yaml.UnmarshalStrict(data, &a); err != nil {
+		return App{}, fmt.Errorf("%w: app spec: %v", ErrInvalid, err)
+	}
+	if err := a.Validate(); err != nil {
+		return App{}, err
+	}
+	return a, nil
+}
+
+// FieldError is one thing wrong with an app spec. It matches ErrInvalid.
+type FieldError struct {
+	App   string // app name, may be empty
+	Field string // "containers[0].resources.memory"
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	if e.App != "" {
+		return fmt.Sprintf("app %s: %s: %s", e.App, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("app: %s: %s", e.Field, e.Msg)
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+// Validate checks the whole spec and returns every problem found, joined;
+// each is a *FieldError naming its field.
+func (a *App) Validate() error {
+	v := &appValidator{app: a.Name}
+	if !appNameRE.MatchString(a.Name) {
+		v.add("name", "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", a.Name)
+	}
+	if a.Version == "" {
+		v.add("version", "missing")
+	} else if len(a.Version) > 128 {
+		v.add("version", "longer than 128 characters")
+	}
+	if len(a.Containers) == 0 {
+		v.add("containers", "at least one container is needed")
+	}
+	seen := map[string]bool{}
+	for i := range a.Containers {
+		c := &a.Containers[i]
+		f := fmt.Sprintf("containers[%d]", i)
+		if seen[c.Name] {
+			v.add(f+".name", "duplicate container name %q", c.Name)
+		}
+		seen[c.Name] = true
+		if appNameRE.MatchString(c.Name) && appNameRE.MatchString(a.Name) && len(a.Name)+len(c.Name) > MaxNamesLen {
+			v.add(f+".name", "app name and container name together are %d characters, at most %d fit", len(a.Name)+len(c.Name), MaxNamesLen)
+		}
+		v.container(f, c)
+	}
+	if p := a.Placement; p != nil {
+		for i, ar := range p.Arch {
+			switch ar {
+			case "amd64", "arm64", "arm", "armv7", "riscv64", "386":
+			default:
+				v.add(fmt.Sprintf("placement.arch[%d]", i), "unknown architecture %q", ar)
+			}
+		}
+		if !p.Devices.All && p.Devices.N < 0 {
+			v.add("placement.devices", "negative count %d", p.Devices.N)
+		}
+	}
+	if r := a.Rollout; r != nil {
+		v.duration("rollout.healthyFor", r.HealthyFor)
+		for i, w := range r.Waves {
+			if !isCountOrPercent(w) {
+				v.add(fmt.Sprintf("rollout.waves[%d]", i), "%q: want a count or a percentage", w)
+			}
+		}
+		if r.MaxUnavailable != "" && !isCountOrPercent(r.MaxUnavailable) {
+			v.add("rollout.maxUnavailable", "%q: want a count or a percentage", r.MaxUnavailable)
+		}
+		if r.FailureThreshold != "" && !isCountOrPercent(r.FailureThreshold) {
+			v.add("rollout.failureThreshold", "%q: want a count or a percentage", r.FailureThreshold)
+		}
+	}
+	return errors.Join(v.errs...)
+}
+
+type appValidator struct {
+	app  string
+	errs []error
+}
+
+func (v *appValidator) add(field, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{App: v.app, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *appValidator) duration(field string, d Duration) {
+	if d.invalid != "" {
+		v.add(field, "invalid duration %s: want a string like \"10s\", \"1m30s\"", d.invalid)
+	} else if d.Duration < 0 {
+		v.add(field, "negative duration %s", d.Duration)
+	}
+}
+
+func (v *appValidator) container(f string, c *Container) {
+	if !appNameRE.MatchString(c.Name) {
+		v.add(f+".name", "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", c.Name)
+	}
+	if err := ValidImageRef(c.Image); err != nil {
+		v.add(f+".image", "%v", err)
+	}
+	for i, s := range c.Args {
+		if strings.IndexByte(s, 0) >= 0 {
+			v.add(fmt.Sprintf("%s.args[%d]", f, i), "contains a NUL byte")
+		}
+	}
+	for k, val := range c.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(val, 0) >= 0 {
+			v.add(f+".env", "variable %q: name empty or containing '=' or NUL, or value containing NUL", k)
+		}
+	}
+	if c.Resources.CPU != "" {
+		if m, err := ParseMilliCPU(c.Resources.CPU); err != nil {
+			v.add(f+".resources.cpu", "%v", err)
+		} else if m <= 0 {
+			v.add(f+".resources.cpu", "%q: must be more than 0", c.Resources.CPU)
+		}
+	}
+	if c.Resources.Memory != "" {
+		if b, err := ParseMemory(c.Resources.Memory); err != nil {
+			v.add(f+".resources.memory", "%v", err)
+		} else if b < MinMemory {
+			v.add(f+".resources.memory", "%q is below the minimum of 6Mi", c.Resources.Memory)
+		}
+	}
+	if c.Resources.Pids < 0 {
+		v.add(f+".resources.pids", "negative: %d", c.Resources.Pids)
+	}
+	for i, d := range c.Devices {
+		if !path.IsAbs(d) || path.Clean(d) != d || !strings.HasPrefix(d, "/dev/") {
+			v.add(fmt.Sprintf("%s.devices[%d]", f, i), "%q: want a clean absolute path under /dev/", d)
+		}
+	}
+	paths := map[string]bool{}
+	for i, vol := range c.Volumes {
+		vf := fmt.Sprintf("%s.volumes[%d]", f, i)
+		if !appNameRE.MatchString(vol.Name) {
+			v.add(vf+".name", "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", vol.Name)
+		}
+		switch {
+		case !path.IsAbs(vol.Path) || path.Clean(vol.Path) != vol.Path:
+			v.add(vf+".path", "%q: want a clean absolute path", vol.Path)
+		case vol.Path == "/" || vol.Path == "/proc" || vol.Path == "/sys" || vol.Path == "/dev":
+			v.add(vf+".path", "%q: reserved for the runtime", vol.Path)
+		case paths[vol.Path]:
+			v.add(vf+".path", "%q: mounted twice", vol.Path)
+		}
+		paths[vol.Path] = true
+	}
+	switch c.Network {
+	case "", NetworkHost, NetworkNone:
+		if len(c.Ports) > 0 {
+			v.add(f+".ports", "ports need network bridge, which is not supported yet")
+		}
+	case NetworkBridge:
+		v.add(f+".network", "bridge is not supported yet: use host or none")
+	default:
+		v.add(f+".network", "%q: want host or none", c.Network)
+	}
+	switch c.Restart {
+	case "", RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		v.add(f+".restart", "%q: want always, on-failure or never", c.Restart)
+	}
+	if h := c.Health; h != nil {
+		hf := f + ".health"
+		kinds := 0
+		if h.HTTP != "" {
+			kinds++
+			if u, err := url.Parse(h.HTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.add(hf+".http", "%q: want an http:// or https:// URL", h.HTTP)
+			}
+		}
+		if h.TCP != "" {
+			kinds++
+			if _, port, err := net.SplitHostPort(h.TCP); err != nil || !isPort(port) {
+				v.add(hf+".tcp", "%q: want host:port", h.TCP)
+			}
+		}
+		if len(h.Exec) > 0 {
+			kinds++
+			if h.Exec[0] == "" {
+				v.add(hf+".exec", "empty command")
+			}
+		}
+		switch kinds {
+		case 0:
+			v.add(hf, "no probe: give one of http, tcp or exec")
+		case 1:
+		default:
+			v.add(hf, "more than one probe: give only one of http, tcp or exec")
+		}
+		v.duration(hf+".interval", h.Interval)
+		v.duration(hf+".timeout", h.Timeout)
+		v.duration(hf+".startPeriod", h.StartPeriod)
+		if h.Retries < 0 {
+			v.add(hf+".retries", "negative: %d", h.Retries)
+		}
+	}
+}
+
+func isPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0 && n < 65536
+}
+
+func isCountOrPercent(s string) bool {
+	t := strings.TrimSuffix(s, "%")
+	n, err := strconv.Atoi(t)
+	if err != nil || n < 0 {
+		return false
+	}
+	return t == s || n <= 100
+}
+
+// RestartPolicy is the container's restart policy with its default.
+func (c Container) RestartPolicy() string {
+	if c.Restart == "" {
+		return RestartAlways
+	}
+	return c.Restart
+}
+
+// NetworkMode is the container's network mode with its default.
+func (c Container) NetworkMode() string {
+	if c.Network == "" {
+		return NetworkNone
+	}
+	return c.Network
+}
+
+// IntervalOrDefault is the probe interval, DefaultHealthInterval if unset.
+func (h Health) IntervalOrDefault() time.Duration {
+	if h.Interval.Duration <= 0 {
+		return DefaultHealthInterval
+	}
+	return h.Interval.Duration
+}
+
+// TimeoutOrDefault is the probe timeout, DefaultHealthTimeout if unset.
+func (h Health) TimeoutOrDefault() time.Duration {
+	if h.Timeout.Duration <= 0 {
+		return DefaultHealthTimeout
+	}
+	return h.Timeout.Duration
+}
+
+// RetriesOrDefault is the number of consecutive failures that make a
+// container unhealthy, DefaultHealthRetries if unset.
+func (h Health) RetriesOrDefault() int {
+	if h.Retries <= 0 {
+		return DefaultHealthRetries
+	}
+	return h.Retries
+}
+
+// HealthyFor is how long a new version must stay healthy before it is
+// confirmed: rollout.healthyFor, or DefaultHealthyFor.
+func (a App) HealthyFor() time.Duration {
+	if a.Rollout == nil || a.Rollout.HealthyFor.Duration <= 0 {
+		return DefaultHealthyFor
+	}
+	return a.Rollout.HealthyFor.Duration
+}
+
+// Revision identifies what runs on the device: a short hash of the version
+// and the containers, with defaults applied. Placement, rollout and
+// updateOverride do not count, so changing them restarts nothing.
+func (a App) Revision() string {
+	type rev struct {
+		Version    string      `json:"version"`
+		Containers []Container `json:"containers"`
+	}
+	cs := make([]Container, len(a.Containers))
+	for i, c := range a.Containers {
+		c.Restart = c.RestartPolicy()
+		c.Network = c.NetworkMode()
+		if c.Health != nil {
+			h := *c.Health
+			h.Interval.Duration, h.Timeout.Duration, h.Retries = h.IntervalOrDefault(), h.TimeoutOrDefault(), h.RetriesOrDefault()
+			c.Health = &h
+		}
+		cs[i] = c
+	}
+	b, err := json.Marshal(rev{Version: a.Version, Containers: cs})
+	if err != nil {
+		panic(fmt.Sprintf("marshal app revision: %v", err)) // plain data: cannot fail
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:RevisionLen]
+}
+
+// MemoryBytes is the memory limit in bytes; 0 when unset (or invalid,
+// which Validate refuses).
+func (r Resources) MemoryBytes() int64 {
+	b, err := ParseMemory(r.Memory)
+	if err != nil {
+		return 0
+	}
+	return b
+}
+
+// MilliCPU is the CPU limit in thousandths of a CPU; 0 when unset (or
+// invalid, which Validate refuses).
+func (r Resources) MilliCPU() int64 {
+	m, err := ParseMilliCPU(r.CPU)
+	if err != nil {
+		return 0
+	}
+	return m
+}
+
+// Requests sums the memory and CPU of all of the app's containers.
+func (a App) Requests() (memory, milliCPU int64) {
+	for _, c := range a.Containers {
+		memory += c.Resources.MemoryBytes()
+		milliCPU += c.Resources.MilliCPU()
+	}
+	return memory, milliCPU
+}
+
+var memUnits = []struct {
+	suffix string
+	mult   float64
+}{
+	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
+	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
+	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30},
+}
+
+// ParseMemory reads "64Mi", "1.5Gi", "64M" (binary, as docker) or a plain
+// number of bytes. "" is 0.
+func ParseMemory(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	t, mult := s, 1.0
+	for _, u := range memUnits {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f*mult > 1<<62 || strings.ContainsAny(t, "eExXpP_") {
+		return 0, fmt.Errorf("%q: want a size like 64Mi or 1Gi", s)
+	}
+	return int64(f * mult), nil
+}
+
+// ParseMilliCPU reads "250m" (thousandths), "0.5" or "2" (CPUs). "" is 0.
+func ParseMilliCPU(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if t, ok := strings.CutSuffix(s, "m"); ok {
+		n, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || n < 0 || n > 1<<40 {
+			return 0, fmt.Errorf("%q: want CPUs like 250m or 0.5", s)
+		}
+		return n, nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > 1<<30 || strings.ContainsAny(s, "eExXpP_") {
+		return 0, fmt.Errorf("%q: want CPUs like 250m or 0.5", s)
+	}
+	return int64(math.Round(f * 1000)), nil
+}
+
+// FormatMemory prints bytes in the largest binary unit that divides them
+// ("512Mi", "1Gi"), or with one decimal in Mi ("300.5Mi").
+func FormatMemory(n int64) string {
+	switch {
+	case n != 0 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGi", n>>30)
+	case n != 0 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMi", n>>20)
+	case n < 1<<20:
+		if n%(1<<10) == 0 {
+			return fmt.Sprintf("%dKi", n>>10)
+		}
+		return strconv.FormatInt(n, 10)
+	default:
+		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "Mi"
+	}
+}
+
+// Duration is a time.Duration written as a string ("10s", "1m30s"). A
+// value that does not parse is kept so that Validate can name its field.
+type Duration struct {
+	time.Duration
+	invalid string
+}
+
+// D makes a Duration.
+func D(d time.Duration) Duration { return Duration{Duration: d} }
+
+// MarshalJSON writes "10s".
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(d.Duration.String())
+}
+
+// UnmarshalJSON reads "10s". A bare number or a bad string is remembered
+// as invalid for Validate to report.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	*d = Duration{}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		d.invalid = string(b)
+		if len(d.invalid) > 40 {
+			d.invalid = d.invalid[:40] + "…"
+		}
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		d.invalid = strconv.Quote(s)
+		return nil
+	}
+	d.Duration = v
+	return nil
+}
+
+// IsZero lets omitzero skip unset durations.
+func (d Duration) IsZero() bool { return d.Duration == 0 && d.invalid == "" }
+
+// DeviceCount is placement.devices: "all" or a number.
+type DeviceCount struct {
+	All bool
+	N   int
+}
+
+// IsZero is true when the count is unset.
+func (c DeviceCount) IsZero() bool { return !c.All && c.N == 0 }
+
+// MarshalJSON writes "all" or the number; unset is "all".
+func (c DeviceCount) MarshalJSON() ([]byte, error) {
+	if c.All || c.N == 0 {
+		return []byte(`"all"`), nil
+	}
+	return []byte(strconv.Itoa(c.N)), nil
+}
+
+// UnmarshalJSON reads "all" or a number.
+func (c *DeviceCount) UnmarshalJSON(b []byte) error {
+	if string(b) == `"all"` {
+		*c = DeviceCount{All: true}
+		return nil
+	}
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		return fmt.Errorf("placement.devices: %s: want \"all\" or a number", b)
+	}
+	*c = DeviceCount{N: n}
+	return nil
+}
+
+var (
+	refPathRE   = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+	refTagRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	refDomainRE = regexp.MustCompile(`^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$`)
+	refDigestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
+
+// ValidImageRef checks an image reference as docker parses it:
+// [registry[:port]/]path[:tag][@sha256:hex].
+func ValidImageRef(s string) error {
+	if s == "" {
+		return errors.New("missing")
+	}
+	if len(s) > 512 {
+		return errors.New("image reference longer than 512 characters")
+	}
+	name, dgst, hasDigest := strings.Cut(s, "@")
+	if hasDigest && !refDigestRE.MatchString(dgst) {
+		return fmt.Errorf("%q: digest is not sha256 with 64 lower-case hex digits", s)
+	}
+	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		if !refTagRE.MatchString(name[i+1:]) {
+			return fmt.Errorf("%q: invalid tag", s)
+		}
+		name = name[:i]
+	}
+	comps := strings.Split(name, "/")
+	if len(comps) > 1 && (strings.ContainsAny(comps[0], ".:") || comps[0] == "localhost") {
+		host, port, hasPort := strings.Cut(comps[0], ":")
+		for _, dc := range strings.Split(host, ".") {
+			if !refDomainRE.MatchString(dc) {
+				return fmt.Errorf("%q: invalid registry", s)
+			}
+		}
+		if hasPort && !isPort(port) {
+			return fmt.Errorf("%q: invalid registry port", s)
+		}
+		comps = comps[1:]
+	}
+	for _, c := range comps {
+		if !refPathRE.MatchString(c) {
+			return fmt.Errorf("%q: invalid path component %q", s, c)
+		}
+	}
+	return nil
+}

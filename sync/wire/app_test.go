@@ -1,0 +1,192 @@
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const thermoYAML = `
+name: thermo
+version: "1.4.2"
+containers:
+  - name: reader
+    image: registry.example.com/acme/thermo@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+    args: ["--port", "/dev/ttyUSB0"]
+    env: {LOG_LEVEL: info}
+    resources: {cpu: 250m, memory: 64Mi, pids: 64}
+    devices: ["/dev/ttyUSB0"]
+    volumes: [{name: data, path: /var/lib/thermo}]
+    network: host
+    restart: always
+    health: {http: "http://127.0.0.1:8080/healthz", interval: 10s, timeout: 2s, retries: 3}
+placement:
+  selector: {site: berlin, role: gateway}
+  arch: [arm64, amd64]
+  spread: site
+  devices: all
+rollout:
+  waves: ["1", "10%", "50%", "100%"]
+  maxUnavailable: 5%
+  healthyFor: 60s
+  failureThreshold: 10%
+`
+
+func TestParseApp_DesignExample(t *testing.T) {
+	a, err := ParseApp([]byte(thermoYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := a.Containers[0]
+	if a.Name != "thermo" || a.Version != "1.4.2" || c.Name != "reader" || c.Env["LOG_LEVEL"] != "info" {
+		t.Fatalf("parsed %+v", a)
+	}
+	if got := c.Resources.MemoryBytes(); got != 64<<20 {
+		t.Errorf("MemoryBytes = %d", got)
+	}
+	if got := c.Resources.MilliCPU(); got != 250 {
+		t.Errorf("MilliCPU = %d", got)
+	}
+	if c.Health.Interval.Duration != 10*time.Second || c.Health.RetriesOrDefault() != 3 {
+		t.Errorf("health %+v", c.Health)
+	}
+	if a.HealthyFor() != time.Minute || !a.Placement.Devices.All {
+		t.Errorf("healthyFor %v, devices %+v", a.HealthyFor(), a.Placement.Devices)
+	}
+
+	// JSON round trip: durations as "10s", same revision.
+	b, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"interval":"10s"`) || !strings.Contains(string(b), `"healthyFor":"1m0s"`) {
+		t.Errorf("marshalled %s", b)
+	}
+	a2, err := ParseApp(b)
+	if err != nil {
+		t.Fatalf("reparse JSON: %v", err)
+	}
+	if a.Revision() != a2.Revision() || len(a.Revision()) != RevisionLen {
+		t.Errorf("revision %q vs %q", a.Revision(), a2.Revision())
+	}
+}
+
+func TestApp_Revision(t *testing.T) {
+	base := func() App {
+		a, err := ParseApp([]byte("name: a\nversion: '1'\ncontainers: [{name: c, image: busybox}]\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	r0 := base().Revision()
+	same := base()
+	same.Containers[0].Restart = RestartAlways // the default, spelled out
+	same.Containers[0].Network = NetworkNone
+	same.UpdateOverride = true
+	same.Rollout = &Rollout{HealthyFor: D(time.Minute)}
+	if same.Revision() != r0 {
+		t.Errorf("defaults or rollout fields changed the revision")
+	}
+	img := base()
+	img.Containers[0].Image = "busybox:2"
+	ver := base()
+	ver.Version = "2"
+	if img.Revision() == r0 || ver.Revision() == r0 {
+		t.Errorf("image or version change kept the revision")
+	}
+}
+
+func TestParseApp_Rejects(t *testing.T) {
+	const head = "name: a\nversion: '1'\ncontainers:\n"
+	for _, tc := range []struct {
+		name, spec, want string
+	}{
+		{"empty", "", "empty"},
+		{"unknown top field", head + "  - {name: c, image: busybox}\nfoo: 1\n", `unknown field "foo"`},
+		{"unknown container field", head + "  - {name: c, image: busybox, imag: x}\n", `unknown field "imag"`},
+		{"duplicate key", "name: a\nname: b\nversion: '1'\ncontainers: [{name: c, image: busybox}]\n", "already set"},
+		{"bad app name", "name: A_b\nversion: '1'\ncontainers: [{name: c, image: busybox}]\n", "app A_b: name:"},
+		{"no version", "name: a\ncontainers: [{name: c, image: busybox}]\n", "version: missing"},
+		{"no containers", "name: a\nversion: '1'\n", "containers: at least one"},
+		{"duplicate containers", head + "  - {name: c, image: busybox}\n  - {name: c, image: busybox}\n", `containers[1].name: duplicate container name "c"`},
+		{"bad container name", head + "  - {name: -c, image: busybox}\n", "containers[0].name:"},
+		{"names too long", "name: " + strings.Repeat("a", 30) + "\nversion: '1'\ncontainers: [{name: " + strings.Repeat("c", 30) + ", image: busybox}]\n", "at most 53 fit"},
+		{"bad image", head + "  - {name: c, image: 'Busy Box'}\n", "containers[0].image:"},
+		{"bad digest", head + "  - {name: c, image: 'busybox@sha256:abc'}\n", "digest"},
+		{"no image", head + "  - {name: c}\n", "containers[0].image: missing"},
+		{"bad duration", head + "  - {name: c, image: busybox, health: {tcp: '127.0.0.1:80', interval: 10x}}\n", `containers[0].health.interval: invalid duration "10x"`},
+		{"number duration", head + "  - {name: c, image: busybox, health: {tcp: '127.0.0.1:80', timeout: 10}}\n", "containers[0].health.timeout: invalid duration 10"},
+		{"negative duration", head + "  - {name: c, image: busybox}\nrollout: {healthyFor: -5s}\n", "rollout.healthyFor: negative"},
+		{"two probes", head + "  - {name: c, image: busybox, health: {tcp: '127.0.0.1:80', exec: [true]}}\n", "more than one probe"},
+		{"no probe", head + "  - {name: c, image: busybox, health: {interval: 5s}}\n", "no probe"},
+		{"bad http probe", head + "  - {name: c, image: busybox, health: {http: 'ftp://x/'}}\n", "health.http"},
+		{"memory too small", head + "  - {name: c, image: busybox, resources: {memory: 1Mi}}\n", "below the minimum of 6Mi"},
+		{"memory negative", head + "  - {name: c, image: busybox, resources: {memory: -64Mi}}\n", "resources.memory"},
+		{"memory garbage", head + "  - {name: c, image: busybox, resources: {memory: lots}}\n", "resources.memory"},
+		{"cpu zero", head + "  - {name: c, image: busybox, resources: {cpu: 0m}}\n", "resources.cpu: \"0m\": must be more than 0"},
+		{"cpu negative", head + "  - {name: c, image: busybox, resources: {cpu: '-1'}}\n", "resources.cpu"},
+		{"pids negative", head + "  - {name: c, image: busybox, resources: {pids: -1}}\n", "resources.pids"},
+		{"relative volume", head + "  - {name: c, image: busybox, volumes: [{name: d, path: data}]}\n", "volumes[0].path"},
+		{"volume on /proc", head + "  - {name: c, image: busybox, volumes: [{name: d, path: /proc}]}\n", "reserved"},
+		{"bridge", head + "  - {name: c, image: busybox, network: bridge}\n", "bridge is not supported yet"},
+		{"ports", head + "  - {name: c, image: busybox, ports: ['80:80']}\n", "ports need network bridge"},
+		{"restart", head + "  - {name: c, image: busybox, restart: sometimes}\n", `restart: "sometimes"`},
+		{"device", head + "  - {name: c, image: busybox, devices: [/etc/passwd]}\n", "devices[0]"},
+		{"env", head + "  - {name: c, image: busybox, env: {'A=B': x}}\n", "env"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseApp([]byte(tc.spec))
+			if err == nil {
+				t.Fatalf("accepted")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("%v: does not match ErrInvalid", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseApp_AllErrorsAtOnce(t *testing.T) {
+	_, err := ParseApp([]byte("name: a\nversion: '1'\ncontainers: [{name: c, image: busybox, restart: x, network: y}]\n"))
+	var fe *FieldError
+	if !errors.As(err, &fe) || !strings.Contains(err.Error(), "restart") || !strings.Contains(err.Error(), "network") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestParseUnits(t *testing.T) {
+	for s, want := range map[string]int64{"": 0, "64Mi": 64 << 20, "64M": 64 << 20, "1.5Gi": 3 << 29, "1048576": 1 << 20, "512Ki": 512 << 10} {
+		if got, err := ParseMemory(s); err != nil || got != want {
+			t.Errorf("ParseMemory(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for s, want := range map[string]int64{"": 0, "250m": 250, "0.5": 500, "2": 2000, "1.25": 1250} {
+		if got, err := ParseMilliCPU(s); err != nil || got != want {
+			t.Errorf("ParseMilliCPU(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+	for n, want := range map[int64]string{1 << 30: "1Gi", 300 << 20: "300Mi", 512 << 10: "512Ki", 3<<20 + 1<<19: "3.5Mi"} {
+		if got := FormatMemory(n); got != want {
+			t.Errorf("FormatMemory(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestValidImageRef(t *testing.T) {
+	for _, ok := range []string{"busybox", "busybox:1.36", "localhost:5000/a/b:c", "tender.test/workload", "a/b@sha256:" + strings.Repeat("a", 64)} {
+		if err := ValidImageRef(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "UPPER", "a//b", "a:", "reg:x/a", "a@sha256:" + strings.Repeat("A", 64)} {
+		if ValidImageRef(bad) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
