@@ -77,6 +77,11 @@ func initChild() (err error) {
 		}
 	}
 
+	if ns[specs.NetworkNamespace] {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
 	if err := setupRootfs(&cfg, ns); err != nil {
 		return err
 	}

@@ -76,6 +76,10 @@ func TestRun_NetworkNone(t *testing.T) {
 	if len(ifaces) != 1 || ifaces[0] != "lo" {
 		t.Fatalf("interfaces = %v, want [lo]", ifaces)
 	}
+	// lo is up (IFF_UP|IFF_LOOPBACK|IFF_RUNNING...): 127.0.0.1 works inside.
+	if flags := strings.TrimSpace(ok(t, "run", "--rm", image, "cat", "/sys/class/net/lo/flags")); flags != "0x9" {
+		t.Fatalf("lo flags = %s, want 0x9 (up)", flags)
+	}
 }
 
 func TestRun_MemoryLimit(t *testing.T) {
