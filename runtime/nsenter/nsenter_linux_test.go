@@ -184,7 +184,6 @@ func startContainer(t *testing.T, place func(pid int) error, args ...string) *te
 	return &testContainer{pid: proc.Pid, start: start, spec: s}
 }
 
-
 // freePort is a TCP port nothing on the host listens on right now.
 func freePort(t *testing.T) int {
 	t.Helper()
