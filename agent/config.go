@@ -9,6 +9,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/spec"
 )
@@ -37,8 +38,30 @@ type Config struct {
 	// ReconcileInterval is how often the agent re-checks everything even
 	// when nothing happened (default 10s).
 	ReconcileInterval Duration `json:"reconcileInterval,omitempty"`
+	// Restarts tunes restart backoff and rollback (defaults: 1s doubling
+	// to 5m, reset after a 10m run, crash loop after 5 restarts, rollback
+	// 2m after healthyFor has passed unconfirmed).
+	Restarts RestartPolicy `json:"restarts,omitempty"`
 	// Fleet is the link to the controller (issue 5); empty: standalone.
 	Fleet FleetConfig `json:"fleet,omitempty"`
+}
+
+// RestartPolicy is reconcile.Policy in YAML.
+type RestartPolicy struct {
+	BackoffBase       Duration `json:"backoffBase,omitempty"`
+	BackoffCap        Duration `json:"backoffCap,omitempty"`
+	ResetAfter        Duration `json:"resetAfter,omitempty"`
+	CrashLoopRestarts int      `json:"crashLoopRestarts,omitempty"`
+	RolloutGrace      Duration `json:"rolloutGrace,omitempty"`
+}
+
+// Policy is the reconcile policy (zero fields take reconcile's defaults).
+func (p RestartPolicy) Policy() reconcile.Policy {
+	return reconcile.Policy{
+		BackoffBase: time.Duration(p.BackoffBase), BackoffCap: time.Duration(p.BackoffCap),
+		ResetAfter: time.Duration(p.ResetAfter), CrashLoopRestarts: p.CrashLoopRestarts,
+		RolloutGrace: time.Duration(p.RolloutGrace),
+	}
 }
 
 // Reserve is kept back for the host.
@@ -142,6 +165,9 @@ func (c *Config) Validate() error {
 		if _, err := spec.ParseBytes(c.Store.MaxBytes); err != nil {
 			return fmt.Errorf("store.maxBytes: %w", err)
 		}
+	}
+	if c.Restarts.CrashLoopRestarts < 0 || c.Restarts.BackoffBase < 0 || c.Restarts.BackoffCap < c.Restarts.BackoffBase && c.Restarts.BackoffCap != 0 {
+		return fmt.Errorf("restarts: backoffCap must not be below backoffBase, and no value may be negative")
 	}
 	if c.ReconcileInterval < Duration(100*time.Millisecond) {
 		return fmt.Errorf("reconcileInterval %s: must be at least 100ms", time.Duration(c.ReconcileInterval))

@@ -16,19 +16,24 @@ import (
 	"text/tabwriter"
 	"time"
 
+	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
+	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/logs"
 	"github.com/tender-edge/tender/runtime/spec"
 )
 
-const defaultRoot = "/var/lib/tender"
+const (
+	defaultRoot   = "/var/lib/tender"
+	defaultSocket = "/run/tender/agent.sock"
+)
 
 type globals struct {
 	root     string
+	socket   string
 	logLevel string
 }
 
@@ -45,6 +50,7 @@ func (g *globals) parse(args []string) ([]string, error) {
 
 func (g *globals) flags(fs *flag.FlagSet) {
 	fs.StringVar(&g.root, "root", g.root, "state directory")
+	fs.StringVar(&g.socket, "socket", g.socket, "the agent daemon's API socket")
 	fs.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 }
 
@@ -88,15 +94,45 @@ func (c *cli) logger() zerolog.Logger {
 	return zerolog.New(zerolog.ConsoleWriter{Out: c.stderr, NoColor: true}).Level(lvl).With().Timestamp().Logger()
 }
 
-func (c *cli) openImages() (*image.Store, error) {
+// imageStore is what the CLI needs of images: the local store, or the
+// daemon's through its API while it runs (it holds the store open).
+type imageStore interface {
+	Get(ref string) (image.Image, error)
+	LayerDirs(img image.Image) ([]string, error)
+	List() ([]image.Image, error)
+	Load(ctx context.Context, r io.Reader) ([]image.Image, error)
+	Pull(ctx context.Context, ref string, opts image.PullOptions) (image.Image, error)
+	Remove(ref string) error
+	Prune(keep map[digest.Digest]bool) ([]image.Image, int64, error)
+	Save(ctx context.Context, ref string, w io.Writer) error
+	Close() error
+}
+
+// daemon returns a client of the agent daemon serving this --root, or nil.
+func (c *cli) daemon(ctx context.Context) *agent.Client {
+	cl, err := agent.Dial(ctx, c.socket)
+	if err != nil {
+		return nil
+	}
+	if abs, _ := filepath.Abs(c.root); cl.StateDir != abs {
+		cl.Close()
+		return nil
+	}
+	return cl
+}
+
+func (c *cli) openImages() (imageStore, error) {
+	if cl := c.daemon(context.Background()); cl != nil {
+		return cl, nil
+	}
 	if err := os.MkdirAll(c.root, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	return image.Open(filepath.Join(c.root, "images"), image.Options{Log: c.logger()})
+	return image.Open(filepath.Join(c.root, "images"), image.Options{Log: c.logger(), KeepLayerBlobs: true})
 }
 
 // openAll opens the image store and the runtime; close releases the store.
-func (c *cli) openAll() (*container.Runtime, *image.Store, error) {
+func (c *cli) openAll() (*container.Runtime, imageStore, error) {
 	st, err := c.openImages()
 	if err != nil {
 		return nil, nil, err
@@ -166,7 +202,7 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		o.Volumes = append(o.Volumes, vol)
 	}
 	for _, d := range devices {
-		dev, err := hostDevice(d)
+		dev, err := container.HostDevice(d)
 		if err != nil {
 			return err
 		}
@@ -250,24 +286,6 @@ func parseVolume(v string) (spec.Volume, error) {
 		return spec.Volume{}, fmt.Errorf("%w: volume %q: %v", spec.ErrInvalid, v, err)
 	}
 	return spec.Volume{Source: src, Target: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"}, nil
-}
-
-func hostDevice(p string) (spec.Device, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		return spec.Device{}, fmt.Errorf("%w: device %s: %v", spec.ErrInvalid, p, err)
-	}
-	d := spec.Device{Path: filepath.Clean(p), Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)),
-		FileMode: st.Mode & 0o777, UID: st.Uid, GID: st.Gid}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFCHR:
-		d.Type = "c"
-	case unix.S_IFBLK:
-		d.Type = "b"
-	default:
-		return spec.Device{}, fmt.Errorf("%w: device %s is not a device node", spec.ErrInvalid, p)
-	}
-	return d, nil
 }
 
 func (c *cli) ps(args []string) error {

@@ -11,9 +11,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/spec"
+	"github.com/tender-edge/tender/sync/wire"
 )
 
 // Set by the linker: -X main.version=...
@@ -42,13 +44,16 @@ func main() {
 }
 
 // exitCode maps error categories to exit codes: 125 for the runtime's own
-// failures (docker's convention), 1 for usage and not-found errors.
+// failures (docker's convention), 1 for bad input and unknown names, 3 when
+// a command needs the daemon and it is not running (systemctl's "inactive").
 func exitCode(err error) int {
 	switch {
 	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, spec.ErrInvalid),
 		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
-		errors.Is(err, image.ErrInvalid):
+		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, agent.ErrNotFound):
 		return 1
+	case errors.Is(err, agent.ErrNoDaemon):
+		return 3
 	}
 	return 125
 }
@@ -60,6 +65,10 @@ const usage = `Usage: tender-agent [--root DIR] COMMAND [OPTIONS]
 Run OCI containers on an edge gateway.
 
 Commands:
+  daemon    Run the agent: converge the device on its desired apps
+  apply     Add or update an app from a spec file (apply -f app.yaml)
+  apps      List the desired apps and their state
+  app rm    Remove an app
   run       Run a container from an image
   ps        List containers
   logs      Show a container's output
@@ -77,7 +86,7 @@ Commands:
 Run 'tender-agent COMMAND --help' for a command's options.`
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	g := globals{root: defaultRoot}
+	g := globals{root: defaultRoot, socket: defaultSocket}
 	args, err := g.parse(args)
 	if err != nil {
 		return err
@@ -116,6 +125,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.rmi(rest)
 	case "load":
 		return c.load(ctx, rest)
+	case "daemon":
+		return c.daemonCmd(ctx, rest)
+	case "apply":
+		return c.apply(ctx, rest)
+	case "apps":
+		return c.apps(ctx, rest)
+	case "app":
+		return c.appCmd(ctx, rest)
 	case "version":
 		fmt.Fprintf(stdout, "tender-agent %s\n", version)
 		return nil

@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/runtime/container"
+	"github.com/tender-edge/tender/runtime/spec"
+	"github.com/tender-edge/tender/sync/wire"
+)
+
+// lockMount is where an app's containers see their update-lock directory.
+const lockMount = "/run/tender/lock"
+
+// apply carries out one action of a decision.
+func (a *Agent) apply(ctx context.Context, act reconcile.Action) error {
+	a.log.Info().Str("app", act.App).Str("action", string(act.Kind)).Str("container", act.Name).
+		Str("image", act.Image).Str("reason", act.Reason).Msg("applying action")
+	switch act.Kind {
+	case reconcile.KindPull:
+		a.pulls.request(act.Image)
+		return nil
+	case reconcile.KindStart:
+		if c, err := a.rt.Get(act.Name); err == nil {
+			if c.State.Status == container.Running {
+				return nil
+			}
+			if c.State.Status == container.Created {
+				_, err := a.rt.StartDetached(c.ID)
+				return err
+			}
+			if err := a.rt.Delete(c.ID, true); err != nil {
+				return err
+			}
+		}
+		return a.createAndStart(ctx, act)
+	case reconcile.KindRestart:
+		if err := a.removeContainer(act.Name); err != nil {
+			return err
+		}
+		return a.createAndStart(ctx, act)
+	case reconcile.KindRemove:
+		return a.removeContainer(act.Name)
+	}
+	return fmt.Errorf("unknown action %q", act.Kind)
+}
+
+// removeContainer stops (with its grace period) and deletes a container;
+// one that is already gone is fine.
+func (a *Agent) removeContainer(name string) error {
+	c, err := a.rt.Get(name)
+	if errors.Is(err, container.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := a.rt.Stop(c.ID, -1); err != nil {
+		return err
+	}
+	return a.rt.Delete(c.ID, true)
+}
+
+func (a *Agent) createAndStart(ctx context.Context, act reconcile.Action) error {
+	if act.Spec == nil {
+		return fmt.Errorf("no container spec for %s", act.Name)
+	}
+	o, err := a.createOptions(act.App, act.Name, act.Spec)
+	if err != nil {
+		return err
+	}
+	c, err := a.rt.Create(ctx, o)
+	if err != nil {
+		return err
+	}
+	if _, err := a.rt.StartDetached(c.ID); err != nil {
+		return err
+	}
+	return nil
+}
+
+// createOptions maps a container of an app spec onto the runtime.
+func (a *Agent) createOptions(app, name string, c *wire.Container) (container.CreateOptions, error) {
+	o := spec.Options{
+		Args: c.Args, Env: sortedEnv(c.Env), Memory: c.Resources.MemoryBytes(),
+		CPUs: float64(c.Resources.MilliCPU()) / 1000, Pids: c.Resources.Pids, Network: c.NetworkMode(),
+	}
+	lock := a.lockDir(app)
+	if err := os.MkdirAll(lock, 0o755); err != nil {
+		return container.CreateOptions{}, fmt.Errorf("lock directory: %w", err)
+	}
+	o.Volumes = append(o.Volumes, spec.Volume{Source: lock, Target: lockMount})
+	for _, v := range c.Volumes {
+		dir := a.volumeDir(app, v.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return container.CreateOptions{}, fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+		o.Volumes = append(o.Volumes, spec.Volume{Source: dir, Target: v.Path, ReadOnly: v.ReadOnly})
+	}
+	for _, p := range c.Devices {
+		d, err := container.HostDevice(p)
+		if err != nil {
+			return container.CreateOptions{}, err
+		}
+		o.Devices = append(o.Devices, d)
+	}
+	return container.CreateOptions{Name: name, Image: c.Image, Options: o}, nil
+}
