@@ -193,4 +193,3 @@ func (m *healthMonitor) keepOnly(ids map[string]bool) {
 }
 
 func (m *healthMonitor) stopAll() { m.keepOnly(nil) }
-
