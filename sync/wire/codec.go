@@ -1,0 +1,283 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tender-edge/tender/sync/topic"
+)
+
+// kind describes one JSON message kind for the shared decoder.
+type kind struct {
+	name   string
+	schema int // 0: the message has no schema field (the envelope)
+	limit  int
+}
+
+var (
+	kindDesired       = kind{"desired", DesiredSchema, MaxDesiredSize}
+	kindEnvelope      = kind{"envelope", 0, MaxEnvelopeSize}
+	kindReported      = kind{"reported", ReportedSchema, MaxReportedSize}
+	kindEvent         = kind{"event", EventSchema, MaxEventSize}
+	kindCommand       = kind{"command", CommandSchema, MaxCommandSize}
+	kindCommandResult = kind{"command result", CommandResultSchema, MaxCommandResultSize}
+)
+
+// decode reads exactly one JSON object of kind k from data into v.
+func decode(k kind, data []byte, v any) error {
+	if len(data) > k.limit {
+		return &TooLargeError{Kind: k.name, Size: len(data), Limit: k.limit}
+	}
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return fmt.Errorf("%s message: %w: not a JSON object", k.name, ErrMalformed)
+	}
+	if !json.Valid(data) {
+		return fmt.Errorf("%s message: %w: invalid JSON", k.name, ErrMalformed)
+	}
+	if k.schema != 0 {
+		var probe struct {
+			Schema json.RawMessage `json:"schema"`
+		}
+		if err := json.Unmarshal(data, &probe); err != nil {
+			return fmt.Errorf("%s message: %w: %v", k.name, ErrMalformed, err)
+		}
+		var got int
+		if len(probe.Schema) > 0 {
+			if err := json.Unmarshal(probe.Schema, &got); err != nil {
+				return fmt.Errorf("%s message: %w: schema is not an integer", k.name, ErrMalformed)
+			}
+		}
+		if got != k.schema {
+			return &SchemaError{Kind: k.name, Got: got, Want: k.schema}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		// encoding/json has no typed error for unknown fields; its message
+		// is stable ("json: unknown field \"x\"") since Go 1.10.
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return fmt.Errorf("%s message: %w %s", k.name, ErrUnknownField, name)
+		}
+		return fmt.Errorf("%s message: %w: %v", k.name, ErrMalformed, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s message: %w: data after the object", k.name, ErrMalformed)
+	}
+	return nil
+}
+
+func invalid(k kind, format string, args ...any) error {
+	return fmt.Errorf("%s message: %w: %s", k.name, ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// DecodeEnvelope decodes a desired-state envelope. It does not verify the
+// signature (see sync/sign).
+func DecodeEnvelope(data []byte) (Envelope, error) {
+	var e Envelope
+	if err := decode(kindEnvelope, data, &e); err != nil {
+		return Envelope{}, err
+	}
+	if len(e.Payload) == 0 || string(e.Payload) == "null" {
+		return Envelope{}, invalid(kindEnvelope, "payload missing")
+	}
+	return e, nil
+}
+
+// DecodeDesired decodes and validates a desired-state document (the
+// Payload of an Envelope).
+func DecodeDesired(data []byte) (Desired, error) {
+	var d Desired
+	if err := decode(kindDesired, data, &d); err != nil {
+		return Desired{}, err
+	}
+	if err := d.Validate(); err != nil {
+		return Desired{}, err
+	}
+	return d, nil
+}
+
+// Validate checks a desired document: schema, device id, generation,
+// validity period, and every app (App.Validate); app names are unique.
+func (d *Desired) Validate() error {
+	if d.Schema != DesiredSchema {
+		return &SchemaError{Kind: kindDesired.name, Got: d.Schema, Want: DesiredSchema}
+	}
+	if err := topic.ValidDeviceID(d.DeviceID); err != nil {
+		return invalid(kindDesired, "device id: %v", err)
+	}
+	if d.Generation == 0 {
+		return invalid(kindDesired, "generation 0")
+	}
+	if d.IssuedAt.IsZero() {
+		return invalid(kindDesired, "issuedAt missing")
+	}
+	if d.ExpiresAt.IsZero() {
+		return invalid(kindDesired, "expiresAt missing")
+	}
+	if !d.ExpiresAt.After(d.IssuedAt) {
+		return invalid(kindDesired, "expiresAt %s not after issuedAt %s", d.ExpiresAt, d.IssuedAt)
+	}
+	seen := make(map[string]bool, len(d.Apps))
+	for i := range d.Apps {
+		if err := d.Apps[i].Validate(); err != nil {
+			return fmt.Errorf("desired message: apps[%d]: %w", i, err)
+		}
+		if seen[d.Apps[i].Name] {
+			return invalid(kindDesired, "apps[%d]: app %s listed twice", i, d.Apps[i].Name)
+		}
+		seen[d.Apps[i].Name] = true
+	}
+	return nil
+}
+
+// DecodeReported decodes a device status report.
+func DecodeReported(data []byte) (Reported, error) {
+	var r Reported
+	if err := decode(kindReported, data, &r); err != nil {
+		return Reported{}, err
+	}
+	if err := topic.ValidDeviceID(r.DeviceID); err != nil {
+		return Reported{}, invalid(kindReported, "device id: %v", err)
+	}
+	return r, nil
+}
+
+// DecodeEvent decodes one event.
+func DecodeEvent(data []byte) (Event, error) {
+	var e Event
+	if err := decode(kindEvent, data, &e); err != nil {
+		return Event{}, err
+	}
+	if err := topic.ValidDeviceID(e.DeviceID); err != nil {
+		return Event{}, invalid(kindEvent, "device id: %v", err)
+	}
+	if e.Kind == "" {
+		return Event{}, invalid(kindEvent, "kind missing")
+	}
+	return e, nil
+}
+
+// MaxCommandIDLen bounds Command.ID and CommandResult.ID.
+const MaxCommandIDLen = 64
+
+// DecodeCommand decodes and validates a command.
+func DecodeCommand(data []byte) (Command, error) {
+	var c Command
+	if err := decode(kindCommand, data, &c); err != nil {
+		return Command{}, err
+	}
+	if c.ID == "" || len(c.ID) > MaxCommandIDLen {
+		return Command{}, invalid(kindCommand, "id of %d bytes", len(c.ID))
+	}
+	switch c.Kind {
+	case CommandLogs, CommandRestart:
+	default:
+		return Command{}, invalid(kindCommand, "kind %q", c.Kind)
+	}
+	if c.App == "" {
+		return Command{}, invalid(kindCommand, "app missing")
+	}
+	if c.Lines < 0 || c.Lines > MaxLogLines {
+		return Command{}, invalid(kindCommand, "lines %d out of [0, %d]", c.Lines, MaxLogLines)
+	}
+	return c, nil
+}
+
+// DecodeCommandResult decodes a command result.
+func DecodeCommandResult(data []byte) (CommandResult, error) {
+	var r CommandResult
+	if err := decode(kindCommandResult, data, &r); err != nil {
+		return CommandResult{}, err
+	}
+	if r.ID == "" || len(r.ID) > MaxCommandIDLen {
+		return CommandResult{}, invalid(kindCommandResult, "id of %d bytes", len(r.ID))
+	}
+	return r, nil
+}
+
+// ParsePresence parses a presence payload.
+func ParsePresence(data []byte) (Presence, error) {
+	switch p := Presence(data); p {
+	case Online, Offline:
+		return p, nil
+	}
+	if len(data) > 16 {
+		data = data[:16]
+	}
+	return "", fmt.Errorf("presence message: %w: %q", ErrMalformed, data)
+}
+
+// Encode marshals a message, filling in its schema version when it is zero,
+// and refuses messages over their kind's size cap. v is one of Desired,
+// Envelope, Reported, Event, Command, CommandResult (or a pointer to one).
+func Encode(v any) ([]byte, error) {
+	var k kind
+	switch m := v.(type) {
+	case Desired:
+		return Encode(&m)
+	case *Desired:
+		k = kindDesired
+		if m.Schema == 0 {
+			c := *m
+			c.Schema = DesiredSchema
+			m = &c
+		}
+		v = m
+	case Envelope:
+		k = kindEnvelope
+	case *Envelope:
+		k = kindEnvelope
+	case Reported:
+		return Encode(&m)
+	case *Reported:
+		k = kindReported
+		if m.Schema == 0 {
+			c := *m
+			c.Schema = ReportedSchema
+			v = &c
+		}
+	case Event:
+		return Encode(&m)
+	case *Event:
+		k = kindEvent
+		if m.Schema == 0 {
+			c := *m
+			c.Schema = EventSchema
+			v = &c
+		}
+	case Command:
+		return Encode(&m)
+	case *Command:
+		k = kindCommand
+		if m.Schema == 0 {
+			c := *m
+			c.Schema = CommandSchema
+			v = &c
+		}
+	case CommandResult:
+		return Encode(&m)
+	case *CommandResult:
+		k = kindCommandResult
+		if m.Schema == 0 {
+			c := *m
+			c.Schema = CommandResultSchema
+			v = &c
+		}
+	default:
+		return nil, fmt.Errorf("encode %T: not a wire message", v)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s message: %w", k.name, err)
+	}
+	if len(b) > k.limit {
+		return nil, &TooLargeError{Kind: k.name, Size: len(b), Limit: k.limit}
+	}
+	return b, nil
+}

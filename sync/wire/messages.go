@@ -1,0 +1,183 @@
+package wire
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Schema versions this build speaks, one per message kind.
+const (
+	DesiredSchema       = 1
+	ReportedSchema      = 1
+	EventSchema         = 1
+	CommandSchema       = 1
+	CommandResultSchema = 1
+)
+
+// Size caps per message kind, in bytes of the encoded message.
+const (
+	MaxDesiredSize       = 256 << 10
+	MaxEnvelopeSize      = MaxDesiredSize + 4<<10 // payload plus signature and key id
+	MaxReportedSize      = 256 << 10
+	MaxEventSize         = 16 << 10
+	MaxCommandSize       = 4 << 10
+	MaxCommandResultSize = 256 << 10
+)
+
+// Desired is the state the fleet wants device DeviceID to converge on. It is
+// signed by the fleet and travels as the Payload of an Envelope.
+type Desired struct {
+	Schema     int    `json:"schema"`
+	DeviceID   string `json:"deviceId"`
+	FleetID    string `json:"fleetId,omitempty"`
+	Generation uint64 `json:"generation"` // strictly increasing per device
+	// IssuedAt and ExpiresAt bound the document's validity; a device whose
+	// clock is untrusted judges freshness by Generation alone.
+	IssuedAt    time.Time `json:"issuedAt"`
+	ExpiresAt   time.Time `json:"expiresAt"`
+	PolicyEpoch uint64    `json:"policyEpoch,omitempty"`
+	Apps        []App     `json:"apps"`
+}
+
+// Envelope carries a signed Desired document. Signature is ed25519 over the
+// exact bytes of Payload; KeyID names the signing key (see sign.KeyID).
+type Envelope struct {
+	Payload   json.RawMessage `json:"payload"`
+	Signature []byte          `json:"signature,omitempty"` // base64 in JSON
+	KeyID     string          `json:"keyId,omitempty"`
+}
+
+// Reported is a device's full status. It is retained and the newest one
+// supersedes all older ones.
+type Reported struct {
+	Schema             int    `json:"schema"`
+	DeviceID           string `json:"deviceId"`
+	ObservedGeneration uint64 `json:"observedGeneration"`
+	// DesiredDigest is the sha256 of the last desired envelope received
+	// (accepted or not), so the fleet can spot a poisoned retained document.
+	DesiredDigest string      `json:"desiredDigest,omitempty"`
+	Apps          []AppStatus `json:"apps"`
+	Device        DeviceFacts `json:"device"`
+	// DroppedEvents counts events dropped from the outbox since the agent's
+	// state was created, because the outbox was full.
+	DroppedEvents  uint64    `json:"droppedEvents,omitempty"`
+	ClockUntrusted bool      `json:"clockUntrusted,omitempty"`
+	Time           time.Time `json:"time"`
+}
+
+// AppStatus is the state of one app on a device.
+type AppStatus struct {
+	Name       string            `json:"name"`
+	Version    string            `json:"version,omitempty"`
+	State      string            `json:"state"` // e.g. pending, running, degraded, failed, rolled-back
+	Message    string            `json:"message,omitempty"`
+	Containers []ContainerStatus `json:"containers"`
+}
+
+// ContainerStatus is the state of one container of an app.
+type ContainerStatus struct {
+	Name      string    `json:"name"`
+	Image     string    `json:"image,omitempty"` // by digest
+	State     string    `json:"state"`           // created, running, exited, restarting, ...
+	Health    string    `json:"health,omitempty"`
+	Restarts  uint32    `json:"restarts"`
+	ExitCode  int       `json:"exitCode,omitempty"`
+	OOMKilled bool      `json:"oomKilled,omitempty"`
+	StartedAt time.Time `json:"startedAt,omitzero"`
+	// CPUNanos is the cumulative CPU time used; the fleet derives rates.
+	CPUNanos    uint64 `json:"cpuNanos,omitempty"`
+	MemoryBytes uint64 `json:"memoryBytes,omitempty"`
+	MemoryLimit uint64 `json:"memoryLimit,omitempty"`
+}
+
+// Health values of ContainerStatus.Health.
+const (
+	HealthNone      = ""
+	HealthStarting  = "starting"
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+)
+
+// DeviceFacts describes the device itself.
+type DeviceFacts struct {
+	Arch          string `json:"arch"`
+	Kernel        string `json:"kernel,omitempty"`
+	CgroupVersion int    `json:"cgroupVersion,omitempty"`
+	MemoryBytes   uint64 `json:"memoryBytes,omitempty"`
+	CPUs          int    `json:"cpus,omitempty"`
+	AgentVersion  string `json:"agentVersion,omitempty"`
+}
+
+// EventKind names what happened. Receivers must accept kinds they do not
+// know (a newer agent may send them).
+type EventKind string
+
+// Event kinds sent by the agent.
+const (
+	EventPulled          EventKind = "pulled"
+	EventStarted         EventKind = "started"
+	EventExited          EventKind = "exited"
+	EventRestarted       EventKind = "restarted"
+	EventUnhealthy       EventKind = "unhealthy"
+	EventHealthy         EventKind = "healthy"
+	EventOOMKilled       EventKind = "oom-killed"
+	EventRolledBack      EventKind = "rolled-back"
+	EventUpdateDeferred  EventKind = "update-deferred"
+	EventAppliedDesired  EventKind = "applied-desired"
+	EventRejectedDesired EventKind = "rejected-desired"
+	EventClockUntrusted  EventKind = "clock-untrusted"
+)
+
+// Event is one lifecycle event. Seq is assigned by the outbox, increases by
+// one per event on a device, and lets the fleet spot gaps and duplicates.
+type Event struct {
+	Schema     int       `json:"schema"`
+	DeviceID   string    `json:"deviceId"`
+	Seq        uint64    `json:"seq"`
+	Time       time.Time `json:"time"`
+	Kind       EventKind `json:"kind"`
+	App        string    `json:"app,omitempty"`
+	Container  string    `json:"container,omitempty"`
+	Generation uint64    `json:"generation,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+}
+
+// Presence is the payload of the retained presence topic.
+type Presence string
+
+// Presence values; Offline is the Last Will.
+const (
+	Online  Presence = "online"
+	Offline Presence = "offline"
+)
+
+// CommandKind is what a Command asks for.
+type CommandKind string
+
+// Command kinds.
+const (
+	CommandLogs    CommandKind = "logs"
+	CommandRestart CommandKind = "restart"
+)
+
+// MaxLogLines bounds Command.Lines.
+const MaxLogLines = 10000
+
+// Command is an on-demand request from the fleet to a device.
+type Command struct {
+	Schema    int         `json:"schema"`
+	ID        string      `json:"id"`
+	Kind      CommandKind `json:"kind"`
+	App       string      `json:"app"`
+	Container string      `json:"container,omitempty"`
+	Lines     int         `json:"lines,omitempty"` // logs: how many trailing lines
+}
+
+// CommandResult answers the Command with the same ID.
+type CommandResult struct {
+	Schema int    `json:"schema"`
+	ID     string `json:"id"`
+	OK     bool   `json:"ok"`
+	Error  string `json:"error,omitempty"` // operator-facing message
+	Output string `json:"output,omitempty"`
+}
