@@ -38,7 +38,7 @@ $(BUILD)/busybox:
 	rm -rf $(BUILD)/bbx
 
 # Debian packages the tests and benchmarks use, installed only when missing.
-DEB_PKGS := crun runc docker-registry skopeo umoci time curl
+DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -59,6 +59,7 @@ test: deps build testimage $(BUILD)/busybox fmt-check vet
 	TENDER_AGENT=$(CURDIR)/$(BUILD)/tender-agent TENDER_TESTIMAGE=$(CURDIR)/$(BUILD)/testimage.tar \
 	TENDER_BUSYBOX=$(CURDIR)/$(BUILD)/busybox \
 		$(GO) test -count=1 -timeout 25m ./...
+	$(GO) test -run '^$$' -fuzz=FuzzDecodeDesired -fuzztime=15s ./sync/wire
 
 # The main job: load the demo image and run it under limits.
 run: build testimage
