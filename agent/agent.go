@@ -8,6 +8,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -56,6 +57,8 @@ type Agent struct {
 
 	capacity reconcile.Capacity
 	kick     chan struct{}
+
+	known []wire.App // app versions that may have containers (loop only)
 
 	mu     sync.Mutex // guards status
 	status []reconcile.AppStatus
@@ -168,8 +171,75 @@ func (a *Agent) watchdog(ctx context.Context) error {
 	}
 }
 
+// appSpec is the known version of app with revision rev.
+func (a *Agent) appSpec(app, rev string) *wire.App {
+	for i := range a.known {
+		if a.known[i].Name == app && a.known[i].Revision() == rev {
+			return &a.known[i]
+		}
+	}
+	return nil
+}
+
+// rebuild recreates a lost desired state (a state file that was corrupt,
+// or deleted) from the app specs that the agent's containers carry.
+func (a *Agent) rebuild() error {
+	if _, err := a.db.Desired(); !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	ctrs, err := a.rt.List() // newest first
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	var apps []wire.App
+	for _, c := range ctrs {
+		appName, _, _, ok := reconcile.ParseName(c.Name)
+		raw := c.Labels[labelApp]
+		if !ok || raw == "" || seen[appName] {
+			continue
+		}
+		var app wire.App
+		if err := json.Unmarshal([]byte(raw), &app); err != nil || app.Validate() != nil || app.Name != appName {
+			continue
+		}
+		// Prefer a running container's version to one that exited.
+		if c.State.Status != container.Running && hasRunning(ctrs, appName) {
+			continue
+		}
+		seen[appName] = true
+		apps = append(apps, app)
+	}
+	if len(apps) == 0 {
+		return nil
+	}
+	if err := a.db.Update(func(tx *store.Tx) error {
+		return tx.PutDesired(store.Desired{Generation: 1, Source: "recovered", Apps: apps})
+	}); err != nil {
+		return err
+	}
+	names := make([]string, len(apps))
+	for i, app := range apps {
+		names[i] = app.Name + "@" + app.Version
+	}
+	a.log.Warn().Strs("apps", names).Msg("state was lost: desired apps rebuilt from the running containers")
+	return nil
+}
+
+func hasRunning(ctrs []*container.Container, app string) bool {
+	for _, c := range ctrs {
+		if n, _, _, ok := reconcile.ParseName(c.Name); ok && n == app && c.State.Status == container.Running {
+			return true
+		}
+	}
+	return false
+}
+
 // loop is the only goroutine that acts on containers.
 func (a *Agent) loop(ctx context.Context) error {
+	if err := a.rebuild(); err != nil {
+		a.log.Error().Err(err).Msg("rebuilding desired state from containers")
+	}
 	ready := false
 	for {
 		wakeAt, err := a.reconcileOnce(ctx)
@@ -212,6 +282,7 @@ func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 	for _, ev := range d.Events {
 		a.log.Info().Str("app", ev.App).Str("event", string(ev.Kind)).Str("reason", ev.Reason).Msg("app event")
 	}
+	a.known = knownApps(in.Desired, d.Progress)
 	var errs []error
 	failed := map[string]bool{}
 	for _, act := range d.Actions {
@@ -230,7 +301,7 @@ func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 			ctrs = now
 		}
 	}
-	a.track(ctrs, knownApps(in.Desired, d.Progress))
+	a.track(ctrs, a.known)
 	a.mu.Lock()
 	a.status = d.Apps
 	a.mu.Unlock()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,11 @@ import (
 	"github.com/tender-edge/tender/runtime/spec"
 	"github.com/tender-edge/tender/sync/wire"
 )
+
+// labelApp holds, on each container the agent makes, the app spec it
+// belongs to: enough to rebuild the desired state from the running
+// containers when the state file is lost.
+const labelApp = "tender.app"
 
 // lockMount is where an app's containers see their update-lock directory.
 const lockMount = "/run/tender/lock"
@@ -71,6 +77,13 @@ func (a *Agent) createAndStart(ctx context.Context, act reconcile.Action) error 
 	o, err := a.createOptions(act.App, act.Name, act.Spec)
 	if err != nil {
 		return err
+	}
+	if app := a.appSpec(act.App, act.Revision); app != nil {
+		b, err := json.Marshal(app)
+		if err != nil {
+			return err
+		}
+		o.Labels = map[string]string{labelApp: string(b)}
 	}
 	c, err := a.rt.Create(ctx, o)
 	if err != nil {

@@ -292,6 +292,8 @@ func (c *cli) ps(args []string) error {
 	fs := c.flagSet("ps", "[OPTIONS]")
 	all := fs.Bool("a", false, "show all containers (default shows just running)")
 	out := fs.String("o", "table", "output format: table or json")
+	quiet := fs.Bool("q", false, "print only container IDs")
+	noTrunc := fs.Bool("no-trunc", false, "print full container IDs")
 	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
@@ -312,11 +314,21 @@ func (c *cli) ps(args []string) error {
 	if *out == "json" {
 		return writeJSON(c.stdout, shown)
 	}
+	id := container.ShortID
+	if *noTrunc {
+		id = func(s string) string { return s }
+	}
+	if *quiet {
+		for _, ctr := range shown {
+			fmt.Fprintln(c.stdout, id(ctr.ID))
+		}
+		return nil
+	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNAMES")
 	for _, ctr := range shown {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\n", container.ShortID(ctr.ID), ctr.Image,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\n", id(ctr.ID), ctr.Image,
 			quoteCmd(ctr.Spec.Process.Args), ago(now.Sub(ctr.Created)), status(ctr, now), ctr.Name)
 	}
 	return tw.Flush()

@@ -53,6 +53,9 @@ type Config struct {
 	Seccomp    string           `json:"seccomp"`
 	Cgroup     string           `json:"cgroup"`
 	StopGrace  time.Duration    `json:"stopGrace"`
+	// Labels are the creator's notes (the agent keeps the app spec of its
+	// containers here, to rebuild its state from them if it is lost).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // State is what a container is doing.

@@ -55,6 +55,7 @@ type CreateOptions struct {
 	Options    spec.Options
 	AutoRemove bool
 	StopGrace  time.Duration // default 10s
+	Labels     map[string]string
 }
 
 // validName is docker's container name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]*,
@@ -117,7 +118,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 			ID: id, Name: name, Image: o.Image, ImageID: img.ID.String(),
 			Created: time.Now().UTC(), AutoRemove: o.AutoRemove,
 			Spec: s, User: spec.User(img.Config.Config, so), Seccomp: "default",
-			Cgroup: r.CgroupParent + "/" + id, StopGrace: grace,
+			Cgroup: r.CgroupParent + "/" + id, StopGrace: grace, Labels: o.Labels,
 			RootMounts: []initproc.Mount{overlay(lowers, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))},
 		},
 		State: State{Status: Created},
