@@ -42,6 +42,8 @@ func (r *Runtime) StartDetached(ref string) (*Container, error) {
 	cmd.ExtraFiles = []*os.File{wr}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
+	// A shim only waits: one P and a small heap keep its private memory low.
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "GOGC=50")
 	if err := cmd.Start(); err != nil {
 		wr.Close()
 		return nil, fmt.Errorf("start shim: %w", err)

@@ -391,3 +391,62 @@ func leftovers(t *testing.T, root string, ids []string) {
 		}
 	}
 }
+
+// TestDaemon_KillLoop kills the daemon with SIGKILL at a random moment of
+// an apply, an update or a rollback, starts it again, and checks that every
+// round converges with exactly one container running, and that nothing is
+// left behind. The seed is printed; the moments are random, the checks
+// are not.
+func TestDaemon_KillLoop(t *testing.T) {
+	const rounds = 30
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("TENDER_KILL_SEED"); s != "" {
+		fmt.Sscan(s, &seed)
+	}
+	t.Logf("seed %d (TENDER_KILL_SEED to replay)", seed)
+	r := rand.New(rand.NewPCG(seed, 1))
+	d := newDaemon(t, fastPolicy)
+	d.ok("load", testImage)
+	seen := map[string]bool{}
+	good := "0"
+	held := 0
+	for round := 1; round <= rounds; round++ {
+		version := fmt.Sprint(round)
+		bad := round%5 == 0
+		d.apply(webApp(version, bad))
+		time.Sleep(time.Duration(r.IntN(1500)) * time.Millisecond) // the random moment
+		d.kill()
+		d.start()
+		if bad && good != "0" {
+			d.waitPhase("web", "rolled-back", good, 90*time.Second)
+		} else if bad {
+			waitFor(t, "a failing first install to be reported", 60*time.Second, func() bool { return d.app("web").Phase == "failing" })
+		} else {
+			d.waitPhase("web", "running", version, 90*time.Second)
+			good = version
+		}
+		if bad && good == "0" {
+			held++
+			continue
+		}
+		waitFor(t, "exactly one running container", 30*time.Second, func() bool { return len(d.running("web.")) == 1 })
+		for _, id := range strings.Fields(d.ok("ps", "-a", "-q", "--no-trunc")) {
+			seen[id] = true
+		}
+		held++
+	}
+	t.Logf("kill-loop: %d of %d rounds held (killed during apply, update and rollback)", held, rounds)
+	fmt.Printf("kill-loop: %d of %d rounds held\n", held, rounds)
+	// Containers that are gone left no cgroup behind.
+	live := map[string]bool{}
+	for _, id := range strings.Fields(d.ok("ps", "-a", "-q", "--no-trunc")) {
+		live[id] = true
+	}
+	var gone []string
+	for id := range seen {
+		if !live[id] {
+			gone = append(gone, id)
+		}
+	}
+	leftovers(t, d.root, gone)
+}
