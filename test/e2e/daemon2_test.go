@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestDaemon_UpdateLock(t *testing.T) {
+	d := newDaemon(t, fastPolicy)
+	d.ok("load", testImage)
+	d.apply(webApp("1", false))
+	d.waitPhase("web", "running", "1", 30*time.Second)
+	// The app holds its update lock: the file web in the directory its
+	// containers see at /run/tender/lock.
+	lock := filepath.Join(d.root, "locks", "web", "web")
+	if err := os.WriteFile(lock, []byte("busy"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.apply(webApp("2", false))
+	waitFor(t, "the update to be deferred", 20*time.Second, func() bool { return d.app("web").Phase == "update-deferred" })
+	if st := d.app("web"); st.Version != "1" {
+		t.Fatalf("deferred update changed the running version: %+v", st)
+	}
+	os.Remove(lock)
+	d.waitPhase("web", "running", "2", 30*time.Second)
+
+	// updateOverride proceeds despite the lock.
+	os.WriteFile(lock, []byte("busy"), 0o644)
+	d.apply(strings.Replace(webApp("3", false), "rollout:", "updateOverride: true\nrollout:", 1))
+	d.waitPhase("web", "running", "3", 30*time.Second)
+}
+
+func TestDaemon_SystemdNotify(t *testing.T) {
+	sockPath := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	dir := t.TempDir()
+	cmd := exec.Command(agentBin, "--root", filepath.Join(dir, "state"), "--socket", filepath.Join(dir, "agent.sock"), "daemon", "--config", os.DevNull)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=200000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	got := map[string]bool{}
+	buf := make([]byte, 256)
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for !got["READY=1"] || !got["WATCHDOG=1"] {
+		n, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("notifications so far %v: %v", got, err)
+		}
+		got[string(buf[:n])] = true
+	}
+}
+
+func TestRun_DevicePassthrough(t *testing.T) {
+	if _, err := os.Stat("/dev/kmsg"); err != nil {
+		t.Skip("no /dev/kmsg on this host")
+	}
+	// Writes to /dev/kmsg are rate-limited by default (ten per five
+	// seconds): lift the limit for this test so none is dropped.
+	const knob = "/proc/sys/kernel/printk_devkmsg"
+	if old, err := os.ReadFile(knob); err == nil {
+		if err := os.WriteFile(knob, []byte("on"), 0o644); err == nil {
+			t.Cleanup(func() { os.WriteFile(knob, old, 0o644) })
+		}
+	}
+	token := fmt.Sprintf("tender-test-%d", time.Now().UnixNano())
+	// Without --device the container's /dev has no such node: the write
+	// makes a plain file in its private /dev and never reaches the kernel.
+	// (A record without a newline would wait in the kernel for the next.)
+	agent(t, "run", "--rm", image, "write", "/dev/kmsg", token+"-without\n")
+	ok(t, "run", "--rm", "--device", "/dev/kmsg", image, "write", "/dev/kmsg", token+"-with\n")
+	log := kernelLog(t)
+	if !strings.Contains(log, token+"-with") {
+		t.Errorf("the passed-through device's write is not in the kernel log")
+	}
+	if strings.Contains(log, token+"-without") {
+		t.Errorf("a container without --device wrote to the host's /dev/kmsg")
+	}
+}
+
+// kernelLog reads the kernel's log buffer without blocking.
+func kernelLog(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Open("/dev/kmsg", syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	var sb strings.Builder
+	buf := make([]byte, 8192)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err == syscall.EPIPE || err == syscall.EINTR { // a record was overwritten, or a signal: go on
+			continue
+		}
+		if err != nil || n <= 0 {
+			return sb.String()
+		}
+		sb.Write(buf[:n])
+	}
+}
