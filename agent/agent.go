@@ -57,6 +57,7 @@ type Agent struct {
 
 	capacity reconcile.Capacity
 	kick     chan struct{}
+	fleet    *fleetLink // nil when standalone (fleet.go)
 
 	known []wire.App // app versions that may have containers (loop only)
 
@@ -108,10 +109,17 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 	a.health = newHealthMonitor(a.wake, deps.Now, log)
 	a.exits = newExitWatcher(a.wake)
 	a.pulls = newPuller(images, cfg.RegistryConfig(), a.wake, deps.Now, log)
+	a.pulls.pulled = a.enforceBudget
 	a.capacity, err = deviceCapacity(cfg)
 	if err != nil {
 		a.Close()
 		return nil, err
+	}
+	if cfg.Fleet.Broker != "" {
+		if a.fleet, err = newFleetLink(a, deps); err != nil {
+			a.Close()
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -145,6 +153,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return srv.Serve(ctx) })
 	g.Go(func() error { return a.loop(ctx) })
+	if a.fleet != nil {
+		g.Go(func() error { return a.fleet.run(ctx) })
+	}
 	if a.notify.watchdog > 0 {
 		g.Go(func() error { return a.watchdog(ctx) })
 	}
@@ -240,6 +251,7 @@ func (a *Agent) loop(ctx context.Context) error {
 	if err := a.rebuild(); err != nil {
 		a.log.Error().Err(err).Msg("rebuilding desired state from containers")
 	}
+	a.enforceBudget()
 	ready := false
 	for {
 		wakeAt, err := a.reconcileOnce(ctx)
@@ -305,6 +317,7 @@ func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 	a.mu.Lock()
 	a.status = d.Apps
 	a.mu.Unlock()
+	a.fleet.changed()
 	wake := d.Wake
 	if len(errs) > 0 {
 		// Try again soon, but not in a tight loop.

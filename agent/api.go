@@ -251,43 +251,40 @@ func (s *apiServer) saveImage(w http.ResponseWriter, r *http.Request) {
 // pruneImages removes images that no container uses and that the agent
 // does not keep for a rollback or an update under way.
 func (a *Agent) pruneImages() ([]image.Image, int64, error) {
+	keep, err := a.keptImages()
+	if err != nil {
+		return nil, 0, err
+	}
+	return a.images.Prune(keep)
+}
+
+// keptImages are the images that must stay: used by a container, or part
+// of a desired, confirmed (rollback) or target version of an app.
+func (a *Agent) keptImages() (map[digest.Digest]bool, error) {
 	keep := map[digest.Digest]bool{}
 	ctrs, err := a.rt.List()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for _, c := range ctrs {
 		keep[digest.Digest(c.ImageID)] = true
 	}
 	desired, err := a.db.Desired()
 	if err != nil && !isNotFound(err) {
-		return nil, 0, err
+		return nil, err
 	}
 	progress, err := a.db.Progress()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	var refs []string
-	for _, app := range desired.Apps {
+	for _, app := range knownApps(desired.Apps, progress) {
 		for _, c := range app.Containers {
-			refs = append(refs, c.Image)
-		}
-	}
-	for _, p := range progress {
-		for _, app := range []*wire.App{p.Confirmed, p.Target} {
-			if app != nil {
-				for _, c := range app.Containers {
-					refs = append(refs, c.Image)
-				}
+			if img, err := a.images.Get(c.Image); err == nil {
+				keep[img.ID] = true
 			}
 		}
 	}
-	for _, ref := range refs {
-		if img, err := a.images.Get(ref); err == nil {
-			keep[img.ID] = true
-		}
-	}
-	return a.images.Prune(keep)
+	return keep, nil
 }
 
 // apiError is how errors travel over the API: a category and a message.

@@ -1,15 +1,21 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	goruntime "runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/tender-edge/tender/test/ociarchive"
 )
 
 func TestDaemon_UpdateLock(t *testing.T) {
@@ -109,5 +115,35 @@ func kernelLog(t *testing.T) string {
 			return sb.String()
 		}
 		sb.Write(buf[:n])
+	}
+}
+
+func TestDaemon_ImageBudget(t *testing.T) {
+	d := newDaemon(t, fastPolicy+"store: {maxBytes: 1Mi}\n")
+	d.ok("load", testImage)
+	// A second, unused image.
+	other, err := ociarchive.Single("tender.test/other:1", ociarchive.Image{
+		Arch: goruntime.GOARCH, Config: ocispec.ImageConfig{Cmd: []string{"/x"}},
+		Layers: []ociarchive.Layer{{{Path: "x", Mode: 0o755, Data: bytes.Repeat([]byte("x"), 64<<10)}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "other.tar")
+	os.WriteFile(p, other, 0o644)
+	d.ok("load", p)
+	d.apply(webApp("1", false))
+	d.waitPhase("web", "running", "1", 30*time.Second)
+	// The budget is enforced at start and after pulls: restart the agent.
+	d.kill()
+	d.start()
+	waitFor(t, "the unused image to be removed", 20*time.Second, func() bool {
+		return !strings.Contains(d.ok("images"), "tender.test/other")
+	})
+	if out := d.ok("images"); !strings.Contains(out, "tender.test/workload") {
+		t.Fatalf("the image in use was removed to fit the budget:\n%s", out)
+	}
+	if st := d.app("web"); st.Phase != "running" {
+		t.Fatalf("app disturbed: %+v", st)
 	}
 }
