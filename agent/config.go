@@ -84,6 +84,10 @@ type FleetConfig struct {
 	CAFile    string `json:"caFile,omitempty"`
 	CertFile  string `json:"certFile,omitempty"`
 	KeyFile   string `json:"keyFile,omitempty"`
+	// Heartbeat is how often a report is sent when nothing changed (default 30s).
+	Heartbeat Duration `json:"heartbeat,omitempty"`
+	// ReconnectMax caps the jittered reconnect backoff (default 2m).
+	ReconnectMax Duration `json:"reconnectMax,omitempty"`
 }
 
 // Duration is a time.Duration written as "10s" in YAML.

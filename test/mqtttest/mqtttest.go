@@ -1,0 +1,280 @@
+// Package mqtttest starts real MQTT brokers for tests: mochi embedded in the
+// test process, and Debian's mosquitto with configs/mosquitto, TLS, a
+// password file and the ACL, with a throwaway PKI.
+package mqtttest
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Mochi is an embedded broker.
+type Mochi struct {
+	Addr string // host:port
+	srv  *mqtt.Server
+	once sync.Once
+}
+
+// Handler receives what an inline subscription of the test matched.
+type Handler func(topic string, payload []byte)
+
+// StartMochi starts mochi on addr ("127.0.0.1:0": any port) allowing every
+// client; it stops when the test ends. subs are inline subscriptions of
+// the test (filter → handler), made before the listener opens, so they
+// miss nothing any client publishes.
+func StartMochi(t testing.TB, addr string, subs map[string]Handler) *Mochi {
+	t.Helper()
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	id := 0
+	for f, h := range subs {
+		id++
+		if err := s.Subscribe(f, id, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+			h(pk.TopicName, append([]byte(nil), pk.Payload...))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tcp := listeners.NewTCP(listeners.Config{ID: "t", Address: addr})
+	if err := s.AddListener(tcp); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	m := &Mochi{Addr: tcp.Address(), srv: s}
+	t.Cleanup(m.Stop)
+	return m
+}
+
+// Publish publishes as the broker's inline client with QoS 1.
+func (m *Mochi) Publish(topic string, payload []byte, retained bool) error {
+	return m.srv.Publish(topic, payload, retained, 1)
+}
+
+// Stop closes the broker (idempotent).
+func (m *Mochi) Stop() { m.once.Do(func() { _ = m.srv.Close() }) }
+
+// FreePort returns a TCP port free on 127.0.0.1 right now.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// PKI is a test CA.
+type PKI struct {
+	Cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	n    int64
+}
+
+// NewPKI makes a CA valid from an hour ago for a day.
+func NewPKI(t testing.TB, cn string) *PKI {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &PKI{Cert: cert, key: key, n: 1}
+}
+
+// CertPEM is the CA certificate in PEM.
+func (p *PKI) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Cert.Raw})
+}
+
+// Issue signs a leaf valid for the next day (server leaves get 127.0.0.1)
+// and returns it and its certificate and key in PEM.
+func (p *PKI) Issue(t testing.TB, cn string, server bool) (tls.Certificate, []byte, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.n++
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(p.n), Subject: pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if server {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.Cert, &key.PublicKey, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// MosquittoBin is Debian's mosquitto.
+const MosquittoBin = "/usr/sbin/mosquitto"
+
+// Mosquitto is a running mosquitto with configs/mosquitto.
+type Mosquitto struct {
+	Dir      string         // its directory: device-ca.crt, passwd, acl, ...
+	CertAddr string         // ssl://127.0.0.1:PORT, mutual TLS listener
+	PwAddr   string         // ssl://127.0.0.1:PORT, TLS + password listener
+	CA       *PKI           // the device CA, which also signed the server's certificate
+	CAFile   string         // CA in PEM, to trust the server
+	Roots    *x509.CertPool // the same, as a pool
+}
+
+// StartMosquitto runs mosquitto with repoRoot/configs/mosquitto, paths and
+// ports rewritten into a temporary directory, and users (name → password)
+// in its password file. It skips the test if mosquitto is not installed.
+func StartMosquitto(t testing.TB, repoRoot string, users map[string]string) *Mosquitto {
+	t.Helper()
+	if _, err := os.Stat(MosquittoBin); err != nil {
+		t.Skipf("%s missing (apt-get install mosquitto): %v", MosquittoBin, err)
+	}
+	dir := t.TempDir()
+	write := func(name string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca := NewPKI(t, "tender test device ca")
+	write("device-ca.crt", ca.CertPEM())
+	_, crt, key := ca.Issue(t, "broker", true)
+	write("server.crt", crt)
+	write("server.key", key)
+	m := &Mosquitto{Dir: dir, CA: ca, CAFile: filepath.Join(dir, "device-ca.crt"), Roots: x509.NewCertPool()}
+	m.Roots.AddCert(ca.Cert)
+	pw := filepath.Join(dir, "passwd")
+	first := true
+	for u, p := range users {
+		args := []string{"-b", pw, u, p}
+		if first {
+			args = append([]string{"-c"}, args...)
+			first = false
+		}
+		if out, err := exec.Command("mosquitto_passwd", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
+		}
+	}
+	if first {
+		write("passwd", nil)
+	}
+	acl, err := os.ReadFile(filepath.Join(repoRoot, "configs/mosquitto/acl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("acl", acl)
+	conf, err := os.ReadFile(filepath.Join(repoRoot, "configs/mosquitto/mosquitto.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPort, pwPort := FreePort(t), FreePort(t)
+	s := string(conf)
+	for _, r := range [][2]string{
+		{"/etc/mosquitto/tender/", dir + "/"},
+		{"persistence_location /var/lib/mosquitto/", "persistence_location " + dir + "/"},
+		{"user mosquitto", "user root"},
+		{"listener 8883", "listener " + certPort + " 127.0.0.1"},
+		{"listener 8884", "listener " + pwPort + " 127.0.0.1"},
+	} {
+		if !strings.Contains(s, r[0]) {
+			t.Fatalf("configs/mosquitto/mosquitto.conf has no %q to rewrite", r[0])
+		}
+		s = strings.ReplaceAll(s, r[0], r[1])
+	}
+	write("mosquitto.conf", []byte(s))
+
+	cmd := exec.Command(MosquittoBin, "-c", filepath.Join(dir, "mosquitto.conf"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var logMu sync.Mutex
+	var logLines []string
+	running := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			logMu.Lock()
+			logLines = append(logLines, sc.Text())
+			logMu.Unlock()
+			if strings.Contains(sc.Text(), " running") {
+				once.Do(func() { close(running) })
+			}
+		}
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			logMu.Lock()
+			t.Logf("mosquitto log:\n%s", strings.Join(logLines, "\n"))
+			logMu.Unlock()
+		}
+	})
+	select {
+	case <-running:
+	case err := <-exited:
+		logMu.Lock()
+		defer logMu.Unlock()
+		t.Fatalf("mosquitto exited: %v\n%s", err, strings.Join(logLines, "\n"))
+	case <-time.After(10 * time.Second):
+		t.Fatal("mosquitto did not say it is running within 10s")
+	}
+	m.CertAddr, m.PwAddr = "ssl://127.0.0.1:"+certPort, "ssl://127.0.0.1:"+pwPort
+	return m
+}
