@@ -107,9 +107,13 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		kick: make(chan struct{}, 1),
 	}
 	a.health = newHealthMonitor(a.wake, deps.Now, log)
+	a.health.event = a.event
 	a.exits = newExitWatcher(a.wake)
 	a.pulls = newPuller(images, cfg.RegistryConfig(), a.wake, deps.Now, log)
-	a.pulls.pulled = a.enforceBudget
+	a.pulls.pulled = func(ref string) {
+		a.event("", wire.EventPulled, ref)
+		a.enforceBudget()
+	}
 	a.capacity, err = deviceCapacity(cfg)
 	if err != nil {
 		a.Close()
@@ -179,6 +183,48 @@ func (a *Agent) watchdog(ctx context.Context) error {
 		case <-t.C:
 			_ = a.notify.notify("WATCHDOG=1")
 		}
+	}
+}
+
+// containerEvents are the events of a round's container actions, for the
+// fleet: how each restarted container ended (exited with a code, or killed
+// for memory), and which containers start.
+func containerEvents(acts []reconcile.Action, observed []reconcile.Observed) []reconcile.Event {
+	obs := map[string]reconcile.Observed{}
+	for _, o := range observed {
+		obs[o.Name] = o
+	}
+	var out []reconcile.Event
+	for _, act := range acts {
+		switch act.Kind {
+		case reconcile.KindStart:
+			out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventStarted), Reason: act.Name + ": " + act.Reason})
+		case reconcile.KindRestart:
+			if o, ok := obs[act.Name]; ok && o.Status == reconcile.StatusExited {
+				if o.OOMKilled {
+					out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventOOMKilled), Reason: act.Name + ": killed for memory"})
+				} else {
+					out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventExited), Reason: fmt.Sprintf("%s: exit code %d", act.Name, o.ExitCode)})
+				}
+			}
+			out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventRestarted), Reason: act.Name + ": " + act.Reason})
+		}
+	}
+	return out
+}
+
+// event records one event outside a reconcile round (health changes,
+// finished pulls).
+func (a *Agent) event(app string, kind wire.EventKind, msg string) {
+	err := a.db.Update(func(tx *store.Tx) error {
+		_, err := tx.AppendEvents(store.Event{Time: a.now(), App: app, Kind: string(kind), Message: msg})
+		return err
+	})
+	if err != nil {
+		a.log.Warn().Err(err).Str("event", string(kind)).Msg("recording event")
+	}
+	if a.fleet != nil {
+		a.fleet.changed()
 	}
 }
 
@@ -288,10 +334,11 @@ func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("snapshot: %w", err)
 	}
 	d := reconcile.Plan(in)
-	if err := a.db.Commit(d.Progress, d.Events, in.Now); err != nil {
+	events := append(d.Events, containerEvents(d.Actions, in.Observed)...)
+	if err := a.db.Commit(d.Progress, events, in.Now); err != nil {
 		return time.Time{}, fmt.Errorf("persist decision: %w", err)
 	}
-	for _, ev := range d.Events {
+	for _, ev := range events {
 		a.log.Info().Str("app", ev.App).Str("event", string(ev.Kind)).Str("reason", ev.Reason).Msg("app event")
 	}
 	a.known = knownApps(in.Desired, d.Progress)

@@ -15,7 +15,7 @@ import (
 // when a pull ends or a backoff expires.
 type puller struct {
 	images *image.Store
-	pulled func() // after each successful pull
+	pulled func(ref string) // after each successful pull
 	reg    image.RegistryConfig
 	wake   func()
 	now    func() time.Time
@@ -85,7 +85,7 @@ func (p *puller) request(ref string) {
 		}
 		p.log.Info().Str("image", ref).Str("digest", img.Digest.String()).Dur("took", p.now().Sub(start)).Msg("image pulled")
 		if p.pulled != nil {
-			p.pulled()
+			p.pulled(ref)
 		}
 		p.wake()
 	}()

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tender-edge/tender/agent/health"
+	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/runtime/cgroups"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/nsenter"
@@ -79,6 +80,7 @@ func (w *exitWatcher) stopAll() { w.keepOnly(nil) }
 // its own goroutine, and tells the loop when a status changes.
 type healthMonitor struct {
 	wake   func()
+	event  func(app string, kind wire.EventKind, msg string) // health changes, for the fleet
 	now    func() time.Time
 	log    zerolog.Logger
 	mu     sync.Mutex
@@ -165,6 +167,17 @@ func (m *healthMonitor) ensure(c *container.Container, h wire.Health) {
 					ev = m.log.Warn().Err(r.Err).Str("output", r.Output)
 				}
 				ev.Str("container", name).Str("health", string(st)).Msg("health changed")
+				if m.event != nil && st != health.Starting {
+					kind, msg := wire.EventHealthy, name
+					if st == health.Unhealthy {
+						kind = wire.EventUnhealthy
+						if r.Err != nil {
+							msg += ": " + r.Err.Error()
+						}
+					}
+					app, _, _, _ := reconcile.ParseName(name)
+					m.event(app, kind, msg)
+				}
 				m.wake()
 			}
 		}

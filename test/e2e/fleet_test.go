@@ -404,8 +404,13 @@ func TestFleet_Offline(t *testing.T) {
 		}
 	}
 	t.Logf("%d events queued offline arrived: %v", last.Seq-lastSeq, apps)
-	if !strings.Contains(strings.Join(apps, " "), "off1:running") {
+	all := strings.Join(apps, " ")
+	if !strings.Contains(all, "off1:running") {
 		t.Errorf("off1's events (queued before the kill -9) missing: %v", apps)
+	}
+	// The crash while offline: how it ended and the restart.
+	if !strings.Contains(all, "sl:exited") || !strings.Contains(all, "sl:restarted") {
+		t.Errorf("the crash of sl while offline is missing from the events: %v", apps)
 	}
 }
 
