@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -617,7 +615,7 @@ func TestPull_DistributionTLSAuth(t *testing.T) {
 	r := treg.Start(t, treg.Options{TLS: true, Htpasswd: true})
 	arch := []string{goruntime.GOARCH}
 	ref := r.Addr + "/tender/workload:tls"
-	tr := httpsTransport(r)
+	tr := r.Transport()
 	err := treg.Push(context.Background(), workloadArchive(t, "tender.test/workload:tls", arch), ref, false,
 		remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password}), remote.WithTransport(tr))
 	if err != nil {
@@ -692,12 +690,6 @@ registries:
 	if cfg, err := image.LoadRegistryConfig(filepath.Join(t.TempDir(), "missing.yaml")); err != nil || len(cfg.Registries) != 0 {
 		t.Errorf("missing file: %+v %v", cfg, err)
 	}
-}
-
-func httpsTransport(r *treg.Registry) http.RoundTripper {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: r.CA}
-	return tr
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
