@@ -145,6 +145,24 @@ func (c *cli) openAll() (*container.Runtime, imageStore, error) {
 	return rt, st, nil
 }
 
+// imagesInUse opens the image store and maps image IDs to the containers
+// that use them.
+func (c *cli) imagesInUse() (imageStore, map[string][]string, error) {
+	rt, err := c.runtime()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctrs, err := rt.List()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := c.openImages()
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, usersByImage(ctrs), nil
+}
+
 func (c *cli) runtime() (*container.Runtime, error) {
 	return container.New(c.root, nil, c.logger())
 }
@@ -596,7 +614,7 @@ func (c *cli) images(args []string) error {
 	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
-	st, err := c.openImages()
+	st, users, err := c.imagesInUse()
 	if err != nil {
 		return err
 	}
@@ -605,15 +623,6 @@ func (c *cli) images(args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := c.runtime()
-	if err != nil {
-		return err
-	}
-	ctrs, err := rt.List()
-	if err != nil {
-		return err
-	}
-	users := usersByImage(ctrs)
 	if *out == "json" {
 		type row struct {
 			image.Image
@@ -663,19 +672,11 @@ func (c *cli) rmi(args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := c.openImages()
+	st, users, err := c.imagesInUse()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	rt, err := c.runtime()
-	if err != nil {
-		return err
-	}
-	ctrs, err := rt.List()
-	if err != nil {
-		return err
-	}
 	var errs []error
 	for _, ref := range rest {
 		img, err := st.Get(ref)
@@ -683,8 +684,8 @@ func (c *cli) rmi(args []string) error {
 			errs = append(errs, err)
 			continue
 		}
-		if users := usersByImage(ctrs)[img.ID.String()]; len(users) > 0 {
-			errs = append(errs, fmt.Errorf("image %s is in use by container %s: remove it first", ref, strings.Join(users, ", ")))
+		if u := users[img.ID.String()]; len(u) > 0 {
+			errs = append(errs, fmt.Errorf("image %s is in use by container %s: remove it first", ref, strings.Join(u, ", ")))
 			continue
 		}
 		if err := st.Remove(ref); err != nil {

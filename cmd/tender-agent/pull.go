@@ -130,21 +130,13 @@ func (c *cli) imagesPrune(args []string) error {
 	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
-	st, err := c.openImages()
+	st, users, err := c.imagesInUse()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	rt, err := c.runtime()
-	if err != nil {
-		return err
-	}
-	ctrs, err := rt.List()
-	if err != nil {
-		return err
-	}
 	keep := map[digest.Digest]bool{}
-	for id := range usersByImage(ctrs) {
+	for id := range users {
 		keep[digest.Digest(id)] = true
 	}
 	removed, freed, err := st.Prune(keep)

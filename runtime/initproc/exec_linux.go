@@ -120,28 +120,17 @@ func StartExec(ctx context.Context, cfg *ExecConfig, pidfd int, stdio Stdio, pla
 	// reads EOF.
 	stop := context.AfterFunc(ctx, func() { _ = proc.Kill() })
 	defer stop()
-	if _, err := parent.Write(payload); err != nil {
-		return abort(fmt.Errorf("send exec config: %w", err))
-	}
-	if err := unix.Shutdown(fds[0], unix.SHUT_WR); err != nil {
-		return abort(fmt.Errorf("send exec config: %w", err))
-	}
-	msg, err := readAll(fds[0])
+	msg, err := handshake(parent, payload)
 	if ctx.Err() != nil {
 		return abort(fmt.Errorf("exec helper: %w", ctx.Err()))
 	}
 	if err != nil {
-		return abort(fmt.Errorf("read exec helper status: %w", err))
+		return abort(fmt.Errorf("exec helper: %w", err))
 	}
-	switch {
-	case len(msg) == 1 && msg[0] == execByte:
-		return proc, nil
-	case len(msg) == 0:
-		return abort(errors.New("exec helper exited before exec"))
-	case msg[0] == execByte:
-		msg = msg[1:]
+	if msg != "" {
+		return abort(&ExecError{Msg: msg})
 	}
-	return abort(&ExecError{Msg: string(msg)})
+	return proc, nil
 }
 
 // ExecError is a failure reported by the exec helper before it could exec
@@ -268,41 +257,5 @@ func execChild() (err error) {
 	if err := closeExtraFds(); err != nil {
 		return fmt.Errorf("close descriptors: %w", err)
 	}
-	var filter *seccompFilter
-	switch cfg.Seccomp {
-	case "", "unconfined":
-	case "default":
-		if filter, err = defaultSeccomp(); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
-		}
-	default:
-		return fmt.Errorf("seccomp: unknown profile %q", cfg.Seccomp)
-	}
-	if filter != nil && !p.NoNewPrivileges {
-		if err := filter.load(); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
-		}
-		filter = nil
-	}
-	if err := setUserAndCaps(u, p.Capabilities); err != nil {
-		return err
-	}
-	if p.NoNewPrivileges {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("set no_new_privs: %w", err)
-		}
-	}
-	umask := 0o022
-	if p.User.Umask != nil {
-		umask = int(*p.User.Umask) & 0o777
-	}
-	unix.Umask(umask)
-	if filter != nil {
-		if err := filter.load(); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
-		}
-	}
-	writeStatus(string(execByte))
-	err = unix.Exec(argv0, p.Args, env)
-	return fmt.Errorf("exec %s: %w", argv0, err)
+	return restrictAndExec(cfg.Seccomp, p, u, argv0, env)
 }

@@ -124,46 +124,7 @@ func initChild() (err error) {
 		return fmt.Errorf("close descriptors: %w", err)
 	}
 
-	var filter *seccompFilter
-	switch cfg.Seccomp {
-	case "", "unconfined":
-	case "default":
-		if filter, err = defaultSeccomp(); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
-		}
-	default:
-		return fmt.Errorf("seccomp: unknown profile %q", cfg.Seccomp)
-	}
-	// Without no_new_privs, loading a filter needs CAP_SYS_ADMIN, which the
-	// workload user may not keep: load it now, while still root (runc does
-	// the same); the rest of the init's syscalls are in the allowlist.
-	if filter != nil && !s.Process.NoNewPrivileges {
-		if err := filter.load(); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
-		}
-		filter = nil
-	}
-	if err := setUserAndCaps(u, s.Process.Capabilities); err != nil {
-		return err
-	}
-	if s.Process.NoNewPrivileges {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("set no_new_privs: %w", err)
-		}
-	}
-	umask := 0o022
-	if s.Process.User.Umask != nil {
-		umask = int(*s.Process.User.Umask) & 0o777
-	}
-	unix.Umask(umask)
-	if filter != nil {
-		if err := filter.load(); err != nil {
-			return fmt.Errorf("seccomp: %w", err)
-		}
-	}
-	writeStatus(string(execByte))
-	err = unix.Exec(argv0, s.Process.Args, env)
-	return fmt.Errorf("exec %s: %w", argv0, err)
+	return restrictAndExec(cfg.Seccomp, s.Process, u, argv0, env)
 }
 
 func namespaces(s *specs.Spec) map[specs.LinuxNamespaceType]bool {

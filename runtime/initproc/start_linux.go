@@ -211,25 +211,40 @@ func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, er
 			return abort(fmt.Errorf("place init: %w", err))
 		}
 	}
-	if _, err := parent.Write(payload); err != nil {
-		return abort(fmt.Errorf("send config: %w", err))
-	}
-	if err := unix.Shutdown(fds[0], unix.SHUT_WR); err != nil {
-		return abort(fmt.Errorf("send config: %w", err))
-	}
-	msg, err := readAll(fds[0])
+	msg, err := handshake(parent, payload)
 	if err != nil {
-		return abort(fmt.Errorf("read init status: %w", err))
+		return abort(fmt.Errorf("init: %w", err))
+	}
+	if msg != "" {
+		return abort(&InitError{Msg: msg})
+	}
+	return proc, nil
+}
+
+// handshake is the parent's half of the sync protocol: it sends the
+// config, then waits for the child's verdict. An empty message means the
+// child exec'd; otherwise it is the child's error text.
+func handshake(sock *os.File, payload []byte) (string, error) {
+	if _, err := sock.Write(payload); err != nil {
+		return "", fmt.Errorf("send config: %w", err)
+	}
+	fd := int(sock.Fd())
+	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+		return "", fmt.Errorf("send config: %w", err)
+	}
+	msg, err := readAll(fd)
+	if err != nil {
+		return "", fmt.Errorf("read status: %w", err)
 	}
 	switch {
 	case len(msg) == 1 && msg[0] == execByte:
-		return proc, nil
+		return "", nil
 	case len(msg) == 0:
-		return abort(errors.New("init exited before exec"))
+		return "", errors.New("exited before exec")
 	case msg[0] == execByte:
 		msg = msg[1:]
 	}
-	return abort(&InitError{Msg: string(msg)})
+	return string(msg), nil
 }
 
 // InitError is a failure reported by the container's init before it could

@@ -1,33 +1,19 @@
 package mqttc
 
 import (
-	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tender-edge/tender/sync/clock"
 	"github.com/tender-edge/tender/sync/topic"
+	"github.com/tender-edge/tender/test/mqtttest"
 )
-
-const mosquittoBin = "/usr/sbin/mosquitto"
 
 // mosq is a running mosquitto with the configs/mosquitto files and a test PKI.
 type mosq struct {
@@ -37,181 +23,17 @@ type mosq struct {
 	certs    map[string]tls.Certificate // device certificates by CN
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
-type pki struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	n    int64
-}
-
-func newPKI(t *testing.T, cn string) *pki {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &pki{cert: cert, key: key, n: 1}
-}
-
-// issue signs a leaf valid for the next day; server leaves get 127.0.0.1.
-func (p *pki) issue(t *testing.T, cn string, server bool) (tls.Certificate, []byte, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.n++
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(p.n), Subject: pkix.Name{CommonName: cn},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if server {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
-
-// startMosquitto runs Debian's mosquitto with configs/mosquitto, its paths
-// and ports rewritten into a temporary directory.
+// startMosquitto runs Debian's mosquitto with configs/mosquitto (through
+// test/mqtttest), with device certificates for gw-a, gw-b and gw-x and the
+// password users controller and gw-c.
 func startMosquitto(t *testing.T) *mosq {
 	t.Helper()
-	if _, err := os.Stat(mosquittoBin); err != nil {
-		t.Skipf("%s missing (apt-get install mosquitto): %v", mosquittoBin, err)
-	}
-	dir := t.TempDir()
-	write := func(name string, data []byte) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// PKI: a device CA that also signs the server certificate (the test
-	// trusts it for the server), device certificates for gw-a and gw-b.
-	ca := newPKI(t, "tender test device ca")
-	write("device-ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}))
-	_, crt, key := ca.issue(t, "broker", true)
-	write("server.crt", crt)
-	write("server.key", key)
-	m := &mosq{roots: x509.NewCertPool(), certs: map[string]tls.Certificate{}}
-	m.roots.AddCert(ca.cert)
+	mm := mqtttest.StartMosquitto(t, "../..", map[string]string{"controller": "ctl-secret", "gw-c": "c-secret"})
+	m := &mosq{certAddr: mm.CertAddr, pwAddr: mm.PwAddr, roots: mm.Roots, certs: map[string]tls.Certificate{}}
 	for _, cn := range []string{"gw-a", "gw-b", "gw-x"} {
-		c, _, _ := ca.issue(t, cn, false)
+		c, _, _ := mm.CA.Issue(t, cn, false)
 		m.certs[cn] = c
 	}
-	// Passwords, made by mosquitto_passwd as an operator would.
-	pw := filepath.Join(dir, "passwd")
-	for i, up := range [][2]string{{"controller", "ctl-secret"}, {"gw-c", "c-secret"}} {
-		args := []string{"-b", pw, up[0], up[1]}
-		if i == 0 {
-			args = append([]string{"-c"}, args...)
-		}
-		if out, err := exec.Command("mosquitto_passwd", args...).CombinedOutput(); err != nil {
-			t.Fatalf("mosquitto_passwd: %v\n%s", err, out)
-		}
-	}
-	acl, err := os.ReadFile("../../configs/mosquitto/acl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	write("acl", acl)
-	conf, err := os.ReadFile("../../configs/mosquitto/mosquitto.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPort, pwPort := freePort(t), freePort(t)
-	s := string(conf)
-	for _, r := range [][2]string{
-		{"/etc/mosquitto/tender/", dir + "/"},
-		{"persistence_location /var/lib/mosquitto/", "persistence_location " + dir + "/"},
-		{"user mosquitto", "user root"},
-		{"listener 8883", "listener " + certPort + " 127.0.0.1"},
-		{"listener 8884", "listener " + pwPort + " 127.0.0.1"},
-	} {
-		if !strings.Contains(s, r[0]) {
-			t.Fatalf("configs/mosquitto/mosquitto.conf has no %q to rewrite", r[0])
-		}
-		s = strings.ReplaceAll(s, r[0], r[1])
-	}
-	write("mosquitto.conf", []byte(s))
-
-	cmd := exec.Command(mosquittoBin, "-c", filepath.Join(dir, "mosquitto.conf"))
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var logMu sync.Mutex
-	var logLines []string
-	running := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for sc.Scan() {
-			logMu.Lock()
-			logLines = append(logLines, sc.Text())
-			logMu.Unlock()
-			if strings.Contains(sc.Text(), " running") {
-				once.Do(func() { close(running) })
-			}
-		}
-	}()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("mosquitto log:\n%s", strings.Join(logLines, "\n"))
-			logMu.Unlock()
-		}
-	})
-	select {
-	case <-running:
-	case err := <-exited:
-		logMu.Lock()
-		defer logMu.Unlock()
-		t.Fatalf("mosquitto exited: %v\n%s", err, strings.Join(logLines, "\n"))
-	case <-time.After(10 * time.Second):
-		t.Fatal("mosquitto did not say it is running within 10s")
-	}
-	m.certAddr, m.pwAddr = "ssl://127.0.0.1:"+certPort, "ssl://127.0.0.1:"+pwPort
 	return m
 }
 

@@ -12,7 +12,7 @@ import (
 const module = "github.com/tender-edge/tender/"
 
 // core packages decide; they must not reach the outside world.
-var core = []string{"runtime/spec"}
+var core = []string{"runtime/spec", "agent/reconcile", "sync/topic"}
 
 var forbiddenInCore = []string{
 	"os", "os/exec", "net", "net/http", "math/rand", "math/rand/v2", "time/tzdata",
@@ -37,19 +37,31 @@ func TestCoreImportsNoIO(t *testing.T) {
 }
 
 func TestRuntimeKnowsNoAgent(t *testing.T) {
-	cmd := exec.Command("go", "list", "-deps", "./runtime/...")
+	roomsOf(t, "./runtime/...", "runtime/spec", "agent", "sync", "fleet", "cmd")
+}
+
+// The wire is shared by agent and fleet: it knows neither.
+func TestSyncKnowsNeitherAgentNorFleet(t *testing.T) {
+	roomsOf(t, "./sync/...", "sync/wire", "agent", "fleet", "cmd")
+}
+
+// roomsOf fails if the packages of pattern (which include must) depend on
+// any of the rooms.
+func roomsOf(t *testing.T, pattern, must string, rooms ...string) {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", pattern)
 	cmd.Dir = "../.."
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	if !strings.Contains(string(out), module+"runtime/spec") {
-		t.Fatalf("go list did not list the runtime: %s", out)
+	if !strings.Contains(string(out), module+must) {
+		t.Fatalf("go list %s did not list %s: %s", pattern, must, out)
 	}
 	for _, dep := range strings.Fields(string(out)) {
-		for _, room := range []string{"agent", "sync", "fleet", "cmd"} {
+		for _, room := range rooms {
 			if strings.HasPrefix(dep, module+room+"/") || dep == module+room {
-				t.Errorf("runtime depends on %s", dep)
+				t.Errorf("%s depends on %s", pattern, dep)
 			}
 		}
 	}
