@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"regexp"
 	"strings"
 	"time"
 
@@ -257,8 +256,6 @@ type Decision struct {
 	Wake time.Time
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-
 // ContainerName is the runtime name of container c of revision rev of app
 // a: "<app>.<container>.<revision>". App and container names hold no dots
 // (wire.App.Validate), so the name parses back unambiguously, and it fits
@@ -271,7 +268,7 @@ func ContainerName(app, container, rev string) string {
 // names that are not the agent's.
 func ParseName(name string) (app, container, rev string, ok bool) {
 	parts := strings.Split(name, ".")
-	if len(parts) != 3 || !nameRE.MatchString(parts[0]) || !nameRE.MatchString(parts[1]) || len(parts[2]) != wire.RevisionLen {
+	if len(parts) != 3 || !wire.ValidName(parts[0]) || !wire.ValidName(parts[1]) || len(parts[2]) != wire.RevisionLen {
 		return "", "", "", false
 	}
 	for _, r := range parts[2] {

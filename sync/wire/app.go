@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"sigs.k8s.io/yaml"
@@ -117,7 +118,21 @@ const (
 	MaxNamesLen = 63 - 2 - RevisionLen
 )
 
-var appNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+// ValidName reports whether s is a valid app, container or volume name:
+// [a-z0-9][a-z0-9-]{0,62}. (A loop, not a regexp: every start of the agent
+// binary would pay for compiling one.)
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0) {
+			return false
+		}
+	}
+	return true
+}
 
 // ParseApp reads an app spec in YAML or JSON. Unknown fields and duplicate
 // keys are refused; the result is validated. Every error matches ErrInvalid.
@@ -156,7 +171,7 @@ func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
 // each is a *FieldError naming its field.
 func (a *App) Validate() error {
 	v := &appValidator{app: a.Name}
-	if !appNameRE.MatchString(a.Name) {
+	if !ValidName(a.Name) {
 		v.add("name", "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", a.Name)
 	}
 	if a.Version == "" {
@@ -175,7 +190,7 @@ func (a *App) Validate() error {
 			v.add(f+".name", "duplicate container name %q", c.Name)
 		}
 		seen[c.Name] = true
-		if appNameRE.MatchString(c.Name) && appNameRE.MatchString(a.Name) && len(a.Name)+len(c.Name) > MaxNamesLen {
+		if ValidName(c.Name) && ValidName(a.Name) && len(a.Name)+len(c.Name) > MaxNamesLen {
 			v.add(f+".name", "app name and container name together are %d characters, at most %d fit", len(a.Name)+len(c.Name), MaxNamesLen)
 		}
 		v.container(f, c)
@@ -227,7 +242,7 @@ func (v *appValidator) duration(field string, d Duration) {
 }
 
 func (v *appValidator) container(f string, c *Container) {
-	if !appNameRE.MatchString(c.Name) {
+	if !ValidName(c.Name) {
 		v.add(f+".name", "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", c.Name)
 	}
 	if err := ValidImageRef(c.Image); err != nil {
@@ -268,7 +283,7 @@ func (v *appValidator) container(f string, c *Container) {
 	paths := map[string]bool{}
 	for i, vol := range c.Volumes {
 		vf := fmt.Sprintf("%s.volumes[%d]", f, i)
-		if !appNameRE.MatchString(vol.Name) {
+		if !ValidName(vol.Name) {
 			v.add(vf+".name", "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", vol.Name)
 		}
 		switch {
@@ -590,10 +605,10 @@ func (c *DeviceCount) UnmarshalJSON(b []byte) error {
 }
 
 var (
-	refPathRE   = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	refTagRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	refDomainRE = regexp.MustCompile(`^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$`)
-	refDigestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	refPathRE   = lazyRegexp(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+	refTagRE    = lazyRegexp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	refDomainRE = lazyRegexp(`^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$`)
+	refDigestRE = lazyRegexp(`^sha256:[0-9a-f]{64}$`)
 )
 
 // ValidImageRef checks an image reference as docker parses it:
@@ -606,11 +621,11 @@ func ValidImageRef(s string) error {
 		return errors.New("image reference longer than 512 characters")
 	}
 	name, dgst, hasDigest := strings.Cut(s, "@")
-	if hasDigest && !refDigestRE.MatchString(dgst) {
+	if hasDigest && !refDigestRE().MatchString(dgst) {
 		return fmt.Errorf("%q: digest is not sha256 with 64 lower-case hex digits", s)
 	}
 	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		if !refTagRE.MatchString(name[i+1:]) {
+		if !refTagRE().MatchString(name[i+1:]) {
 			return fmt.Errorf("%q: invalid tag", s)
 		}
 		name = name[:i]
@@ -619,7 +634,7 @@ func ValidImageRef(s string) error {
 	if len(comps) > 1 && (strings.ContainsAny(comps[0], ".:") || comps[0] == "localhost") {
 		host, port, hasPort := strings.Cut(comps[0], ":")
 		for _, dc := range strings.Split(host, ".") {
-			if !refDomainRE.MatchString(dc) {
+			if !refDomainRE().MatchString(dc) {
 				return fmt.Errorf("%q: invalid registry", s)
 			}
 		}
@@ -629,9 +644,14 @@ func ValidImageRef(s string) error {
 		comps = comps[1:]
 	}
 	for _, c := range comps {
-		if !refPathRE.MatchString(c) {
+		if !refPathRE().MatchString(c) {
 			return fmt.Errorf("%q: invalid path component %q", s, c)
 		}
 	}
 	return nil
+}
+
+// lazyRegexp compiles on first use, not at every start of the binary.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
 }
