@@ -1,0 +1,50 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestCLI_LogsFollowStatsAndImages(t *testing.T) {
+	id := strings.TrimSpace(ok(t, "run", "-d", "--name", "talker", "--memory", "48Mi", "--cpus", "0.1", image, "spin", "2"))
+	t.Cleanup(func() { agent(t, "rm", "-f", "talker") })
+
+	// stats: the columns and the limit from the cgroup.
+	st := ok(t, "stats", "talker")
+	if !strings.HasPrefix(st, "CONTAINER ID") || !strings.Contains(st, "/ 48.0MiB") {
+		t.Errorf("stats:\n%s", st)
+	}
+	var rows []struct {
+		Name        string
+		MemoryLimit uint64
+		Pids        uint64
+	}
+	if err := json.Unmarshal([]byte(ok(t, "stats", "-o", "json", "talker")), &rows); err != nil || len(rows) != 1 ||
+		rows[0].MemoryLimit != 48<<20 || rows[0].Pids < 1 {
+		t.Errorf("stats -o json: %+v %v", rows, err)
+	}
+
+	// logs -f ends when the container does, with its last words (spin
+	// prints its count when it is done).
+	if out := ok(t, "logs", "-f", id); !strings.Contains(out, "iterations ") {
+		t.Errorf("logs -f: %q", out)
+	}
+	var got []struct{ State struct{ Status string } }
+	json.Unmarshal([]byte(ok(t, "inspect", "talker")), &got)
+	if len(got) != 1 || got[0].State.Status != "exited" {
+		t.Errorf("logs -f returned before the container exited: %+v", got)
+	}
+
+	// An image in use cannot be removed; its USED BY column says by whom.
+	if r := agent(t, "rmi", image); r.code == 0 || !strings.Contains(r.stderr, "in use by container talker") {
+		t.Errorf("rmi of an image in use: %s", r)
+	}
+	if imgs := ok(t, "images"); !strings.Contains(imgs, "talker") {
+		t.Errorf("images does not say who uses the image:\n%s", imgs)
+	}
+	// prune keeps it (in use) and says what it freed.
+	if out := ok(t, "images", "prune"); !strings.Contains(out, "Total reclaimed space") || strings.Contains(out, "tender.test/workload") {
+		t.Errorf("images prune:\n%s", out)
+	}
+}
