@@ -25,6 +25,8 @@ var (
 	// ErrSchema: the file was written by a newer agent with a layout this
 	// build does not know. It is not treated as corruption.
 	ErrSchema = errors.New("unsupported state schema")
+	// ErrLocked: another process (another agent) holds the state file.
+	ErrLocked = errors.New("state file is locked by another process")
 )
 
 const schemaVersion = "1"
@@ -111,6 +113,9 @@ func Open(path string, opts *Options) (*DB, error) {
 	b, err := openChecked(path, o.LockTimeout)
 	if err != nil {
 		var ce *corruptError
+		if errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("%s: %w (another tender-agent daemon on the same state?)", path, ErrLocked)
+		}
 		if !errors.As(err, &ce) {
 			return nil, err
 		}

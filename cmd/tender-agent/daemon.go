@@ -23,7 +23,7 @@ func (c *cli) daemonCmd(ctx context.Context, args []string) error {
 	}
 	cfg, err := agent.LoadConfig(*cfgPath)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+		return inputError{err}
 	}
 	// --root and --socket, when given, win over the file.
 	if c.root != defaultRoot {

@@ -52,6 +52,8 @@ func exitCode(err error) int {
 		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
 		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, agent.ErrNotFound):
 		return 1
+	case errors.As(err, new(inputError)):
+		return 1
 	case errors.Is(err, agent.ErrNoDaemon):
 		return 3
 	}
@@ -59,6 +61,12 @@ func exitCode(err error) int {
 }
 
 var errUsage = errors.New("usage")
+
+// inputError marks an error in what the user gave (a config file, a spec)
+// without changing its message: exit code 1.
+type inputError struct{ error }
+
+func (e inputError) Unwrap() error { return e.error }
 
 const usage = `Usage: tender-agent [--root DIR] COMMAND [OPTIONS]
 

@@ -147,3 +147,14 @@ func TestDaemon_ImageBudget(t *testing.T) {
 		t.Fatalf("app disturbed: %+v", st)
 	}
 }
+
+func TestDaemon_SecondOneRefused(t *testing.T) {
+	d := newDaemon(t, fastPolicy)
+	r := d.cli("daemon", "--config", d.config)
+	if r.code == 0 || !strings.Contains(r.stderr, "locked by another process") {
+		t.Fatalf("a second daemon on the same state: %s", r)
+	}
+	if d.cli("apps").code != 0 {
+		t.Fatalf("the first daemon was disturbed")
+	}
+}
