@@ -100,10 +100,16 @@ func execIn(ctx context.Context, o ExecOptions) (int, []byte, error) {
 	// The group's pid stays allocated while any member lives, so this
 	// reaches only what the command left behind.
 	_ = unix.Kill(-proc.Pid, unix.SIGKILL)
-	// A leftover that left the group may hold the pipe open: stop reading
-	// soon rather than wait for it.
-	_ = r.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
-	<-copied
+	// The copier reaches EOF once every writer is gone. A leftover that left
+	// the group may hold the pipe open: then stop reading after a while
+	// rather than wait for it. (A deadline set right away would also cut
+	// output still in the pipe when the copier is slow to be scheduled.)
+	select {
+	case <-copied:
+	case <-time.After(2 * time.Second):
+		_ = r.SetReadDeadline(time.Now())
+		<-copied
+	}
 	if ctxErr != nil {
 		return -1, out.Bytes(), ctxErr
 	}
