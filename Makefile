@@ -8,7 +8,7 @@ SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
 
-.PHONY: all build testimage test vet fmt-check run bench deps clean
+.PHONY: all build cross testimage test vet fmt-check run bench deps clean
 
 all: build
 
@@ -17,6 +17,13 @@ build: $(BUILD)/tender-agent
 $(BUILD)/tender-agent: $(SOURCES)
 	@mkdir -p $(BUILD)
 	$(GO) build $(GOFLAGS_) -o $@ ./cmd/tender-agent
+
+# Static agents for the gateways' architectures: build/tender-agent-linux-ARCH.
+CROSS := amd64 arm64 arm riscv64
+cross:
+	@mkdir -p $(BUILD)
+	for a in $(CROSS); do GOARCH=$$a GOARM=7 $(GO) build $(GOFLAGS_) -o $(BUILD)/tender-agent-linux-$$a ./cmd/tender-agent || exit 1; done
+	@ls -l $(BUILD)/tender-agent-linux-*
 
 $(BUILD)/workload: $(wildcard test/workload/*.go)
 	@mkdir -p $(BUILD)

@@ -158,3 +158,31 @@ func TestDaemon_SecondOneRefused(t *testing.T) {
 		t.Fatalf("the first daemon was disturbed")
 	}
 }
+
+// the state directory and the API socket are root's alone, and the
+// socket is a path, not an abstract name.
+func TestDaemon_StateAndSocketPermissions(t *testing.T) {
+	d := newDaemon(t, fastPolicy)
+	for path, want := range map[string]os.FileMode{
+		d.root:                              0o700,
+		filepath.Join(d.root, "agent.db"):   0o600,
+		d.socket:                            0o600 | os.ModeSocket,
+		filepath.Join(d.root, "images"):     0o700,
+		filepath.Join(d.root, "containers"): 0o700,
+	} {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := st.Mode() & (os.ModePerm | os.ModeSocket); got != want {
+			t.Errorf("%s: mode %v, want %v", path, got, want)
+		}
+		if sys := st.Sys().(*syscall.Stat_t); sys.Uid != 0 {
+			t.Errorf("%s: owned by uid %d", path, sys.Uid)
+		}
+	}
+	unix, _ := os.ReadFile("/proc/net/unix")
+	if !strings.Contains(string(unix), d.socket) {
+		t.Errorf("the API socket is not listed by its path in /proc/net/unix")
+	}
+}
