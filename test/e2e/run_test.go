@@ -213,10 +213,31 @@ func TestRun_BadInput(t *testing.T) {
 	}
 }
 
-func hostMounts(t *testing.T) string {
+// hostMounts is the host's mount table as far as these tests can change
+// it: everything outside the temporary directory (where the test binaries
+// of other packages, run in parallel, mount and unmount their own
+// things), plus this package's state directory and the test's own dirs.
+func hostMounts(t *testing.T, own ...string) string {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b)
+	tmp := filepath.Clean(os.TempDir()) + "/"
+	own = append(own, filepath.Dir(root))
+	var keep []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := f[4]
+		mine := !strings.HasPrefix(mp, tmp)
+		for _, o := range own {
+			mine = mine || strings.HasPrefix(mp, o)
+		}
+		if mine {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
 }

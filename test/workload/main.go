@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const usage = `usage: workload COMMAND [ARGS]
@@ -34,7 +36,9 @@ const usage = `usage: workload COMMAND [ARGS]
   mounts          print /proc/self/mounts
   cat PATH        print a file
   write PATH TEXT write TEXT to PATH
-  echo TEXT...    print TEXT`
+  echo TEXT...    print TEXT
+  swap A B SECS   exchange paths A and B (renameat2 RENAME_EXCHANGE) in a
+                  tight loop for SECS seconds, print the count (race tests)`
 
 func main() {
 	if len(os.Args) < 2 {
@@ -91,6 +95,11 @@ func run(cmd string, args []string) error {
 			return fmt.Errorf("write: need PATH TEXT")
 		}
 		return os.WriteFile(args[0], []byte(strings.Join(args[1:], " ")), 0o644)
+	case "swap":
+		if len(args) < 3 {
+			return fmt.Errorf("swap: need A B SECONDS")
+		}
+		return swap(args[0], args[1], args[2])
 	case "echo":
 		fmt.Println(strings.Join(args, " "))
 	case "child-sleep": // used by forks
@@ -256,4 +265,24 @@ func cat(path string) error {
 	}
 	_, err = os.Stdout.Write(b)
 	return err
+}
+
+// swap exchanges two paths atomically, over and over: the racer of the
+// CVE-2021-30465 class of tests (a directory and a symlink trading places
+// while a runtime mounts onto one of them).
+func swap(a, b, secs string) error {
+	d, err := strconv.ParseFloat(secs, 64)
+	if err != nil {
+		return fmt.Errorf("swap: bad seconds %q", secs)
+	}
+	end := time.Now().Add(time.Duration(d * float64(time.Second)))
+	n := 0
+	for time.Now().Before(end) {
+		if err := unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE); err != nil {
+			return fmt.Errorf("swap: %w", err)
+		}
+		n++
+	}
+	fmt.Printf("swapped %d\n", n)
+	return nil
 }
