@@ -48,3 +48,22 @@ func TestCLI_LogsFollowStatsAndImages(t *testing.T) {
 		t.Errorf("images prune:\n%s", out)
 	}
 }
+
+func TestRun_EnvWorkdirEntrypoint(t *testing.T) {
+	env := ok(t, "run", "--rm", "-e", "FOO=bar", "-e", "WORKLOAD=overridden", image, "env")
+	for _, want := range []string{"FOO=bar\n", "WORKLOAD=overridden\n", "PATH=/usr/local/sbin:"} {
+		if !strings.Contains(env, want) {
+			t.Errorf("env lacks %q:\n%s", want, env)
+		}
+	}
+	if strings.Contains(env, "WORKLOAD=1") {
+		t.Errorf("-e did not override the image's WORKLOAD=1:\n%s", env)
+	}
+	ok(t, "run", "--rm", "--workdir", "/tmp", image, "write", "here", "x") // relative to the workdir
+	if r := agent(t, "run", "--rm", "--workdir", "/proc/self/fd/3", image, "id"); r.code == 0 {
+		t.Errorf("a workdir under /proc/self/fd was accepted (R-02): %s", r)
+	}
+	if out := ok(t, "run", "--rm", "--entrypoint", "/workload", image, "echo", "hi"); out != "hi\n" {
+		t.Errorf("--entrypoint: %q", out)
+	}
+}
