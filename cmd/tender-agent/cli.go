@@ -478,13 +478,19 @@ func (c *cli) stop(args []string) error {
 	if err != nil {
 		return err
 	}
+	return c.each(rest, func(ref string) error { return rt.Stop(ref, *grace) })
+}
+
+// each runs fn for every name, printing the names it succeeded for, as
+// docker does, and returns every failure.
+func (c *cli) each(names []string, fn func(string) error) error {
 	var errs []error
-	for _, ref := range rest {
-		if err := rt.Stop(ref, *grace); err != nil {
+	for _, name := range names {
+		if err := fn(name); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		fmt.Fprintln(c.stdout, ref)
+		fmt.Fprintln(c.stdout, name)
 	}
 	return errors.Join(errs...)
 }
@@ -500,15 +506,7 @@ func (c *cli) rm(args []string) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, ref := range rest {
-		if err := rt.Delete(ref, *force); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		fmt.Fprintln(c.stdout, ref)
-	}
-	return errors.Join(errs...)
+	return c.each(rest, func(ref string) error { return rt.Delete(ref, *force) })
 }
 
 func (c *cli) stats(ctx context.Context, args []string) error {
