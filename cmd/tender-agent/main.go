@@ -48,7 +48,7 @@ func main() {
 // a command needs the daemon and it is not running (systemctl's "inactive").
 func exitCode(err error) int {
 	switch {
-	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, spec.ErrInvalid),
+	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, container.ErrNotRunning), errors.Is(err, spec.ErrInvalid),
 		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
 		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, agent.ErrNotFound):
 		return 1
@@ -79,6 +79,7 @@ Commands:
   app rm    Remove an app
   run       Run a container from an image
   ps        List containers
+  exec      Run a command in a running container
   logs      Show a container's output
   stop      Stop running containers
   rm        Remove containers
@@ -110,6 +111,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return c.run(ctx, rest)
 	case "ps":
 		return c.ps(rest)
+	case "exec":
+		return c.execCmd(ctx, rest)
 	case "logs":
 		return c.logs(ctx, rest)
 	case "stop":

@@ -67,3 +67,27 @@ func TestRun_EnvWorkdirEntrypoint(t *testing.T) {
 		t.Errorf("--entrypoint: %q", out)
 	}
 }
+
+func TestCLI_Exec(t *testing.T) {
+	ok(t, "run", "-d", "--name", "exectarget", image, "sleep", "100")
+	t.Cleanup(func() { agent(t, "rm", "-f", "exectarget") })
+	if out := ok(t, "exec", "exectarget", "/workload", "id"); !strings.HasPrefix(out, "uid=0 gid=0 hostname=exectarget ") || strings.HasSuffix(strings.TrimSpace(out), "pid=1") {
+		t.Errorf("exec id: %q", out)
+	}
+	if out := ok(t, "exec", "-u", "app", "exectarget", "/workload", "id"); !strings.HasPrefix(out, "uid=1000 gid=1000 ") {
+		t.Errorf("exec -u app id: %q", out)
+	}
+	if out := strings.TrimSpace(ok(t, "exec", "exectarget", "/workload", "caps")); out != "00000000a80425fb" {
+		t.Errorf("exec caps: %s", out)
+	}
+	if r := agent(t, "exec", "exectarget", "/workload", "exit", "4"); r.code != 4 {
+		t.Errorf("exec exit 4: %s", r)
+	}
+	if r := agent(t, "exec", "exectarget", "no-such-command"); r.code == 0 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("exec of a missing command: %s", r)
+	}
+	agent(t, "stop", "-t", "1s", "exectarget")
+	if r := agent(t, "exec", "exectarget", "/workload", "id"); r.code == 0 || !strings.Contains(r.stderr, "not running") {
+		t.Errorf("exec into a stopped container: %s", r)
+	}
+}
