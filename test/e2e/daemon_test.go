@@ -396,10 +396,11 @@ func leftovers(t *testing.T, root string, ids []string) {
 // an apply, an update or a rollback, starts it again, and checks that every
 // round converges with exactly one container running, and that nothing is
 // left behind. The seed is printed; the moments are random, the checks
-// are not.
+// are not. The seed is fixed unless TENDER_KILL_SEED says otherwise; the
+// moments still vary with the machine's speed, and every one must hold.
 func TestDaemon_KillLoop(t *testing.T) {
 	const rounds = 30
-	seed := uint64(time.Now().UnixNano())
+	seed := uint64(20261127) // fixed, so that CI runs the same moments; override to explore
 	if s := os.Getenv("TENDER_KILL_SEED"); s != "" {
 		fmt.Sscan(s, &seed)
 	}
