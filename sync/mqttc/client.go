@@ -259,17 +259,27 @@ func (c *Client) wait(ctx context.Context, cn *conn, tok paho.Token) error {
 // ErrConnectionLost if the session ended first; the message may then or may
 // not have reached the broker (at least once: retry it).
 func (c *Client) Publish(ctx context.Context, topic string, payload []byte, retained bool) error {
+	return c.publishAsync(topic, payload, retained)(ctx)
+}
+
+// publishAsync starts a QoS 1 publish and returns what waits for its
+// PUBACK (with Publish's errors). Publishes started one after another on
+// a connection reach the broker in that order.
+func (c *Client) publishAsync(topic string, payload []byte, retained bool) func(context.Context) error {
 	cn := c.current()
 	if cn == nil {
-		return fmt.Errorf("publish %s: %w", topic, ErrNotConnected)
+		return func(context.Context) error { return fmt.Errorf("publish %s: %w", topic, ErrNotConnected) }
 	}
-	if err := c.wait(ctx, cn, cn.cl.Publish(topic, 1, retained, payload)); err != nil {
-		if errors.Is(err, paho.ErrNotConnected) {
-			err = ErrNotConnected
+	tok := cn.cl.Publish(topic, 1, retained, payload)
+	return func(ctx context.Context) error {
+		if err := c.wait(ctx, cn, tok); err != nil {
+			if errors.Is(err, paho.ErrNotConnected) {
+				err = ErrNotConnected
+			}
+			return fmt.Errorf("publish %s: %w", topic, err)
 		}
-		return fmt.Errorf("publish %s: %w", topic, err)
+		return nil
 	}
-	return nil
 }
 
 // Run owns the session: it connects, resubscribes, announces presence,
