@@ -7,6 +7,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -59,7 +60,8 @@ type Agent struct {
 	kick     chan struct{}
 	fleet    *fleetLink // nil when standalone (fleet.go)
 
-	known []wire.App // app versions that may have containers (loop only)
+	known     []wire.App // app versions that may have containers (loop only)
+	committed []byte     // the progress last committed, as JSON (loop only)
 
 	mu     sync.Mutex // guards status
 	status []reconcile.AppStatus
@@ -335,8 +337,17 @@ func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 	}
 	d := reconcile.Plan(in)
 	events := append(d.Events, containerEvents(d.Actions, in.Observed)...)
-	if err := a.db.Commit(d.Progress, events, in.Now); err != nil {
+	// A round that changes nothing writes nothing: flash storage wears,
+	// and every bbolt commit is an fsync.
+	progress, err := json.Marshal(d.Progress)
+	if err != nil {
 		return time.Time{}, fmt.Errorf("persist decision: %w", err)
+	}
+	if len(events) > 0 || !bytes.Equal(progress, a.committed) {
+		if err := a.db.Commit(d.Progress, events, in.Now); err != nil {
+			return time.Time{}, fmt.Errorf("persist decision: %w", err)
+		}
+		a.committed = progress
 	}
 	for _, ev := range events {
 		a.log.Info().Str("app", ev.App).Str("event", string(ev.Kind)).Str("reason", ev.Reason).Msg("app event")

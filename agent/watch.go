@@ -22,11 +22,11 @@ import (
 type exitWatcher struct {
 	wake    func()
 	mu      sync.Mutex
-	watched map[string]context.CancelFunc
+	watched map[string]func() // stops the watch
 }
 
 func newExitWatcher(wake func()) *exitWatcher {
-	return &exitWatcher{wake: wake, watched: map[string]context.CancelFunc{}}
+	return &exitWatcher{wake: wake, watched: map[string]func(){}}
 }
 
 func (w *exitWatcher) watch(id string, pid int, start uint64) {
@@ -45,19 +45,43 @@ func (w *exitWatcher) watch(id string, pid int, start uint64) {
 		w.wake()
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	w.watched[id] = cancel
+	// The goroutine sleeps in poll on the pidfd and an eventfd that cancels
+	// it: no periodic wake-ups while containers run.
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(fd)
+		w.wake()
+		return
+	}
+	// The eventfd is closed by the goroutine; cancel must never write to
+	// its number once it may belong to another file.
+	var mu sync.Mutex
+	closed := false
+	w.watched[id] = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !closed {
+			unix.Write(stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}
+	}
 	go func() {
-		defer unix.Close(fd)
-		for ctx.Err() == nil {
-			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 500)
-			if err == nil && n > 0 {
+		defer func() {
+			mu.Lock()
+			closed = true
+			unix.Close(stop)
+			mu.Unlock()
+			unix.Close(fd)
+		}()
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(stop), Events: unix.POLLIN}}
+		for {
+			_, err := unix.Poll(fds, -1)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err == nil && fds[0].Revents != 0 && fds[1].Revents == 0 {
 				w.wake()
-				return
 			}
-			if err != nil && !errors.Is(err, unix.EINTR) {
-				return
-			}
+			return
 		}
 	}()
 }
