@@ -43,6 +43,10 @@ type PullOptions struct {
 	RetryDelay time.Duration
 	// Parallel is the number of layer downloads at once (default 3).
 	Parallel int
+	// StallTimeout gives up on a blob response that sends nothing for this
+	// long (a registry that never ends its stream, U-39); the download then
+	// resumes with a new request. Default 60s.
+	StallTimeout time.Duration
 	// Transport replaces the HTTP transport (tests); CAFile and Insecure
 	// still decide which schemes are allowed.
 	Transport http.RoundTripper
@@ -123,6 +127,9 @@ func (o *PullOptions) defaults() {
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = 3
+	}
+	if o.StallTimeout <= 0 {
+		o.StallTimeout = 60 * time.Second
 	}
 	if fn := o.Progress; fn != nil {
 		var mu sync.Mutex
@@ -566,7 +573,7 @@ func (s *Store) fetchBlob(ctx context.Context, ep *endpoint, desc ocispec.Descri
 	failures, total := 0, 0
 	for w.off < desc.Size {
 		start := w.off
-		err := s.fetchRange(ctx, ep, desc, w, restart, report)
+		err := s.fetchRange(ctx, ep, desc, w, opts.StallTimeout, restart, report)
 		if err == nil {
 			continue
 		}
@@ -635,9 +642,20 @@ func retryable(err error) bool {
 // fetchRange makes one GET for the rest of the blob and appends what it
 // receives.
 func (s *Store) fetchRange(ctx context.Context, ep *endpoint, desc ocispec.Descriptor, w *countingWriter,
-	restart func() error, report func(ProgressKind, string)) error {
+	stallTimeout time.Duration, restart func() error, report func(ProgressKind, string)) (err error) {
 	what := "blob " + shortDigest(desc.Digest)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.url("blobs", string(desc.Digest)), nil)
+	// A response that stops sending is given up after stallTimeout; the
+	// caller then resumes with a new request.
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stall := time.AfterFunc(stallTimeout, cancel)
+	defer stall.Stop()
+	defer func() {
+		if err != nil && rctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%s: stalled: no data for %s", what, stallTimeout)
+		}
+	}()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, ep.url("blobs", string(desc.Digest)), nil)
 	if err != nil {
 		return err
 	}
@@ -684,6 +702,7 @@ func (s *Store) fetchRange(ctx context.Context, ep *endpoint, desc ocispec.Descr
 			if _, err := w.Write(buf[:n]); err != nil {
 				return err
 			}
+			stall.Reset(stallTimeout)
 			report(ProgressDownload, "")
 		}
 		if rerr == io.EOF {

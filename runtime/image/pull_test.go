@@ -421,6 +421,36 @@ func TestPull_ResumeAfterDroppedConnections(t *testing.T) {
 	}
 }
 
+// U-39: a registry that stops sending in the middle of a blob and never
+// ends the stream. The stalled response is given up and the download
+// resumes with a Range request.
+func TestPull_StalledStreamResumes(t *testing.T) {
+	f := &treg.Faulty{HoldAfter: 200 << 10, Held: make(chan struct{})}
+	reg := startRegistry(t, f)
+	ref := reg.push(t, workloadArchive(t, "tender.test/st:1", []string{goruntime.GOARCH}), "tender/st:1")
+	s := openStore(t, t.TempDir(), image.Limits{})
+	opts := pullOpts(reg.host)
+	opts.StallTimeout = 300 * time.Millisecond
+	var msgs []string
+	opts.Progress = func(ev image.ProgressEvent) {
+		if ev.Kind == image.ProgressRetry {
+			msgs = append(msgs, ev.Message)
+		}
+	}
+	// Without the stall timeout this pull would wait forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	img, err := s.Pull(ctx, ref, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, _ := treg.WorkloadBinary(goruntime.GOARCH)
+	checkWorkload(t, s, img, bin)
+	if f.Ranges() != 1 || len(msgs) != 1 || !strings.Contains(msgs[0], "stalled") {
+		t.Errorf("want one stalled retry resumed with a Range request; retries %q, %d ranges", msgs, f.Ranges())
+	}
+}
+
 func TestPull_RangeIgnored(t *testing.T) {
 	f := &treg.Faulty{CutAfter: []int{300 << 10}, IgnoreRange: true}
 	reg := startRegistry(t, f)
