@@ -675,8 +675,19 @@ func (s *Store) unpackBlob(ctx context.Context, a *staged, desc ocispec.Descript
 	if got := digest.NewDigest(digest.SHA256, h); got != diffID {
 		return 0, invalidf("uncompressed digest %s does not match diff_id %s", got, diffID)
 	}
+	// A compression-ratio alarm (SECURITY.md §2.2): legitimate layers
+	// rarely inflate more than 100:1; the size caps bound the damage, the
+	// warning makes it visible.
+	if desc.Size > 0 && cr.n > 1<<20 && cr.n/desc.Size > compressionAlarm {
+		s.log.Warn().Str("layer", string(desc.Digest)).Int64("compressed", desc.Size).Int64("uncompressed", cr.n).
+			Msg("layer expands more than 100:1: a possible decompression bomb")
+	}
 	return size, nil
 }
+
+// compressionAlarm is the uncompressed:compressed ratio above which a layer
+// over 1 MiB is reported.
+const compressionAlarm = 100
 
 // commit makes the new layers and blobs durable, moves them into place and
 // only then records them in bbolt.
