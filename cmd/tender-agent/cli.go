@@ -163,6 +163,19 @@ func (c *cli) imagesInUse() (imageStore, map[string][]string, error) {
 	return st, usersByImage(ctrs), nil
 }
 
+// lookup finds a container by name or ID.
+func (c *cli) lookup(ref string) (*container.Runtime, *container.Container, error) {
+	rt, err := c.runtime()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctr, err := rt.Get(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rt, ctr, nil
+}
+
 func (c *cli) runtime() (*container.Runtime, error) {
 	return container.New(c.root, nil, c.logger())
 }
@@ -404,11 +417,7 @@ func (c *cli) logs(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := c.runtime()
-	if err != nil {
-		return err
-	}
-	ctr, err := rt.Get(rest[0])
+	rt, ctr, err := c.lookup(rest[0])
 	if err != nil {
 		return err
 	}

@@ -21,11 +21,7 @@ func (c *cli) execCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := c.runtime()
-	if err != nil {
-		return err
-	}
-	ctr, err := rt.Get(rest[0])
+	_, ctr, err := c.lookup(rest[0])
 	if err != nil {
 		return err
 	}
