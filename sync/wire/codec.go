@@ -213,6 +213,17 @@ func ParsePresence(data []byte) (Presence, error) {
 	return "", fmt.Errorf("presence message: %w: %q", ErrMalformed, data)
 }
 
+// withSchema returns m, or a copy of it with its schema set to def when
+// it is zero (the caller's value is never changed).
+func withSchema[T any](m *T, schema func(*T) *int, def int) *T {
+	if *schema(m) != 0 {
+		return m
+	}
+	c := *m
+	*schema(&c) = def
+	return &c
+}
+
 // Encode marshals a message, filling in its schema version when it is zero,
 // and refuses messages over their kind's size cap. v is one of Desired,
 // Envelope, Reported, Event, Command, CommandResult (or a pointer to one).
@@ -222,13 +233,7 @@ func Encode(v any) ([]byte, error) {
 	case Desired:
 		return Encode(&m)
 	case *Desired:
-		k = kindDesired
-		if m.Schema == 0 {
-			c := *m
-			c.Schema = DesiredSchema
-			m = &c
-		}
-		v = m
+		k, v = kindDesired, withSchema(m, func(c *Desired) *int { return &c.Schema }, DesiredSchema)
 	case Envelope:
 		k = kindEnvelope
 	case *Envelope:
@@ -236,39 +241,19 @@ func Encode(v any) ([]byte, error) {
 	case Reported:
 		return Encode(&m)
 	case *Reported:
-		k = kindReported
-		if m.Schema == 0 {
-			c := *m
-			c.Schema = ReportedSchema
-			v = &c
-		}
+		k, v = kindReported, withSchema(m, func(c *Reported) *int { return &c.Schema }, ReportedSchema)
 	case Event:
 		return Encode(&m)
 	case *Event:
-		k = kindEvent
-		if m.Schema == 0 {
-			c := *m
-			c.Schema = EventSchema
-			v = &c
-		}
+		k, v = kindEvent, withSchema(m, func(c *Event) *int { return &c.Schema }, EventSchema)
 	case Command:
 		return Encode(&m)
 	case *Command:
-		k = kindCommand
-		if m.Schema == 0 {
-			c := *m
-			c.Schema = CommandSchema
-			v = &c
-		}
+		k, v = kindCommand, withSchema(m, func(c *Command) *int { return &c.Schema }, CommandSchema)
 	case CommandResult:
 		return Encode(&m)
 	case *CommandResult:
-		k = kindCommandResult
-		if m.Schema == 0 {
-			c := *m
-			c.Schema = CommandResultSchema
-			v = &c
-		}
+		k, v = kindCommandResult, withSchema(m, func(c *CommandResult) *int { return &c.Schema }, CommandResultSchema)
 	default:
 		return nil, fmt.Errorf("encode %T: not a wire message", v)
 	}
