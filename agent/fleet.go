@@ -481,7 +481,8 @@ func (l *fleetLink) report(apps []reconcile.AppStatus) wire.Reported {
 	for _, a := range apps {
 		as := wire.AppStatus{Name: a.Name, Version: a.Version, State: string(a.Phase), Message: a.Message, Containers: []wire.ContainerStatus{}}
 		for _, c := range a.Containers {
-			cs := wire.ContainerStatus{Name: c.Name, State: c.State, Restarts: uint32(c.Restarts)}
+			cs := wire.ContainerStatus{Name: c.Name, State: c.State, Restarts: uint32(c.Restarts),
+				Health: l.a.health.statusByName(c.ID)}
 			if c.State == reconcile.StateUnhealthy {
 				cs.Health = wire.HealthUnhealthy
 			}

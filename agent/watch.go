@@ -112,6 +112,7 @@ type healthMonitor struct {
 }
 
 type prober struct {
+	name   string // the container's runtime name
 	cancel context.CancelFunc
 	status health.Status
 	since  time.Time
@@ -130,6 +131,19 @@ func (m *healthMonitor) status(id string) (string, time.Time) {
 		return "", time.Time{}
 	}
 	return string(p.status), p.since
+}
+
+// statusByName is the health of the running container with runtime name
+// name ("" if it has no check).
+func (m *healthMonitor) statusByName(name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.probes {
+		if p.name == name {
+			return string(p.status)
+		}
+	}
+	return ""
 }
 
 // ensure starts probing c with h unless it is probed already.
@@ -158,7 +172,7 @@ func (m *healthMonitor) ensure(c *container.Container, h wire.Health) {
 		})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &prober{cancel: cancel, status: health.Starting, since: m.now()}
+	p := &prober{name: c.Name, cancel: cancel, status: health.Starting, since: m.now()}
 	m.probes[c.ID] = p
 	tracker := health.NewTracker(probe, c.State.StartedAt)
 	name := c.Name

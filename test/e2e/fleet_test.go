@@ -467,3 +467,29 @@ func TestBench_Propagation(t *testing.T) {
 	p99 := ds[min(len(ds)-1, (len(ds)*99+99)/100-1)]
 	fmt.Printf("propagation over %d updates: median %v p99 %v max %v\n", n, ds[len(ds)/2].Round(time.Millisecond), p99.Round(time.Millisecond), ds[len(ds)-1].Round(time.Millisecond))
 }
+
+// TestFleet_ReportsHealth: the container's health check result reaches the
+// fleet in the report.
+func TestFleet_ReportsHealth(t *testing.T) {
+	f := newFleet(t)
+	m := mqtttest.StartMochi(t, "127.0.0.1:0", f.subs())
+	f.send = m.Publish
+	newFleetDaemon(t, fleetConfig("tcp://"+m.Addr, f, ""))
+	app := wire.App{Name: "hw", Version: "1", Containers: []wire.Container{{
+		Name: "main", Image: image, Args: []string{"serve", "127.0.0.1:8080"}, Restart: "always",
+		Health: &wire.Health{HTTP: "http://127.0.0.1:8080/healthz", Interval: wire.Duration{Duration: 300 * time.Millisecond}},
+	}}, Rollout: &wire.Rollout{HealthyFor: wire.Duration{Duration: 500 * time.Millisecond}}}
+	f.publishDesired(f.signed(f.doc(1, app)), true)
+	waitFor(t, "a report with the container healthy", 60*time.Second, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, r := range f.reports {
+			for _, a := range r.Apps {
+				if a.Name == "hw" && len(a.Containers) == 1 && a.Containers[0].Health == wire.HealthHealthy {
+					return true
+				}
+			}
+		}
+		return false
+	})
+}
