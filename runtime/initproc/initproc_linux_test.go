@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tender-edge/tender/runtime/spec"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,11 +82,8 @@ func baseLayer(t *testing.T) string {
 	return fixture.base
 }
 
-var dockerCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
-	"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-}
+// dockerCaps is the runtime's default set: Docker's 14.
+var dockerCaps = spec.DefaultCaps
 
 const dockerCapsHex = "00000000a80425fb"
 
