@@ -44,10 +44,24 @@ echo "GET /healthz -> ${out:-no answer}"
 ta ps
 ta stats
 ta logs demo
+echo; echo "# the agent daemon: it owns the app configs/apps/web.yaml (health-checked, restarted, rolled back)"
+if ! "$agent" --root "$root" apps >/dev/null 2>&1; then
+	nohup "$agent" --root "$root" daemon >"$root/daemon.log" 2>&1 &
+	for _ in $(seq 100); do "$agent" --root "$root" apps >/dev/null 2>&1 && break; sleep 0.1; done
+	echo "started: tender-agent daemon (log: $root/daemon.log)"
+fi
+ta apply -f "$(dirname "$0")/../configs/apps/web.yaml"
+for _ in $(seq 150); do
+	"$agent" --root "$root" apps 2>/dev/null | grep -q "^web .* running " && break
+	sleep 0.2
+done
+ta apps
+
 echo
-echo "The demo container keeps running. Look at it with:"
+echo "The daemon and the demo container keep running. Look at them with:"
+echo "  $agent --root $root apps"
 echo "  $agent --root $root ps"
 echo "  $agent --root $root logs -f demo"
 echo "  $agent --root $root stats"
 echo "  $agent --root $root inspect demo"
-echo "Stop it with: $agent --root $root rm -f demo"
+echo "Stop them with: $agent --root $root rm -f demo; $agent --root $root app rm web; kill the daemon (SIGTERM)"
