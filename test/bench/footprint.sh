@@ -13,8 +13,9 @@ work=$(mktemp -d /tmp/tender-footprint.XXXXXX)
 root=$work/state sock=$work/agent.sock
 ta() { "$agent" --root "$root" --socket "$sock" "$@"; }
 cleanup() {
-	for id in $(ta ps -a -q --no-trunc 2>/dev/null); do ta rm -f "$id" >/dev/null 2>&1 || true; done
+	# The daemon first: it would restart what is removed under it.
 	[ -n "${dpid:-}" ] && kill "$dpid" 2>/dev/null && wait "$dpid" 2>/dev/null || true
+	for id in $(ta ps -a -q --no-trunc 2>/dev/null); do ta rm -f "$id" >/dev/null 2>&1 || true; done
 	rm -rf "$work"
 }
 trap cleanup EXIT
