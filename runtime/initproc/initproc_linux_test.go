@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tender-edge/tender/runtime/spec"
+	"github.com/tender-edge/tender/test/rootfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,29 +50,8 @@ func baseLayer(t *testing.T) string {
 			return
 		}
 		base := filepath.Join(fixture.dir, "base")
-		for _, d := range []string{"etc", "proc", "sys", "dev", "tmp", "data"} {
-			if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
-				fixture.err = err
-				return
-			}
-		}
-		files := map[string]string{
-			"etc/passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-			"etc/group":  "root:x:0:\ntty:x:5:\napp:x:1000:\nextra:x:2000:app\n",
-		}
-		for name, content := range files {
-			if err := os.WriteFile(filepath.Join(base, name), []byte(content), 0o644); err != nil {
-				fixture.err = err
-				return
-			}
-		}
-		for out, pkg := range map[string]string{"workload": "../../test/workload", "probe": "./testdata/probe"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(base, out), pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				fixture.err = fmt.Errorf("build %s: %v\n%s", pkg, err, b)
-				return
-			}
+		if fixture.err = rootfs.Build(base, map[string]string{"workload": "../../test/workload", "probe": "./testdata/probe"}); fixture.err != nil {
+			return
 		}
 		fixture.base = base
 	})

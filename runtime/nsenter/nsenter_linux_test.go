@@ -22,6 +22,7 @@ import (
 
 	"github.com/tender-edge/tender/runtime/initproc"
 	"github.com/tender-edge/tender/runtime/spec"
+	"github.com/tender-edge/tender/test/rootfs"
 )
 
 // hostNetns is the test process's network namespace, read before any test.
@@ -68,26 +69,7 @@ func baseLayer(t *testing.T) string {
 			return
 		}
 		base := filepath.Join(fixture.dir, "base")
-		for _, d := range []string{"etc", "proc", "sys", "dev", "tmp"} {
-			if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
-				fixture.err = err
-				return
-			}
-		}
-		files := map[string]string{
-			"etc/passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-			"etc/group":  "root:x:0:\napp:x:1000:\nextra:x:2000:app\n",
-		}
-		for name, content := range files {
-			if err := os.WriteFile(filepath.Join(base, name), []byte(content), 0o644); err != nil {
-				fixture.err = err
-				return
-			}
-		}
-		cmd := exec.Command("go", "build", "-o", filepath.Join(base, "workload"), "../../test/workload")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			fixture.err = fmt.Errorf("build workload: %v\n%s", err, b)
+		if fixture.err = rootfs.Build(base, map[string]string{"workload": "../../test/workload"}); fixture.err != nil {
 			return
 		}
 		fixture.base = base
