@@ -163,17 +163,43 @@ func (c *cli) imagesInUse() (imageStore, map[string][]string, error) {
 	return st, usersByImage(ctrs), nil
 }
 
-// lookup finds a container by name or ID.
-func (c *cli) lookup(ref string) (*container.Runtime, *container.Container, error) {
+// selectContainers is the containers named by refs, in order; with no
+// refs, every running container, or every container when all is set.
+func (c *cli) selectContainers(refs []string, all bool) (*container.Runtime, []*container.Container, error) {
 	rt, err := c.runtime()
 	if err != nil {
 		return nil, nil, err
 	}
-	ctr, err := rt.Get(ref)
+	var out []*container.Container
+	if len(refs) > 0 {
+		for _, ref := range refs {
+			ctr, err := rt.Get(ref)
+			if err != nil {
+				return nil, nil, err
+			}
+			out = append(out, ctr)
+		}
+		return rt, out, nil
+	}
+	list, err := rt.List()
 	if err != nil {
 		return nil, nil, err
 	}
-	return rt, ctr, nil
+	for _, ctr := range list {
+		if all || ctr.State.Status == container.Running {
+			out = append(out, ctr)
+		}
+	}
+	return rt, out, nil
+}
+
+// lookup finds a container by name or ID.
+func (c *cli) lookup(ref string) (*container.Runtime, *container.Container, error) {
+	rt, ctrs, err := c.selectContainers([]string{ref}, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rt, ctrs[0], nil
 }
 
 func (c *cli) runtime() (*container.Runtime, error) {
@@ -328,19 +354,9 @@ func (c *cli) ps(args []string) error {
 	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
-	rt, err := c.runtime()
+	_, shown, err := c.selectContainers(nil, *all)
 	if err != nil {
 		return err
-	}
-	list, err := rt.List()
-	if err != nil {
-		return err
-	}
-	var shown []*container.Container
-	for _, ctr := range list {
-		if *all || ctr.State.Status == container.Running {
-			shown = append(shown, ctr)
-		}
 	}
 	if *out == "json" {
 		return writeJSON(c.stdout, shown)
@@ -525,29 +541,9 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := c.runtime()
+	rt, ctrs, err := c.selectContainers(rest, false)
 	if err != nil {
 		return err
-	}
-	var ctrs []*container.Container
-	if len(rest) == 0 {
-		all, err := rt.List()
-		if err != nil {
-			return err
-		}
-		for _, ctr := range all {
-			if ctr.State.Status == container.Running {
-				ctrs = append(ctrs, ctr)
-			}
-		}
-	} else {
-		for _, ref := range rest {
-			ctr, err := rt.Get(ref)
-			if err != nil {
-				return err
-			}
-			ctrs = append(ctrs, ctr)
-		}
 	}
 	// CPU use is a rate: two samples a short interval apart.
 	type row struct {
@@ -600,17 +596,9 @@ func (c *cli) inspect(args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := c.runtime()
+	_, out, err := c.selectContainers(rest, false)
 	if err != nil {
 		return err
-	}
-	var out []*container.Container
-	for _, ref := range rest {
-		ctr, err := rt.Get(ref)
-		if err != nil {
-			return err
-		}
-		out = append(out, ctr)
 	}
 	return writeJSON(c.stdout, out)
 }
