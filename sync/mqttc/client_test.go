@@ -203,7 +203,18 @@ func startProxy(t *testing.T, upstream string) *proxy {
 }
 
 func (p *proxy) serve(upstream string) {
-	ln := p.ln
+	forward(p.ln, upstream, func(c, u net.Conn) {
+		p.mu.Lock()
+		p.conns = append(p.conns, c, u)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(u, c); u.Close() }()
+		go func() { _, _ = io.Copy(c, u); c.Close() }()
+	})
+}
+
+// forward accepts connections on ln until it closes, dials upstream for
+// each and hands both ends to pipe.
+func forward(ln net.Listener, upstream string, pipe func(client, broker net.Conn)) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -215,11 +226,7 @@ func (p *proxy) serve(upstream string) {
 				c.Close()
 				continue
 			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(u, c); u.Close() }()
-			go func() { _, _ = io.Copy(c, u); c.Close() }()
+			pipe(c, u)
 		}
 	}()
 }

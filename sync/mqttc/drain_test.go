@@ -33,22 +33,22 @@ func startHoldingProxy(t *testing.T, upstream string, want int) *holdingProxy {
 	t.Cleanup(func() { ln.Close() })
 	p := &holdingProxy{addr: ln.Addr().String(), want: want}
 	p.cond = sync.NewCond(&p.mu)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", upstream)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			t.Cleanup(func() { c.Close(); u.Close() })
-			go p.clientToBroker(c, u)
-			go p.brokerToClient(u, c)
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
 		}
-	}()
+	})
+	forward(ln, upstream, func(c, u net.Conn) {
+		mu.Lock()
+		conns = append(conns, c, u)
+		mu.Unlock()
+		go p.clientToBroker(c, u)
+		go p.brokerToClient(u, c)
+	})
 	return p
 }
 
