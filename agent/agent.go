@@ -225,9 +225,7 @@ func (a *Agent) event(app string, kind wire.EventKind, msg string) {
 	if err != nil {
 		a.log.Warn().Err(err).Str("event", string(kind)).Msg("recording event")
 	}
-	if a.fleet != nil {
-		a.fleet.changed()
-	}
+	a.fleet.changed()
 }
 
 // appSpec is the known version of app with revision rev.

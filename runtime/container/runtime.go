@@ -17,6 +17,7 @@ import (
 
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/initproc"
+	"github.com/tender-edge/tender/runtime/nsenter"
 	"github.com/tender-edge/tender/runtime/spec"
 )
 
@@ -307,28 +308,14 @@ func readJSON(path string, v any) error {
 	return nil
 }
 
-// procStart returns the start time of pid in clock ticks since boot
-// (field 22 of /proc/PID/stat), or 0 if it is gone.
+// procStart returns the start time of pid in clock ticks since boot, or
+// 0 if it is gone.
 func procStart(pid int) uint64 {
-	if pid <= 0 {
-		return 0
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := nsenter.StartTime(pid)
 	if err != nil {
 		return 0
 	}
-	// The command name may hold spaces and parentheses: fields count from the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0
-	}
-	var v uint64
-	fmt.Sscan(f[19], &v)
-	return v
+	return s
 }
 
 // alive reports whether pid runs and, when start is not 0, is the same
