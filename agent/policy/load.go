@@ -39,7 +39,9 @@ type file struct {
 // policy, and it is refused (errdefs.ErrPermissionDenied). Bad content is
 // refused with errdefs.ErrInvalidArgument.
 func Load(path string) (*Policy, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO put in the file's place must not hang the agent
+	// before it is refused as not a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		p := Default()
 		p.Source = fmt.Sprintf("the default policy (no %s)", path)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -187,6 +188,16 @@ func TestLoad(t *testing.T) {
 		_, err := policy.Load(f)
 		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "larger than 64 KiB") {
 			t.Errorf("got %v, want ErrInvalidArgument, too large", err)
+		}
+	})
+	t.Run("a fifo", func(t *testing.T) {
+		fifo := filepath.Join(t.TempDir(), "policy.yaml")
+		if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := policy.Load(fifo) // hangs if it opens the FIFO for reading and waits
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("got %v, want ErrInvalidArgument, not a regular file", err)
 		}
 	})
 	t.Run("a directory", func(t *testing.T) {
