@@ -9,10 +9,12 @@
 //
 // # The file
 //
-// /etc/tender/policy.yaml (DefaultPath), YAML, strict: unknown fields and
-// duplicate keys are refused, with the field named. Every field is
-// optional; a field left out keeps the default below, a field given
-// replaces it. configs/policy.yaml is a commented sample.
+// /etc/tender/policy.yaml (DefaultPath), YAML, strict: unknown fields
+// (keys are spelt exactly: "hostnetwork" is unknown) and duplicate keys are
+// refused, with the field named. Every field is optional; a field left out
+// keeps the default below, a field given replaces it ("devices: []" allows
+// no device; "registries: []" is refused as ambiguous: leave it out to
+// allow any registry). configs/policy.yaml is a commented sample.
 //
 //	devices:            # path.Match patterns of host device nodes apps may pass through
 //	  - /dev/ttyUSB*    #   '*' does not cross '/': /dev/* is not /dev/bus/usb/001/002
@@ -24,8 +26,9 @@
 //	  - registry.example.com
 //	  - docker.io       # also what "busybox" and "acme/thermo" resolve to
 //
-// The file and its directory must be owned by root and not writable by
-// group or others; otherwise Load refuses it (errdefs.ErrPermissionDenied)
+// The file and its directory (the directory of the path as given; the
+// file itself after symlinks) must be owned by root and not writable by
+// group or others, and the file must be a regular file of at most 64 KiB; otherwise Load refuses it (errdefs.ErrPermissionDenied)
 // naming the file, its owner or mode, and the fix: a policy anyone can
 // edit is no policy. A missing file means the default policy. Bad content
 // is refused with errdefs.ErrInvalidArgument and every problem named, and
