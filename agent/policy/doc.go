@@ -28,11 +28,12 @@
 //
 // The file and its directory (the directory of the path as given; the
 // file itself after symlinks) must be owned by root and not writable by
-// group or others, and the file must be a regular file of at most 64 KiB; otherwise Load refuses it (errdefs.ErrPermissionDenied)
+// group or others; otherwise Load refuses it (errdefs.ErrPermissionDenied)
 // naming the file, its owner or mode, and the fix: a policy anyone can
-// edit is no policy. A missing file means the default policy. Bad content
-// is refused with errdefs.ErrInvalidArgument and every problem named, and
-// no policy is returned with the error.
+// edit is no policy. A missing file means the default policy. Bad content,
+// a file that is not a regular file or is larger than 64 KiB, is refused
+// with errdefs.ErrInvalidArgument and every problem named, and no policy
+// is returned with the error.
 //
 // # The default (no file)
 //
