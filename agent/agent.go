@@ -1,9 +1,15 @@
-// Package agent is the device daemon: it owns the device's workloads and
-// converges them on the desired state, from a local apply today and from
-// the fleet over MQTT later. It is the shell around agent/reconcile: one
-// loop gathers a snapshot (desired state, containers, health, images,
-// locks), asks reconcile.Plan what to do, persists the decision, then
-// carries it out. Containers run under shims, so they outlive the agent.
+// Package agent is the device daemon's shell: it owns the device's
+// workloads and converges them on the desired state, whether that came from
+// a local apply or from the fleet. One loop gathers a snapshot (desired
+// state, containers, health, images, locks, restart requests), asks
+// reconcile.Plan what to do, persists the decision, then carries it out.
+// Containers run under shims, so they outlive the agent.
+//
+// The agent reaches the container runtime and the image store through the
+// narrow Containers and Images interfaces, and keeps all its state in
+// agent/store. The fleet link (agent/fleetlink) and the local API
+// (agent/api) reach the agent through interfaces of their own, which
+// *Agent implements; agent/daemon wires them together.
 package agent
 
 import (
@@ -14,134 +20,104 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	goruntime "runtime"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tender-edge/tender/agent/policy"
 	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/agent/store"
 	"github.com/tender-edge/tender/runtime/container"
-	"github.com/tender-edge/tender/runtime/image"
-	"github.com/tender-edge/tender/runtime/spec"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
-// Deps are the agent's collaborators that main wires in.
+// Deps are the agent's collaborators, wired by agent/daemon (or a test).
 type Deps struct {
 	Log zerolog.Logger
-	// Now is the clock (default time.Now); tests and the RTC-less time
-	// floor of issue 5 pass their own.
-	Now func() time.Time
-	// Getenv reads the environment (systemd's notify variables).
-	Getenv func(string) string
+	// Now is the clock (default time.Now).
+	Now        func() time.Time
+	Store      *store.DB
+	Containers Containers
+	Images     Images
+	// Capacity is what the device gives to apps (default: read from the
+	// host, minus the configured reserve).
+	Capacity *reconcile.Capacity
+	// Policy bounds what any app may ask for, whoever signed it (default:
+	// policy.Default()).
+	Policy *policy.Policy
 }
 
-// Agent is the daemon. Create it with New and run it with Run.
+// Agent is the daemon's shell. Create it with New and run it with Run.
 type Agent struct {
-	cfg    Config
-	log    zerolog.Logger
-	now    func() time.Time
-	notify notifier
+	cfg Config
+	log zerolog.Logger
+	now func() time.Time
 
 	db     *store.DB
-	images *image.Store
-	rt     *container.Runtime
+	policy *policy.Policy
+	images Images
+	rt     Containers
 	health *healthMonitor
 	exits  *exitWatcher
 	pulls  *puller
 
 	capacity reconcile.Capacity
 	kick     chan struct{}
-	fleet    *fleetLink // nil when standalone (fleet.go)
+	changed  chan struct{} // signalled after each round and event
+	ready    chan struct{} // closed after the first round
 
 	known     []wire.App // app versions that may have containers (loop only)
 	committed []byte     // the progress last committed, as JSON (loop only)
 
-	mu     sync.Mutex // guards status
-	status []reconcile.AppStatus
+	mu       sync.Mutex // guards status and requests
+	status   []reconcile.AppStatus
+	requests map[string]time.Time // restart requests: runtime name → start of the run to restart
 }
 
-// New opens the agent's state: the bbolt state file (a corrupt one is set
-// aside and reported, never fatal), the image store and the containers.
-// It starts nothing.
+// New prepares the agent over its store, runtime and image store. It
+// starts nothing.
 func New(cfg Config, deps Deps) (*Agent, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	if deps.Getenv == nil {
-		deps.Getenv = os.Getenv
+	if deps.Store == nil || deps.Containers == nil || deps.Images == nil {
+		return nil, errors.New("agent: store, containers and images are required")
 	}
-	log := deps.Log
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
-	}
-	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
-	}
-	db, err := store.Open(filepath.Join(cfg.StateDir, "agent.db"), &store.Options{Now: deps.Now})
-	if err != nil {
-		return nil, fmt.Errorf("open state: %w", err)
-	}
-	if db.Recovered != nil {
-		log.Error().Str("kept_as", db.Recovered.Path).AnErr("cause", db.Recovered.Cause).
-			Msg("state file was corrupt: set aside, rebuilding from the running containers")
-	}
-	images, err := image.Open(filepath.Join(cfg.StateDir, "images"), image.Options{Log: log, KeepLayerBlobs: true})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	rt, err := container.New(cfg.StateDir, images, log)
-	if err != nil {
-		images.Close()
-		db.Close()
-		return nil, err
+	if deps.Policy == nil {
+		deps.Policy = policy.Default()
 	}
 	a := &Agent{
-		cfg: cfg, log: log, now: deps.Now, notify: newNotifier(deps.Getenv),
-		db: db, images: images, rt: rt,
-		kick: make(chan struct{}, 1),
+		cfg: cfg, log: deps.Log, now: deps.Now,
+		db: deps.Store, policy: deps.Policy, images: deps.Images, rt: deps.Containers,
+		kick: make(chan struct{}, 1), changed: make(chan struct{}, 1), ready: make(chan struct{}),
+		requests: map[string]time.Time{},
 	}
-	a.health = newHealthMonitor(a.wake, deps.Now, log)
+	a.health = newHealthMonitor(a.wake, deps.Now, deps.Log)
 	a.health.event = a.event
 	a.exits = newExitWatcher(a.wake)
-	a.pulls = newPuller(images, cfg.RegistryConfig(), a.wake, deps.Now, log)
+	a.pulls = newPuller(deps.Images, cfg.RegistryConfig(), a.wake, deps.Now, deps.Log)
 	a.pulls.pulled = func(ref string) {
 		a.event("", wire.EventPulled, ref)
 		a.enforceBudget()
 	}
-	a.capacity, err = deviceCapacity(cfg)
-	if err != nil {
-		a.Close()
-		return nil, err
-	}
-	if cfg.Fleet.Broker != "" {
-		if a.fleet, err = newFleetLink(a, deps); err != nil {
-			a.Close()
+	if deps.Capacity != nil {
+		a.capacity = *deps.Capacity
+	} else {
+		var err error
+		if a.capacity, err = deviceCapacity(cfg); err != nil {
 			return nil, err
 		}
 	}
 	return a, nil
 }
 
-// Close releases the state files. Containers keep running.
-func (a *Agent) Close() error {
-	return errors.Join(a.images.Close(), a.db.Close())
-}
+// Wake asks the loop for a new round.
+func (a *Agent) Wake() { a.wake() }
 
-// Images is the agent's image store, for the local API.
-func (a *Agent) Images() *image.Store { return a.images }
-
-// Runtime is the agent's container runtime, for the local API.
-func (a *Agent) Runtime() *container.Runtime { return a.rt }
-
-// wake asks the loop for a new round.
 func (a *Agent) wake() {
 	select {
 	case a.kick <- struct{}{}:
@@ -149,23 +125,29 @@ func (a *Agent) wake() {
 	}
 }
 
-// Run serves the local API and converges the device until ctx ends. On the
-// way out it stops its own goroutines; containers keep running.
+// Changed is signalled after each round and each event: the status or the
+// event log may have changed. It has one reader (the fleet link).
+func (a *Agent) Changed() <-chan struct{} { return a.changed }
+
+func (a *Agent) notifyChanged() {
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is closed once the first round has run.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// Run converges the device until ctx ends. On the way out it stops and
+// waits for every goroutine it started (probes, exit watchers, pulls);
+// containers keep running.
 func (a *Agent) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	srv, err := newAPIServer(a)
-	if err != nil {
-		return err
-	}
-	g.Go(func() error { return srv.Serve(ctx) })
+	a.health.start(ctx)
+	a.pulls.start(ctx)
 	g.Go(func() error { return a.loop(ctx) })
-	if a.fleet != nil {
-		g.Go(func() error { return a.fleet.run(ctx) })
-	}
-	if a.notify.watchdog > 0 {
-		g.Go(func() error { return a.watchdog(ctx) })
-	}
-	err = g.Wait()
+	err := g.Wait()
 	a.health.stopAll()
 	a.exits.stopAll()
 	a.pulls.wait()
@@ -175,57 +157,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-func (a *Agent) watchdog(ctx context.Context) error {
-	t := time.NewTicker(a.notify.watchdog)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			_ = a.notify.notify("WATCHDOG=1")
-		}
-	}
-}
-
-// containerEvents are the events of a round's container actions, for the
-// fleet: how each restarted container ended (exited with a code, or killed
-// for memory), and which containers start.
-func containerEvents(acts []reconcile.Action, observed []reconcile.Observed) []reconcile.Event {
-	obs := map[string]reconcile.Observed{}
-	for _, o := range observed {
-		obs[o.Name] = o
-	}
-	var out []reconcile.Event
-	for _, act := range acts {
-		switch act.Kind {
-		case reconcile.KindStart:
-			out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventStarted), Reason: act.Name + ": " + act.Reason})
-		case reconcile.KindRestart:
-			if o, ok := obs[act.Name]; ok && o.Status == reconcile.StatusExited {
-				if o.OOMKilled {
-					out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventOOMKilled), Reason: act.Name + ": killed for memory"})
-				} else {
-					out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventExited), Reason: fmt.Sprintf("%s: exit code %d", act.Name, o.ExitCode)})
-				}
-			}
-			out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventRestarted), Reason: act.Name + ": " + act.Reason})
-		}
-	}
-	return out
-}
-
 // event records one event outside a reconcile round (health changes,
 // finished pulls).
 func (a *Agent) event(app string, kind wire.EventKind, msg string) {
 	err := a.db.Update(func(tx *store.Tx) error {
-		_, err := tx.AppendEvents(store.Event{Time: a.now(), App: app, Kind: string(kind), Message: msg})
+		_, err := tx.AppendEvents(store.Event{Time: a.now(), App: app, Kind: kind, Message: msg})
 		return err
 	})
 	if err != nil {
 		a.log.Warn().Err(err).Str("event", string(kind)).Msg("recording event")
 	}
-	a.fleet.changed()
+	a.notifyChanged()
 }
 
 // appSpec is the known version of app with revision rev.
@@ -238,76 +180,21 @@ func (a *Agent) appSpec(app, rev string) *wire.App {
 	return nil
 }
 
-// rebuild recreates a lost desired state (a state file that was corrupt,
-// or deleted) from the app specs that the agent's containers carry.
-func (a *Agent) rebuild() error {
-	if _, err := a.db.Desired(); !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
-	ctrs, err := a.rt.List() // newest first
-	if err != nil {
-		return err
-	}
-	seen := map[string]bool{}
-	var apps []wire.App
-	for _, c := range ctrs {
-		appName, _, _, ok := reconcile.ParseName(c.Name)
-		raw := c.Labels[labelApp]
-		if !ok || raw == "" || seen[appName] {
-			continue
-		}
-		var app wire.App
-		if err := json.Unmarshal([]byte(raw), &app); err != nil || app.Validate() != nil || app.Name != appName {
-			continue
-		}
-		// Prefer a running container's version to one that exited.
-		if c.State.Status != container.Running && hasRunning(ctrs, appName) {
-			continue
-		}
-		seen[appName] = true
-		apps = append(apps, app)
-	}
-	if len(apps) == 0 {
-		return nil
-	}
-	if err := a.db.Update(func(tx *store.Tx) error {
-		return tx.PutDesired(store.Desired{Generation: 1, Source: "recovered", Apps: apps})
-	}); err != nil {
-		return err
-	}
-	names := make([]string, len(apps))
-	for i, app := range apps {
-		names[i] = app.Name + "@" + app.Version
-	}
-	a.log.Warn().Strs("apps", names).Msg("state was lost: desired apps rebuilt from the running containers")
-	return nil
-}
-
-func hasRunning(ctrs []*container.Container, app string) bool {
-	for _, c := range ctrs {
-		if n, _, _, ok := reconcile.ParseName(c.Name); ok && n == app && c.State.Status == container.Running {
-			return true
-		}
-	}
-	return false
-}
-
 // loop is the only goroutine that acts on containers.
 func (a *Agent) loop(ctx context.Context) error {
 	if err := a.rebuild(); err != nil {
 		a.log.Error().Err(err).Msg("rebuilding desired state from containers")
 	}
 	a.enforceBudget()
-	ready := false
+	first := true
 	for {
 		wakeAt, err := a.reconcileOnce(ctx)
 		if err != nil {
 			a.log.Warn().Err(err).Msg("reconcile round")
 		}
-		if !ready {
-			ready = true
-			_ = a.notify.notify("READY=1")
-			a.log.Info().Str("state_dir", a.cfg.StateDir).Str("socket", a.cfg.Socket).Msg("agent ready")
+		if first {
+			first = false
+			close(a.ready)
 		}
 		wait := time.Duration(a.cfg.ReconcileInterval)
 		if !wakeAt.IsZero() {
@@ -327,42 +214,20 @@ func (a *Agent) loop(ctx context.Context) error {
 	}
 }
 
-// reconcileOnce runs one round: snapshot, plan, persist, act.
+// reconcileOnce runs one round: snapshot, plan, persist, act. A failed
+// action is logged where it is handled, here, once; the round's error says
+// only that the round had failures.
 func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 	in, ctrs, err := a.snapshot()
 	if err != nil {
 		return time.Time{}, fmt.Errorf("snapshot: %w", err)
 	}
 	d := reconcile.Plan(in)
-	events := append(d.Events, containerEvents(d.Actions, in.Observed)...)
-	// A round that changes nothing writes nothing: flash storage wears,
-	// and every bbolt commit is an fsync.
-	progress, err := json.Marshal(d.Progress)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("persist decision: %w", err)
-	}
-	if len(events) > 0 || !bytes.Equal(progress, a.committed) {
-		if err := a.db.Commit(d.Progress, events, in.Now); err != nil {
-			return time.Time{}, fmt.Errorf("persist decision: %w", err)
-		}
-		a.committed = progress
-	}
-	for _, ev := range events {
-		a.log.Info().Str("app", ev.App).Str("event", string(ev.Kind)).Str("reason", ev.Reason).Msg("app event")
+	if err := a.persist(d, in); err != nil {
+		return time.Time{}, err
 	}
 	a.known = knownApps(in.Desired, d.Progress)
-	var errs []error
-	failed := map[string]bool{}
-	for _, act := range d.Actions {
-		if failed[act.App] {
-			continue
-		}
-		if err := a.apply(ctx, act); err != nil {
-			failed[act.App] = true
-			errs = append(errs, fmt.Errorf("%s %s: %w", act.Kind, act.Name+act.Image, err))
-			a.log.Warn().Err(err).Str("app", act.App).Str("action", string(act.Kind)).Str("container", act.Name).Msg("action failed")
-		}
-	}
+	failed := a.act(ctx, d.Actions)
 	if len(d.Actions) > 0 {
 		// Watch and probe what this round started, not what it found.
 		if now, err := a.rt.List(); err == nil {
@@ -373,24 +238,100 @@ func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 	a.mu.Lock()
 	a.status = d.Apps
 	a.mu.Unlock()
-	a.fleet.changed()
+	a.notifyChanged()
 	wake := d.Wake
-	if len(errs) > 0 {
+	if failed > 0 {
 		// Try again soon, but not in a tight loop.
-		retry := in.Now.Add(2 * time.Second)
-		if wake.IsZero() || retry.Before(wake) {
+		if retry := in.Now.Add(2 * time.Second); wake.IsZero() || retry.Before(wake) {
 			wake = retry
 		}
+		return wake, fmt.Errorf("%d of %d actions failed", failed, len(d.Actions))
 	}
-	return wake, errors.Join(errs...)
+	return wake, nil
+}
+
+// persist commits the decision's progress and events, in one transaction,
+// unless the round changed nothing: flash storage wears, and every bbolt
+// commit is an fsync.
+func (a *Agent) persist(d reconcile.Decision, in reconcile.Input) error {
+	events := append(d.Events, containerEvents(d.Actions, in.Observed)...)
+	progress, err := json.Marshal(d.Progress)
+	if err != nil {
+		return fmt.Errorf("persist decision: %w", err)
+	}
+	if len(events) > 0 || !bytes.Equal(progress, a.committed) {
+		if err := a.db.Commit(d.Progress, events, in.Now); err != nil {
+			return fmt.Errorf("persist decision: %w", err)
+		}
+		a.committed = progress
+	}
+	for _, ev := range events {
+		a.log.Info().Str("app", ev.App).Str("event", string(ev.Kind)).Str("reason", ev.Reason).Msg("app event")
+	}
+	return nil
+}
+
+// act carries out a round's actions; after an action of an app fails, the
+// app's other actions wait for the next round. It returns how many failed.
+func (a *Agent) act(ctx context.Context, acts []reconcile.Action) int {
+	failed := map[string]bool{}
+	for _, act := range acts {
+		if failed[act.App] {
+			continue
+		}
+		if err := a.apply(ctx, act); err != nil {
+			failed[act.App] = true
+			a.log.Warn().Err(err).Str("app", act.App).Str("action", string(act.Kind)).
+				Str("container", act.Name).Str("image", act.Image).Msg("action failed")
+		}
+	}
+	return len(failed)
+}
+
+// containerEvents are the events of a round's container actions, for the
+// fleet: how each restarted container ended (exited with a code, or killed
+// for memory), and which containers start.
+func containerEvents(acts []reconcile.Action, observed []reconcile.Observed) []reconcile.Event {
+	obs := map[string]reconcile.Observed{}
+	for _, o := range observed {
+		obs[o.Name] = o
+	}
+	var out []reconcile.Event
+	for _, act := range acts {
+		switch act.Kind {
+		case reconcile.KindStart:
+			out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventStarted), Reason: act.Name + ": " + act.Reason})
+		case reconcile.KindRestart:
+			if o, ok := obs[act.Name]; ok && o.Status == reconcile.StatusExited && !o.RestartRequested {
+				if o.OOMKilled {
+					out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventOOMKilled), Reason: act.Name + ": killed for memory"})
+				} else {
+					out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventExited), Reason: fmt.Sprintf("%s: exit code %d", act.Name, o.ExitCode)})
+				}
+			}
+			out = append(out, reconcile.Event{App: act.App, Kind: reconcile.Phase(wire.EventRestarted), Reason: act.Name + ": " + act.Reason})
+		}
+	}
+	return out
+}
+
+// owned tells the daemon's containers from containers run by hand: the
+// daemon writes labelApp on every container it creates, and nothing else
+// can (the CLI sets no labels), whatever the container is named.
+func owned(c *container.Container) bool {
+	if c.Labels[labelApp] == "" {
+		return false
+	}
+	_, _, _, ok := reconcile.ParseName(c.Name)
+	return ok
 }
 
 // snapshot gathers reconcile's input from the store, the runtime, the
-// health monitor, the image store and the lock files.
+// health monitor, the image store, the lock files and restart requests.
 func (a *Agent) snapshot() (reconcile.Input, []*container.Container, error) {
 	now := a.now()
 	desired, err := a.db.Desired()
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	if err != nil && !errdefs.IsNotFound(err) {
 		return reconcile.Input{}, nil, err
 	}
 	progress, err := a.db.Progress()
@@ -403,22 +344,43 @@ func (a *Agent) snapshot() (reconcile.Input, []*container.Container, error) {
 	}
 	in := reconcile.Input{
 		Now: now, Desired: desired.Apps, Progress: progress, Capacity: a.capacity, Policy: a.cfg.Restarts.Policy(),
-		Images: map[string]bool{}, Locked: map[string]bool{},
+		Images: map[string]bool{}, Locked: map[string]bool{}, Refused: map[string]string{},
+	}
+	a.mu.Lock()
+	present := map[string]bool{}
+	for _, c := range ctrs {
+		present[c.Name] = true
+	}
+	for name := range a.requests {
+		if !present[name] {
+			delete(a.requests, name)
+		}
 	}
 	for _, c := range ctrs {
-		if _, _, _, ok := reconcile.ParseName(c.Name); !ok {
-			continue // not ours: a container run by hand
+		if !owned(c) {
+			continue
 		}
 		o := reconcile.Observed{
-			Name: c.Name, Status: string(c.State.Status), ExitCode: c.State.ExitCode,
+			Name: c.Name, Status: reconcile.RunState(c.State.Status), ExitCode: c.State.ExitCode,
 			OOMKilled: c.State.OOMKilled, StartedAt: c.State.StartedAt, FinishedAt: c.State.FinishedAt,
+		}
+		if run, ok := a.requests[c.Name]; ok {
+			if c.State.StartedAt.Equal(run) {
+				o.RestartRequested = true
+			} else {
+				delete(a.requests, c.Name) // done: this is a later run
+			}
 		}
 		if c.State.Status == container.Running {
 			o.Health, o.HealthSince = a.health.status(c.ID)
 		}
 		in.Observed = append(in.Observed, o)
 	}
+	a.mu.Unlock()
 	for _, app := range desired.Apps {
+		if err := a.policy.Check(app); err != nil {
+			in.Refused[app.Name] = strings.ReplaceAll(err.Error(), "\n", "; ")
+		}
 		for _, c := range app.Containers {
 			if _, ok := in.Images[c.Image]; !ok {
 				_, err := a.images.Get(c.Image)
@@ -461,10 +423,7 @@ func (a *Agent) track(ctrs []*container.Container, apps []wire.App) {
 	}
 	running := map[string]bool{}
 	for _, c := range ctrs {
-		if c.State.Status != container.Running {
-			continue
-		}
-		if _, _, _, ok := reconcile.ParseName(c.Name); !ok {
+		if c.State.Status != container.Running || !owned(c) {
 			continue
 		}
 		running[c.ID] = true
@@ -484,65 +443,8 @@ func (a *Agent) Apps() []reconcile.AppStatus {
 	return append([]reconcile.AppStatus(nil), a.status...)
 }
 
-// Apply makes app part of the local desired state (replacing an app of
-// the same name) after validating it, and wakes the loop.
-func (a *Agent) Apply(app wire.App) error {
-	if err := app.Validate(); err != nil {
-		return err
-	}
-	err := a.updateDesired(func(apps []wire.App) ([]wire.App, error) {
-		for i := range apps {
-			if apps[i].Name == app.Name {
-				apps[i] = app
-				return apps, nil
-			}
-		}
-		return append(apps, app), nil
-	})
-	if err != nil {
-		return err
-	}
-	a.log.Info().Str("app", app.Name).Str("version", app.Version).Msg("app applied")
-	a.wake()
-	return nil
-}
-
-// RemoveApp takes an app out of the local desired state.
-func (a *Agent) RemoveApp(name string) error {
-	err := a.updateDesired(func(apps []wire.App) ([]wire.App, error) {
-		for i := range apps {
-			if apps[i].Name == name {
-				return append(apps[:i], apps[i+1:]...), nil
-			}
-		}
-		return nil, fmt.Errorf("%w: no app %q", ErrNotFound, name)
-	})
-	if err != nil {
-		return err
-	}
-	a.log.Info().Str("app", name).Msg("app removed")
-	a.wake()
-	return nil
-}
-
-// ErrNotFound is returned for unknown apps.
-var ErrNotFound = errors.New("not found")
-
-// updateDesired edits the local desired document in one transaction,
-// bumping its generation.
-func (a *Agent) updateDesired(edit func([]wire.App) ([]wire.App, error)) error {
-	return a.db.Update(func(tx *store.Tx) error {
-		cur, err := tx.Desired()
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		apps, err := edit(append([]wire.App(nil), cur.Apps...))
-		if err != nil {
-			return err
-		}
-		return tx.PutDesired(store.Desired{Generation: cur.Generation + 1, Source: "local", Apps: apps})
-	})
-}
+// Desired is the stored desired document (errdefs.ErrNotFound if none).
+func (a *Agent) Desired() (store.Desired, error) { return a.db.Desired() }
 
 // lockFile is where an app holds its update lock: the app's containers
 // see the directory at /run/tender/lock and create the file APP in it.
@@ -558,45 +460,4 @@ func (a *Agent) lockDir(app string) string {
 // updates and restarts.
 func (a *Agent) volumeDir(app, name string) string {
 	return filepath.Join(a.cfg.StateDir, "volumes", app, name)
-}
-
-// deviceCapacity reads the device's memory and CPUs and the reserve.
-func deviceCapacity(cfg Config) (reconcile.Capacity, error) {
-	reserve, err := spec.ParseBytes(cfg.Reserve.Memory)
-	if err != nil {
-		return reconcile.Capacity{}, err
-	}
-	return reconcile.Capacity{
-		Memory: memTotal(), ReserveMemory: reserve,
-		MilliCPU: int64(goruntime.NumCPU()) * 1000, ReserveMilliCPU: int64(cfg.Reserve.CPU * 1000),
-	}, nil
-}
-
-// memTotal is MemTotal from /proc/meminfo in bytes, or 0 (no check) if it
-// cannot be read.
-func memTotal() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseInt(f[0], 10, 64)
-				return kb * 1024
-			}
-		}
-	}
-	return 0
-}
-
-// sortedEnv turns an env map into KEY=VALUE entries in a stable order.
-func sortedEnv(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k, v := range m {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out
 }

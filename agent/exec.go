@@ -13,9 +13,10 @@ import (
 	"github.com/tender-edge/tender/sync/wire"
 )
 
-// labelApp holds, on each container the agent makes, the app spec it
-// belongs to: enough to rebuild the desired state from the running
-// containers when the state file is lost.
+// labelApp holds, on each container the daemon makes, the app spec it
+// belongs to: it marks the container as the daemon's (see owned), and it
+// is enough to rebuild the desired state from the running containers when
+// the state file is lost. Only the daemon writes labels.
 const labelApp = "tender.app"
 
 // lockMount is where an app's containers see their update-lock directory.
@@ -78,13 +79,17 @@ func (a *Agent) createAndStart(ctx context.Context, act reconcile.Action) error 
 	if err != nil {
 		return err
 	}
-	if app := a.appSpec(act.App, act.Revision); app != nil {
-		b, err := json.Marshal(app)
-		if err != nil {
-			return err
-		}
-		o.Labels = map[string]string{labelApp: string(b)}
+	// The app spec on the container marks it as the daemon's (owned) and
+	// lets a lost state file be rebuilt from the containers.
+	app := a.appSpec(act.App, act.Revision)
+	if app == nil {
+		return fmt.Errorf("no known version of app %s with revision %s", act.App, act.Revision)
 	}
+	b, err := json.Marshal(app)
+	if err != nil {
+		return err
+	}
+	o.Labels = map[string]string{labelApp: string(b)}
 	c, err := a.rt.Create(ctx, o)
 	if err != nil {
 		return err

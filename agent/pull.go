@@ -14,7 +14,7 @@ import (
 // and backs off after a failure (capped, never giving up), waking the loop
 // when a pull ends or a backoff expires.
 type puller struct {
-	images *image.Store
+	images Images
 	pulled func(ref string) // after each successful pull
 	reg    image.RegistryConfig
 	wake   func()
@@ -39,10 +39,18 @@ const (
 	pullBackoffMax = 5 * time.Minute
 )
 
-func newPuller(images *image.Store, reg image.RegistryConfig, wake func(), now func() time.Time, log zerolog.Logger) *puller {
+func newPuller(images Images, reg image.RegistryConfig, wake func(), now func() time.Time, log zerolog.Logger) *puller {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &puller{images: images, reg: reg, wake: wake, now: now, log: log,
 		inflight: map[string]bool{}, failures: map[string]pullFailure{}, ctx: ctx, cancel: cancel}
+}
+
+// start makes ctx the parent of every pull.
+func (p *puller) start(ctx context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cancel()
+	p.ctx, p.cancel = context.WithCancel(ctx)
 }
 
 // request starts a pull of ref unless one runs or its backoff has not
@@ -57,11 +65,12 @@ func (p *puller) request(ref string) {
 		return
 	}
 	p.inflight[ref] = true
+	ctx := p.ctx
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		start := p.now()
-		img, err := p.images.Pull(p.ctx, ref, image.PullOptions{Registries: p.reg})
+		img, err := p.images.Pull(ctx, ref, image.PullOptions{Registries: p.reg})
 		p.mu.Lock()
 		delete(p.inflight, ref)
 		var retryIn time.Duration
@@ -76,7 +85,7 @@ func (p *puller) request(ref string) {
 		}
 		p.mu.Unlock()
 		if err != nil {
-			if p.ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			p.log.Warn().Err(err).Str("image", ref).Dur("retry_in", retryIn).Msg("pull failed")
@@ -94,6 +103,8 @@ func (p *puller) request(ref string) {
 // wait cancels the pulls under way and waits for them; their partial
 // downloads stay for the next start to resume.
 func (p *puller) wait() {
+	p.mu.Lock()
 	p.cancel()
+	p.mu.Unlock()
 	p.wg.Wait()
 }

@@ -23,6 +23,7 @@ type exitWatcher struct {
 	wake    func()
 	mu      sync.Mutex
 	watched map[string]func() // stops the watch
+	wg      sync.WaitGroup    // the watch goroutines
 }
 
 func newExitWatcher(wake func()) *exitWatcher {
@@ -64,7 +65,9 @@ func (w *exitWatcher) watch(id string, pid int, start uint64) {
 			unix.Write(stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 		}
 	}
+	w.wg.Add(1)
 	go func() {
+		defer w.wg.Done()
 		defer func() {
 			mu.Lock()
 			closed = true
@@ -98,7 +101,11 @@ func (w *exitWatcher) keepOnly(ids map[string]bool) {
 	}
 }
 
-func (w *exitWatcher) stopAll() { w.keepOnly(nil) }
+// stopAll stops every watch and waits for their goroutines.
+func (w *exitWatcher) stopAll() {
+	w.keepOnly(nil)
+	w.wg.Wait()
+}
 
 // healthMonitor probes each running container that has a health check, on
 // its own goroutine, and tells the loop when a status changes.
@@ -108,7 +115,9 @@ type healthMonitor struct {
 	now    func() time.Time
 	log    zerolog.Logger
 	mu     sync.Mutex
+	ctx    context.Context // the agent's run: probes end with it
 	probes map[string]*prober
+	wg     sync.WaitGroup // the probe goroutines
 }
 
 type prober struct {
@@ -119,31 +128,25 @@ type prober struct {
 }
 
 func newHealthMonitor(wake func(), now func() time.Time, log zerolog.Logger) *healthMonitor {
-	return &healthMonitor{wake: wake, now: now, log: log, probes: map[string]*prober{}}
+	return &healthMonitor{wake: wake, now: now, log: log, probes: map[string]*prober{}, ctx: context.Background()}
+}
+
+// start makes ctx the parent of every probe.
+func (m *healthMonitor) start(ctx context.Context) {
+	m.mu.Lock()
+	m.ctx = ctx
+	m.mu.Unlock()
 }
 
 // status is a container's health as reconcile reads it ("" if unprobed).
-func (m *healthMonitor) status(id string) (string, time.Time) {
+func (m *healthMonitor) status(id string) (reconcile.Health, time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	p := m.probes[id]
 	if p == nil {
 		return "", time.Time{}
 	}
-	return string(p.status), p.since
-}
-
-// statusByName is the health of the running container with runtime name
-// name ("" if it has no check).
-func (m *healthMonitor) statusByName(name string) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, p := range m.probes {
-		if p.name == name {
-			return string(p.status)
-		}
-	}
-	return ""
+	return reconcile.Health(p.status), p.since
 }
 
 // ensure starts probing c with h unless it is probed already.
@@ -171,12 +174,14 @@ func (m *healthMonitor) ensure(c *container.Container, h wire.Health) {
 			},
 		})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(m.ctx)
 	p := &prober{name: c.Name, cancel: cancel, status: health.Starting, since: m.now()}
 	m.probes[c.ID] = p
 	tracker := health.NewTracker(probe, c.State.StartedAt)
 	name := c.Name
+	m.wg.Add(1)
 	go func() {
+		defer m.wg.Done()
 		// The first probe comes soon after the start, then every interval.
 		delay := min(probe.Interval, time.Second)
 		for {
@@ -243,4 +248,8 @@ func (m *healthMonitor) keepOnly(ids map[string]bool) {
 	}
 }
 
-func (m *healthMonitor) stopAll() { m.keepOnly(nil) }
+// stopAll stops every probe and waits for their goroutines.
+func (m *healthMonitor) stopAll() {
+	m.keepOnly(nil)
+	m.wg.Wait()
+}

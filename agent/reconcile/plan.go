@@ -150,6 +150,9 @@ func (pl *planner) keepImages(a *wire.App) {
 // admit checks the app's requests against what is left and, if they fit,
 // counts them. It returns the refusal message otherwise.
 func (pl *planner) admit(a wire.App) string {
+	if why := pl.in.Refused[a.Name]; why != "" {
+		return why
+	}
 	mem, cpu := a.Requests()
 	c := pl.in.Capacity
 	if c.Memory > 0 && mem > 0 {
@@ -399,6 +402,12 @@ func (pl *planner) run(p *Progress, a *wire.App, why string) runResult {
 		var failedAt time.Time
 		var failure string
 		switch {
+		case found && o.RestartRequested && o.Status != StatusCreated:
+			// An operator's restart: now, and not a failure.
+			pl.act(Action{Kind: KindRestart, App: a.Name, Name: name, Revision: rev, Spec: c,
+				Reason: fmt.Sprintf("container %s: restart requested", c.Name)})
+			cs.State = StateStarting
+
 		case !found || o.Status == StatusCreated:
 			cs.State = StateStarting
 			if !pl.in.Images[c.Image] {
@@ -485,7 +494,7 @@ func (pl *planner) run(p *Progress, a *wire.App, why string) runResult {
 
 		if okSince.IsZero() {
 			res.ok = false
-			d := cs.State
+			d := string(cs.State)
 			if cs.Message != "" {
 				d += ": " + cs.Message
 			}

@@ -30,11 +30,13 @@ type world struct {
 	images   map[string]bool
 	locked   map[string]bool
 	capacity Capacity
+	refused  map[string]string
 	ctrs     map[string]*Observed
 	behave   func(name string) behaviour
 	events   []Event
 	actions  []Action
 	last     Decision
+	restarts int // containers (re)started
 }
 
 func newWorld(t *testing.T, apps ...wire.App) *world {
@@ -48,7 +50,7 @@ func (w *world) input() Input {
 	for _, o := range w.ctrs {
 		obs = append(obs, *o)
 	}
-	return Input{Now: w.now, Desired: w.desired, Observed: obs, Progress: w.progress, Images: w.images, Locked: w.locked, Capacity: w.capacity}
+	return Input{Now: w.now, Desired: w.desired, Observed: obs, Progress: w.progress, Images: w.images, Locked: w.locked, Capacity: w.capacity, Refused: w.refused}
 }
 
 // step plans once, applies the actions, then advances time by one second
@@ -70,11 +72,12 @@ func (w *world) step() Decision {
 			if o, ok := w.ctrs[a.Name]; a.Kind == KindStart && ok && o.Status == StatusRunning {
 				w.t.Fatalf("start of running container %s", a.Name)
 			}
-			health := ""
+			var health Health
 			if a.Spec.Health != nil {
 				health = HealthStarting
 			}
 			w.ctrs[a.Name] = &Observed{Name: a.Name, Status: StatusRunning, StartedAt: w.now, Health: health, HealthSince: w.now}
+			w.restarts++
 		case KindRemove:
 			if _, ok := w.ctrs[a.Name]; !ok {
 				w.t.Fatalf("remove of unknown container %s", a.Name)
@@ -269,7 +272,7 @@ func TestPlan_RestartPolicies(t *testing.T) {
 		policy    string
 		b         behaviour
 		restarted bool
-		state     string
+		state     State
 	}{
 		{"always restarts clean exit", wire.RestartAlways, behaviour{exitAfter: time.Second}, true, ""},
 		{"on-failure restarts failure", wire.RestartOnFailure, behaviour{exitAfter: time.Second, exitCode: 2}, true, ""},
@@ -596,5 +599,64 @@ func TestDeps(t *testing.T) {
 		if strings.Contains(string(b), "time.Now") {
 			t.Errorf("%s reads the clock", f)
 		}
+	}
+}
+
+// An operator's restarts, however many and whenever (here: every few
+// seconds while a new version is being verified), restart the containers
+// at once and are never failures: no backoff, no crash loop, no rollback.
+func TestPlan_RequestedRestartsAreNotFailures(t *testing.T) {
+	v1 := app("web", "1", withHealth(ctr("srv", "img:1")))
+	v2 := app("web", "2", withHealth(ctr("srv", "img:2")))
+	w := confirmedWorld(t, v1)
+	w.images["img:2"] = true
+	w.desired = []wire.App{v2}
+	w.step() // swap to v2: verifying
+	name := cname(v2, "srv")
+	for range 20 {
+		o := w.ctrs[name]
+		if o == nil {
+			t.Fatalf("v2 container gone: %v", w.running())
+		}
+		before := w.restarts
+		o.RestartRequested = true
+		d := w.step()
+		if len(d.Actions) != 1 || d.Actions[0].Kind != KindRestart || d.Actions[0].Name != name {
+			t.Fatalf("requested restart: actions %+v", d.Actions)
+		}
+		if w.restarts != before+1 {
+			t.Fatalf("restart not carried out")
+		}
+		if st := d.Apps[0].Containers[0]; st.Restarts != 0 || st.State == StateCrashLoop {
+			t.Fatalf("a requested restart counted as a failure: %+v", st)
+		}
+		w.run(2 * time.Second)
+	}
+	w.run(2 * time.Minute)
+	p := w.progress["web"]
+	if p.RolledBack != nil || p.Confirmed == nil || p.Confirmed.Version != "2" {
+		t.Fatalf("restarts during verification changed the outcome: %+v", w.last.Apps[0])
+	}
+}
+
+func TestPlan_PolicyRefusal(t *testing.T) {
+	v1 := app("web", "1", ctr("srv", "img:1"))
+	w := newWorld(t, v1)
+	w.images["img:1"] = true
+	w.refused = map[string]string{"web": "app web, container srv: device /dev/sda is not allowed"}
+	d := w.step()
+	if len(d.Actions) != 0 || d.Apps[0].Phase != PhaseRefused || !strings.Contains(d.Apps[0].Message, "/dev/sda") {
+		t.Fatalf("refused app: %+v %+v", d.Actions, d.Apps[0])
+	}
+	// A version admitted before keeps running when its update is refused.
+	w = confirmedWorld(t, v1)
+	v2 := app("web", "2", ctr("srv", "img:2"))
+	w.images["img:2"] = true
+	w.desired = []wire.App{v2}
+	w.refused = map[string]string{"web": "device /dev/sda is not allowed"}
+	w.run(time.Minute)
+	if got := w.running(); len(got) != 1 || got[0] != cname(v1, "srv") || w.last.Apps[0].Phase != PhaseRefused ||
+		!strings.Contains(w.last.Apps[0].Message, "update to version 2 refused") {
+		t.Fatalf("running %v, status %+v", got, w.last.Apps[0])
 	}
 }

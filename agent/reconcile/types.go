@@ -22,38 +22,54 @@ type Input struct {
 	// spec) present in the local image store.
 	Images map[string]bool
 	// Locked holds the apps whose update lock is held now.
-	Locked   map[string]bool
+	Locked map[string]bool
+	// Refused holds, by app name, why the device-local policy refuses the
+	// app's desired version (the rules it breaks). Such a version is
+	// refused at admission like one that does not fit; a version admitted
+	// before keeps running.
+	Refused  map[string]string
 	Capacity Capacity
 	Policy   Policy
 }
 
+// RunState is a container's state as the runtime reports it.
+type RunState string
+
 // Container states as the runtime reports them.
 const (
-	StatusCreated = "created"
-	StatusRunning = "running"
-	StatusExited  = "exited"
+	StatusCreated RunState = "created"
+	StatusRunning RunState = "running"
+	StatusExited  RunState = "exited"
 )
 
-// Health states as the health checker reports them; "" means no check
-// result (yet), which counts as HealthStarting for a container with a check.
+// Health is a container's health as the health checker reports it; ""
+// means no check result (yet), which counts as HealthStarting for a
+// container with a check.
+type Health string
+
+// Health states.
 const (
-	HealthStarting  = "starting"
-	HealthHealthy   = "healthy"
-	HealthUnhealthy = "unhealthy"
+	HealthStarting  Health = "starting"
+	HealthHealthy   Health = "healthy"
+	HealthUnhealthy Health = "unhealthy"
 )
 
 // Observed is one runtime container as plain data.
 type Observed struct {
-	Name       string // runtime name: ContainerName(app, container, revision)
-	Status     string // StatusCreated, StatusRunning, StatusExited
+	Name       string   // runtime name: ContainerName(app, container, revision)
+	Status     RunState // StatusCreated, StatusRunning, StatusExited
 	ExitCode   int
 	OOMKilled  bool
 	StartedAt  time.Time // zero if never started
 	FinishedAt time.Time // zero unless exited
 	// Health and HealthSince: the health checker's current verdict on this
 	// run of the container and when it last changed.
-	Health      string
+	Health      Health
 	HealthSince time.Time
+	// RestartRequested: an operator asked for a restart after this run
+	// started. Plan restarts it now, and the restart is not a failure: no
+	// backoff, no count toward crash-loop detection or rollback.
+	RestartRequested bool
 }
 
 // Capacity is what the device gives to apps. A zero Memory or MilliCPU
@@ -217,22 +233,25 @@ type AppStatus struct {
 	Containers      []ContainerStatus
 }
 
+// State is a container's state in ContainerStatus.
+type State string
+
 // Container states in ContainerStatus.
 const (
-	StateRunning   = "running"
-	StateStarting  = "starting"   // to be started, created, or health check not passed yet
-	StateUnhealthy = "unhealthy"  // running, health check failing
-	StateBackoff   = "backoff"    // failed, waiting for NextRestart
-	StateCrashLoop = "crash-loop" // failed too often recently; still restarted at the capped backoff
-	StateExited    = "exited"     // failed, and the restart policy says never
-	StateCompleted = "completed"  // exited 0 and the policy does not restart it
+	StateRunning   State = "running"
+	StateStarting  State = "starting"   // to be started, created, or health check not passed yet
+	StateUnhealthy State = "unhealthy"  // running, health check failing
+	StateBackoff   State = "backoff"    // failed, waiting for NextRestart
+	StateCrashLoop State = "crash-loop" // failed too often recently; still restarted at the capped backoff
+	StateExited    State = "exited"     // failed, and the restart policy says never
+	StateCompleted State = "completed"  // exited 0 and the policy does not restart it
 )
 
 // ContainerStatus is one container of an AppStatus.
 type ContainerStatus struct {
 	Name        string // container name in the spec
 	ID          string // runtime name
-	State       string
+	State       State
 	Restarts    int       // restarts in the current streak
 	NextRestart time.Time // when in StateBackoff or StateCrashLoop
 	Message     string

@@ -10,26 +10,31 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/sync/wire"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// Errors callers branch on.
+// Errors callers branch on, each in a category of containerd/errdefs. An
+// absent record is errdefs.ErrNotFound.
 var (
-	ErrNotFound = errors.New("not found")
 	// ErrStale: a desired document whose generation is not newer than the
 	// stored one.
-	ErrStale = errors.New("stale generation")
+	ErrStale = fmt.Errorf("stale generation: %w", errdefs.ErrFailedPrecondition)
 	// ErrSchema: the file was written by a newer agent with a layout this
 	// build does not know. It is not treated as corruption.
-	ErrSchema = errors.New("unsupported state schema")
+	ErrSchema = fmt.Errorf("unsupported state schema: %w", errdefs.ErrFailedPrecondition)
 	// ErrLocked: another process (another agent) holds the state file.
-	ErrLocked = errors.New("state file is locked by another process")
+	ErrLocked = fmt.Errorf("state file is locked by another process: %w", errdefs.ErrUnavailable)
 )
 
-const schemaVersion = "1"
+// schemaVersion is the layout this build writes. Version 1 (the first
+// release) kept the fleet link's state and outbox in unversioned top-level
+// buckets; opening such a file moves them under the schema (migrate).
+const schemaVersion = "2"
 
 var (
 	bucketV1       = []byte("v1")
@@ -37,6 +42,7 @@ var (
 	bucketDesired  = []byte("desired")
 	bucketProgress = []byte("progress")
 	bucketEvents   = []byte("events")
+	bucketFleet    = []byte("fleet")
 	keySchema      = []byte("schema")
 	keyDropped     = []byte("events.dropped")
 	keyDoc         = []byte("doc")
@@ -73,20 +79,33 @@ type DB struct {
 	Recovered *Recovery
 }
 
-// Desired is the desired document last accepted.
+// Desired is the desired document last accepted. Its Generation is the
+// store's own counter, one more per accepted document whatever its source;
+// the fleet's generations are kept apart in FleetState, so neither can
+// lock the other out.
 type Desired struct {
 	Generation uint64     `json:"generation"`
-	Source     string     `json:"source"` // "local" or "fleet"
+	Source     Source     `json:"source"`
 	Apps       []wire.App `json:"apps"`
 }
 
+// Source says where the desired document came from.
+type Source string
+
+// Sources of a desired document.
+const (
+	SourceLocal     Source = "local"     // tender-agent apply / app rm
+	SourceFleet     Source = "fleet"     // a signed document from the controller
+	SourceRecovered Source = "recovered" // rebuilt from the containers after the state file was lost
+)
+
 // Event is one entry of the event log.
 type Event struct {
-	Seq     uint64    `json:"seq"`
-	Time    time.Time `json:"time"`
-	App     string    `json:"app,omitempty"`
-	Kind    string    `json:"kind"`
-	Message string    `json:"message,omitempty"`
+	Seq     uint64         `json:"seq"`
+	Time    time.Time      `json:"time"`
+	App     string         `json:"app,omitempty"`
+	Kind    wire.EventKind `json:"kind"`
+	Message string         `json:"message,omitempty"`
 }
 
 // Open opens or creates the state file at path (mode 0600, its directory
@@ -202,10 +221,10 @@ func check(b *bolt.DB) error {
 		}
 		if v1 := tx.Bucket(bucketV1); v1 != nil {
 			t := &Tx{tx: tx}
-			if s := t.meta().Get(keySchema); s != nil && string(s) != schemaVersion {
+			if s := t.meta().Get(keySchema); s != nil && string(s) != schemaVersion && string(s) != "1" {
 				return &schemaError{string(s)}
 			}
-			if _, err := t.Desired(); err != nil && !errors.Is(err, ErrNotFound) {
+			if _, err := t.Desired(); err != nil && !errdefs.IsNotFound(err) {
 				return err
 			}
 			if _, err := t.Progress(); err != nil {
@@ -226,10 +245,13 @@ func check(b *bolt.DB) error {
 		if err != nil {
 			return err
 		}
-		for _, n := range [][]byte{bucketMeta, bucketDesired, bucketProgress, bucketEvents} {
+		for _, n := range [][]byte{bucketMeta, bucketDesired, bucketProgress, bucketEvents, bucketFleet} {
 			if _, err := v1.CreateBucketIfNotExists(n); err != nil {
 				return err
 			}
+		}
+		if err := migrate(tx); err != nil {
+			return fmt.Errorf("migrate: %w", err)
 		}
 		return v1.Bucket(bucketMeta).Put(keySchema, []byte(schemaVersion))
 	}); err != nil {
@@ -283,7 +305,7 @@ func (db *DB) Update(fn func(*Tx) error) error {
 	return db.bolt.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx, cap: db.eventCap}) })
 }
 
-// Desired returns the stored desired document, ErrNotFound if none.
+// Desired returns the stored desired document, errdefs.ErrNotFound if none.
 func (db *DB) Desired() (d Desired, err error) {
 	err = db.View(func(tx *Tx) error { d, err = tx.Desired(); return err })
 	return d, err
@@ -304,7 +326,7 @@ func (db *DB) Commit(progress map[string]reconcile.Progress, events []reconcile.
 		}
 		evs := make([]Event, len(events))
 		for i, e := range events {
-			evs[i] = Event{Time: now, App: e.App, Kind: string(e.Kind), Message: e.Reason}
+			evs[i] = Event{Time: now, App: e.App, Kind: wire.EventKind(e.Kind), Message: e.Reason}
 		}
 		_, err := tx.AppendEvents(evs...)
 		return err
@@ -320,13 +342,13 @@ type Tx struct {
 func (t *Tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(bucketV1).Bucket(name) }
 func (t *Tx) meta() *bolt.Bucket              { return t.bucket(bucketMeta) }
 
-// Desired returns the stored desired document, ErrNotFound if none.
+// Desired returns the stored desired document, errdefs.ErrNotFound if none.
 func (t *Tx) Desired() (Desired, error) {
 	var d Desired
 	b := t.bucket(bucketDesired)
 	v := b.Get(keyDoc)
 	if v == nil {
-		return d, ErrNotFound
+		return d, fmt.Errorf("desired state: %w", errdefs.ErrNotFound)
 	}
 	if err := json.Unmarshal(v, &d); err != nil {
 		return Desired{}, fmt.Errorf("decode desired: %w", err)
@@ -338,7 +360,7 @@ func (t *Tx) Desired() (Desired, error) {
 // otherwise it returns ErrStale.
 func (t *Tx) PutDesired(d Desired) error {
 	cur, err := t.Desired()
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
 	if err == nil && d.Generation <= cur.Generation {
@@ -475,3 +497,5 @@ func u64(n uint64) []byte {
 	binary.BigEndian.PutUint64(b, n)
 	return b
 }
+
+func isNotFound(err error) bool { return errdefs.IsNotFound(err) }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/sync/wire"
 	bolt "go.etcd.io/bbolt"
@@ -73,7 +75,7 @@ func TestStore_RoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Desired(); !errors.Is(err, ErrNotFound) {
+	if _, err := db.Desired(); !errdefs.IsNotFound(err) {
 		t.Fatalf("empty store: %v", err)
 	}
 	fill(t, db)
@@ -179,7 +181,7 @@ func TestStore_TruncatedFile(t *testing.T) {
 			if fi, err := os.Stat(db.Recovered.Path); err != nil || fi.Size() != int64(off) {
 				t.Errorf("offset %d: bad file not kept: %v", off, err)
 			}
-			if _, err := db.Desired(); !errors.Is(err, ErrNotFound) {
+			if _, err := db.Desired(); !errdefs.IsNotFound(err) {
 				t.Errorf("offset %d: fresh store has desired: %v", off, err)
 			}
 		} else {

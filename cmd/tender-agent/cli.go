@@ -19,7 +19,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
-	"github.com/tender-edge/tender/agent"
+	"github.com/tender-edge/tender/agent/api"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/logs"
@@ -109,8 +109,8 @@ type imageStore interface {
 }
 
 // daemon returns a client of the agent daemon serving this --root, or nil.
-func (c *cli) daemon(ctx context.Context) *agent.Client {
-	cl, err := agent.Dial(ctx, c.socket)
+func (c *cli) daemon(ctx context.Context) *api.Client {
+	cl, err := api.Dial(ctx, c.socket)
 	if err != nil {
 		return nil
 	}

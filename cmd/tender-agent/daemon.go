@@ -13,6 +13,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tender-edge/tender/agent"
+	"github.com/tender-edge/tender/agent/api"
+	"github.com/tender-edge/tender/agent/daemon"
 )
 
 // daemonCmd: tender-agent daemon [--config FILE]
@@ -43,19 +45,22 @@ func (c *cli) daemonCmd(ctx context.Context, args []string) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
-	a, err := agent.New(cfg, agent.Deps{Log: log})
+	d, err := daemon.New(cfg, daemon.Deps{Log: log})
 	if err != nil {
 		return err
 	}
-	defer a.Close()
-	return a.Run(ctx)
+	defer d.Close()
+	return d.Run(ctx)
 }
 
 // client connects to the daemon or says how to start it.
-func (c *cli) client(ctx context.Context) (*agent.Client, error) {
-	cl, err := agent.Dial(ctx, c.socket)
+func (c *cli) client(ctx context.Context) (*api.Client, error) {
+	cl, err := api.Dial(ctx, c.socket)
+	if errors.Is(err, api.ErrNoDaemon) {
+		return nil, fmt.Errorf("%w: start it with 'tender-agent daemon' (socket %s)", api.ErrNoDaemon, c.socket)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: start it with 'tender-agent daemon' (socket %s)", agent.ErrNoDaemon, c.socket)
+		return nil, err
 	}
 	return cl, nil
 }
@@ -118,7 +123,7 @@ func (c *cli) apps(ctx context.Context, args []string) error {
 	for _, app := range resp.Apps {
 		var ctrs []string
 		for _, ct := range app.Containers {
-			s := ct.Name + ":" + ct.State
+			s := ct.Name + ":" + string(ct.State)
 			if ct.Restarts > 0 {
 				s += fmt.Sprintf("(%d restarts)", ct.Restarts)
 			}

@@ -11,7 +11,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/tender-edge/tender/agent"
+	"github.com/containerd/errdefs"
+
+	"github.com/tender-edge/tender/agent/api"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/spec"
@@ -50,11 +52,11 @@ func exitCode(err error) int {
 	switch {
 	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, container.ErrNotRunning), errors.Is(err, spec.ErrInvalid),
 		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
-		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, agent.ErrNotFound):
+		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errdefs.IsNotFound(err), errdefs.IsInvalidArgument(err), errdefs.IsPermissionDenied(err), errdefs.IsConflict(err), errdefs.IsFailedPrecondition(err):
 		return 1
 	case errors.As(err, new(inputError)):
 		return 1
-	case errors.Is(err, agent.ErrNoDaemon):
+	case errors.Is(err, api.ErrNoDaemon):
 		return 3
 	}
 	return 125

@@ -45,6 +45,36 @@ func TestSyncKnowsNeitherAgentNorFleet(t *testing.T) {
 	roomsOf(t, "./sync/...", "sync/wire", "agent", "fleet", "cmd")
 }
 
+// The fleet link and the local API reach the agent through interfaces of
+// their own; neither knows the other, and neither imports the agent's
+// shell, the daemon's wiring or the CLI.
+func TestAgentRoomsKeepTheirDoors(t *testing.T) {
+	roomsOf(t, "./agent/fleetlink", "agent/fleetlink", "agent/api", "agent/daemon", "cmd", "fleet")
+	roomsOf(t, "./agent/api", "agent/api", "agent/fleetlink", "agent/daemon", "cmd", "fleet")
+	for _, p := range []string{"agent/fleetlink", "agent/api"} {
+		assertNoImport(t, p, module+"agent")
+	}
+}
+
+// The agent binary never links the fleet controller.
+func TestAgentBinaryLinksNoFleet(t *testing.T) {
+	roomsOf(t, "./cmd/tender-agent", "agent/daemon", "fleet")
+}
+
+// assertNoImport fails if package p imports imp directly.
+func assertNoImport(t *testing.T, p, imp string) {
+	t.Helper()
+	pkg, err := build.Import(module+p, "", 0)
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	for _, i := range pkg.Imports {
+		if i == imp {
+			t.Errorf("%s imports %s", p, imp)
+		}
+	}
+}
+
 // roomsOf fails if the packages of pattern (which include must) depend on
 // any of the rooms.
 func roomsOf(t *testing.T, pattern, must string, rooms ...string) {

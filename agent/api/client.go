@@ -1,4 +1,4 @@
-package agent
+package api
 
 import (
 	"bytes"
@@ -7,18 +7,23 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/tender-edge/tender/runtime/image"
 )
 
 // ErrNoDaemon means no agent answers on the socket.
-var ErrNoDaemon = errors.New("the tender-agent daemon is not running")
+var ErrNoDaemon = fmt.Errorf("the tender-agent daemon is not running: %w", errdefs.ErrUnavailable)
+
+// ErrSocketPermission means the socket exists but this user may not use it.
+var ErrSocketPermission = fmt.Errorf("permission denied: the agent's socket is root-only: %w", errdefs.ErrPermissionDenied)
 
 // Client talks to a running agent over its unix socket. Its image methods
 // mirror image.Store's, so the CLI can use either.
@@ -28,7 +33,9 @@ type Client struct {
 	StateDir string
 }
 
-// Dial connects to the agent at socket, or returns ErrNoDaemon.
+// Dial connects to the agent at socket. It returns ErrSocketPermission
+// when the caller may not use the socket, ErrNoDaemon when nothing
+// answers.
 func Dial(ctx context.Context, socket string) (*Client, error) {
 	c := &Client{hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -40,6 +47,9 @@ func Dial(ctx context.Context, socket string) (*Client, error) {
 	defer cancel()
 	var ping map[string]string
 	if err := c.do(pctx, http.MethodGet, "/v1/ping", nil, nil, &ping); err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("%w (%s)", ErrSocketPermission, socket)
+		}
 		return nil, fmt.Errorf("%w (%s: %v)", ErrNoDaemon, socket, err)
 	}
 	c.StateDir = ping["stateDir"]
@@ -63,7 +73,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		var e apiError
+		var e Error
 		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e); err != nil || e.Msg == "" {
 			return fmt.Errorf("agent api: %s", resp.Status)
 		}

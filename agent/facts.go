@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"os"
+	goruntime "runtime"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/runtime/cgroups"
+	"github.com/tender-edge/tender/runtime/spec"
+	"github.com/tender-edge/tender/sync/wire"
+)
+
+// deviceCapacity reads the device's memory and CPUs and the reserve.
+func deviceCapacity(cfg Config) (reconcile.Capacity, error) {
+	reserve, err := spec.ParseBytes(cfg.Reserve.Memory)
+	if err != nil {
+		return reconcile.Capacity{}, err
+	}
+	return reconcile.Capacity{
+		Memory: memTotal(), ReserveMemory: reserve,
+		MilliCPU: int64(goruntime.NumCPU()) * 1000, ReserveMilliCPU: int64(cfg.Reserve.CPU * 1000),
+	}, nil
+}
+
+// memTotal is MemTotal from /proc/meminfo in bytes, or 0 (no check) if it
+// cannot be read.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+// Facts describe the device for reports.
+func (a *Agent) Facts() wire.DeviceFacts {
+	f := wire.DeviceFacts{Arch: goruntime.GOARCH, MemoryBytes: uint64(memTotal()), CPUs: goruntime.NumCPU(), AgentVersion: agentVersion()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		f.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	switch cgroups.Detect() {
+	case cgroups.V1:
+		f.CgroupVersion = 1
+	case cgroups.V2:
+		f.CgroupVersion = 2
+	}
+	return f
+}
+
+func agentVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += "+" + s.Value[:12]
+		}
+	}
+	return v
+}
+
+// sortedEnv turns an env map into KEY=VALUE entries in a stable order.
+func sortedEnv(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
