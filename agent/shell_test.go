@@ -140,7 +140,9 @@ func (f *fakeRuntime) Stats(*container.Container) (cgroups.Stats, error) {
 	return cgroups.Stats{MemoryUsage: 1 << 20, MemoryLimit: 32 << 20, CPUUsageNanos: 5}, nil
 }
 
-func (f *fakeRuntime) LogDir(c *container.Container) string { return filepath.Join("/nonexistent", c.ID) }
+func (f *fakeRuntime) LogDir(c *container.Container) string {
+	return filepath.Join("/nonexistent", c.ID)
+}
 
 func (f *fakeRuntime) callLog() []string {
 	f.mu.Lock()
