@@ -23,11 +23,16 @@ func TestDaemon_UpdateLock(t *testing.T) {
 	d.ok("load", testImage)
 	d.apply(webApp("1", false))
 	d.waitPhase("web", "running", "1", 30*time.Second)
-	// The app holds its update lock: the file web in the directory its
-	// containers see at /run/tender/lock.
+	// The app holds its update lock: its container creates the file web in
+	// the directory it sees at /run/tender/lock.
 	lock := filepath.Join(d.root, "locks", "web", "web")
-	if err := os.WriteFile(lock, []byte("busy"), 0o644); err != nil {
-		t.Fatal(err)
+	ctrs := d.running("web.")
+	if len(ctrs) != 1 {
+		t.Fatalf("running: %+v", ctrs)
+	}
+	d.ok("exec", ctrs[0].Name, "/workload", "write", "/run/tender/lock/web", "busy")
+	if b, err := os.ReadFile(lock); err != nil || string(b) != "busy" {
+		t.Fatalf("the lock written in the container is not the agent's lock file: %q, %v", b, err)
 	}
 	d.apply(webApp("2", false))
 	waitFor(t, "the update to be deferred", 20*time.Second, func() bool { return d.app("web").Phase == "update-deferred" })

@@ -410,7 +410,8 @@ func TestDaemon_KillLoop(t *testing.T) {
 	d.ok("load", testImage)
 	seen := map[string]bool{}
 	good := "0"
-	held := 0
+	// What was checked, counted only once the check passed.
+	var converged, rolledBack, failing, oneContainer int
 	for round := 1; round <= rounds; round++ {
 		version := fmt.Sprint(round)
 		bad := round%5 == 0
@@ -418,26 +419,29 @@ func TestDaemon_KillLoop(t *testing.T) {
 		time.Sleep(time.Duration(r.IntN(1500)) * time.Millisecond) // the random moment
 		d.kill()
 		d.start()
-		if bad && good != "0" {
+		switch {
+		case bad && good != "0":
 			d.waitPhase("web", "rolled-back", good, 90*time.Second)
-		} else if bad {
+			rolledBack++
+		case bad:
 			waitFor(t, "a failing first install to be reported", 60*time.Second, func() bool { return d.app("web").Phase == "failing" })
-		} else {
+			failing++
+			continue
+		default:
 			d.waitPhase("web", "running", version, 90*time.Second)
 			good = version
-		}
-		if bad && good == "0" {
-			held++
-			continue
+			converged++
 		}
 		waitFor(t, "exactly one running container", 30*time.Second, func() bool { return len(d.running("web.")) == 1 })
+		oneContainer++
 		for _, id := range strings.Fields(d.ok("ps", "-a", "-q", "--no-trunc")) {
 			seen[id] = true
 		}
-		held++
 	}
-	t.Logf("kill-loop: %d of %d rounds held (killed during apply, update and rollback)", held, rounds)
-	fmt.Printf("kill-loop: %d of %d rounds held\n", held, rounds)
+	summary := fmt.Sprintf("kill-loop: %d rounds, each killed at a random moment: %d converged on the new version, %d rolled back to the last good one, %d failing first installs reported; exactly one container running after %d of them",
+		rounds, converged, rolledBack, failing, oneContainer)
+	t.Log(summary)
+	fmt.Println(summary)
 	// Containers that are gone left no cgroup behind.
 	live := map[string]bool{}
 	for _, id := range strings.Fields(d.ok("ps", "-a", "-q", "--no-trunc")) {

@@ -258,6 +258,10 @@ func TestFleet_Mochi(t *testing.T) {
 	otherDevice.DeviceID = "gw-other"
 	schema2 := f.doc(2, sleeper("evil", "1"))
 	schema2.Schema = 2
+	// This agent's clock is trusted: a document past its expiry, however
+	// new its generation and good its signature, is refused.
+	expired := f.doc(50, sleeper("evil", "1"))
+	expired.IssuedAt, expired.ExpiresAt = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
 	cases := []struct {
 		name, reason string
 		payload      []byte
@@ -272,6 +276,7 @@ func TestFleet_Mochi(t *testing.T) {
 		{"unknown fields", "unknown-field", []byte(strings.Replace(string(good), `{"payload"`, `{"extra":1,"payload"`, 1))},
 		{"oversized", "oversized", []byte(`{"payload":"` + strings.Repeat("x", wire.MaxEnvelopeSize) + `"}`)},
 		{"unknown schema", "unknown-schema", f.signed(schema2)},
+		{"expired", "expired", f.signed(expired)},
 	}
 	// Within a minute, the first refusal for each reason is an event; the
 	// others are counted for a summary (a flood costs no disk write each).
