@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -300,13 +301,13 @@ func (e *apiError) Error() string { return e.Msg }
 func (e *apiError) Is(target error) bool {
 	switch e.Kind {
 	case "invalid":
-		return target == spec.ErrInvalid || target == wire.ErrInvalid || target == image.ErrInvalid
+		return target == spec.ErrInvalid || target == wire.ErrInvalid || target == errdefs.ErrInvalidArgument
 	case "notfound":
-		return target == ErrNotFound || target == image.ErrNotFound || target == container.ErrNotFound
+		return target == ErrNotFound || target == errdefs.ErrNotFound || target == container.ErrNotFound
 	case "conflict":
 		return target == container.ErrConflict
 	case "unauthorized":
-		return target == image.ErrUnauthorized
+		return target == errdefs.ErrUnauthenticated
 	case "noplatform":
 		return target == image.ErrNoPlatform
 	case "unreachable":
@@ -322,13 +323,13 @@ func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, image.ErrNoPlatform):
 		return http.StatusBadRequest, "noplatform"
-	case errors.Is(err, spec.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, image.ErrInvalid):
+	case errors.Is(err, spec.ErrInvalid), errors.Is(err, wire.ErrInvalid), errdefs.IsInvalidArgument(err):
 		return http.StatusBadRequest, "invalid"
-	case errors.Is(err, ErrNotFound), errors.Is(err, image.ErrNotFound), errors.Is(err, container.ErrNotFound):
+	case errors.Is(err, ErrNotFound), errdefs.IsNotFound(err), errors.Is(err, container.ErrNotFound):
 		return http.StatusNotFound, "notfound"
 	case errors.Is(err, container.ErrConflict):
 		return http.StatusConflict, "conflict"
-	case errors.Is(err, image.ErrUnauthorized):
+	case errdefs.IsUnauthorized(err):
 		return http.StatusUnauthorized, "unauthorized"
 	case errors.Is(err, image.ErrUnreachable):
 		return http.StatusBadGateway, "unreachable"

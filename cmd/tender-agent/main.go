@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
@@ -49,8 +51,8 @@ func main() {
 func exitCode(err error) int {
 	switch {
 	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, container.ErrNotRunning), errors.Is(err, spec.ErrInvalid),
-		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
-		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, agent.ErrNotFound):
+		errdefs.IsNotFound(err), errdefs.IsUnauthorized(err), errors.Is(err, image.ErrNoPlatform),
+		errdefs.IsInvalidArgument(err), errors.Is(err, wire.ErrInvalid), errors.Is(err, agent.ErrNotFound):
 		return 1
 	case errors.As(err, new(inputError)):
 		return 1

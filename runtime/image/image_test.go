@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/rs/zerolog"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/test/hostile"
@@ -220,8 +221,8 @@ func TestLoad_ErrorNamesEntry(t *testing.T) {
 	if err == nil {
 		t.Fatal("load accepted ../../etc/x")
 	}
-	if !errors.Is(err, image.ErrInvalid) {
-		t.Errorf("error is not ErrInvalid: %v", err)
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("error is not errdefs.ErrInvalidArgument: %v", err)
 	}
 	for _, want := range []string{"layer sha256:", `entry "../../etc/x": path escapes layer`} {
 		if !strings.Contains(err.Error(), want) {
@@ -284,7 +285,7 @@ func TestLoad_GoodImage(t *testing.T) {
 			t.Errorf("get %q = %s %q", ref, got.Digest, got.Name)
 		}
 	}
-	if _, err := s.Get("workload"); !errors.Is(err, image.ErrNotFound) {
+	if _, err := s.Get("workload"); !errdefs.IsNotFound(err) {
 		t.Errorf("get workload (docker.io/library/workload:latest): %v, want ErrNotFound", err)
 	}
 
@@ -402,7 +403,7 @@ func TestLoad_DedupeAndRemove(t *testing.T) {
 	if err := s.Remove("tender.test/a:1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get("tender.test/a:1"); !errors.Is(err, image.ErrNotFound) {
+	if _, err := s.Get("tender.test/a:1"); !errdefs.IsNotFound(err) {
 		t.Fatalf("get removed image: %v", err)
 	}
 	if got := layerDirs(t, root); len(got) != 2 {
@@ -422,7 +423,7 @@ func TestLoad_DedupeAndRemove(t *testing.T) {
 	if blobs, _ := os.ReadDir(filepath.Join(root, "blobs/sha256")); len(blobs) != 0 {
 		t.Errorf("blobs after removing all = %v", blobs)
 	}
-	if err := s.Remove("tender.test/a:1"); !errors.Is(err, image.ErrNotFound) {
+	if err := s.Remove("tender.test/a:1"); !errdefs.IsNotFound(err) {
 		t.Errorf("remove unknown: %v", err)
 	}
 

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
@@ -261,7 +262,8 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 			total += hdr.Size
 			d := digest.Digest("sha256:" + hex)
 			if err := stageBlob(filepath.Join(stage, hex), tr, d, hdr.Size); err != nil {
-				return nil, fmt.Errorf("blob %s: %w", shortDigest(d), err)
+				// A damaged archive is bad input.
+				return nil, &wrapCategory{cat: errdefs.ErrInvalidArgument, err: fmt.Errorf("blob %s: %w", shortDigest(d), err)}
 			}
 			a.blobs[d] = hdr.Size
 		}
@@ -303,7 +305,7 @@ func stageBlob(p string, r io.Reader, want digest.Digest, size int64) error {
 		return invalidf("truncated: %d of %d bytes", n, size)
 	}
 	if got := digest.NewDigest(digest.SHA256, h); got != want {
-		return invalidf("content digest %s does not match", got)
+		return categoryf(ErrDigestMismatch, "content digest %s does not match", got)
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -239,7 +240,7 @@ func (s *Store) pull(ctx context.Context, ref string, opts PullOptions) (Image, 
 	imgs, err := s.ingest(ctx, a, []target{t})
 	s.mu.Unlock()
 	if err != nil {
-		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrLimit) || errors.Is(err, ErrUnsupported) {
+		if unusable(err) {
 			// Verified but unusable content: resuming it is pointless.
 			for _, p := range paths {
 				if filepath.Dir(p) == filepath.Join(s.root, dirTmp, dirPartial) {
@@ -364,9 +365,6 @@ func (s *Store) fetchSmall(ctx context.Context, ep *endpoint, a *staged, desc oc
 	}
 	err = stageBlob(a.path(desc.Digest), resp.Body, desc.Digest, desc.Size)
 	if err != nil {
-		if strings.Contains(err.Error(), "does not match") {
-			return categoryf(ErrDigestMismatch, "%s: %v", what, err)
-		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	a.blobs[desc.Digest] = desc.Size
@@ -629,11 +627,21 @@ func (s *Store) keptBlob(desc ocispec.Descriptor) (string, bool) {
 	return "", false
 }
 
+// unusable reports whether err says that verified content cannot be
+// stored (malformed, over a limit, not supported), so resuming its
+// download later is pointless. A full disk is not such a case.
+func unusable(err error) bool {
+	if errors.Is(err, ErrNoSpace) {
+		return false
+	}
+	return errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err) || errdefs.IsNotImplemented(err)
+}
+
 // retryable reports whether a download error may go away on retry.
 func retryable(err error) bool {
 	switch {
-	case errors.Is(err, ErrDigestMismatch), errors.Is(err, ErrUnauthorized), errors.Is(err, ErrNotFound),
-		errors.Is(err, ErrInvalid), errors.Is(err, ErrLimit):
+	case errors.Is(err, ErrDigestMismatch), errdefs.IsUnauthorized(err), errdefs.IsNotFound(err),
+		errdefs.IsInvalidArgument(err), errdefs.IsResourceExhausted(err):
 		return false
 	}
 	return true
