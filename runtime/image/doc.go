@@ -28,7 +28,8 @@
 // Layer directories hold whiteouts in overlayfs form: an OCI ".wh.name"
 // becomes a 0:0 character device "name", and ".wh..wh..opq" becomes the
 // xattr trusted.overlay.opaque=y on its directory. Device nodes from a tar
-// are never created.
+// are never created: they are counted and logged once per layer, at debug
+// level (a distribution image has a few in /dev).
 //
 // # bbolt schema
 //

@@ -209,6 +209,7 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 	}
 	tr := tar.NewReader(in)
 	var total int64
+	dockerSave := false // manifest.json: docker save's own layout
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -241,6 +242,8 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 				return nil, fmt.Errorf("read index.json: %w", err)
 			}
 			a.index = raw
+		case name == "manifest.json" || name == "repositories":
+			dockerSave = true
 		case strings.HasPrefix(name, "blobs/"):
 			if hdr.Typeflag == tar.TypeDir {
 				continue
@@ -268,8 +271,12 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 			a.blobs[d] = hdr.Size
 		}
 	}
+	if !a.layout && dockerSave {
+		return nil, invalidf("archive is in docker save's legacy format (manifest.json, no oci-layout), which load does not read: " +
+			"convert it with \"skopeo copy docker-archive:FILE oci-archive:FILE.oci\", or save it with Docker 25 or later, which writes an OCI layout")
+	}
 	if !a.layout {
-		return nil, invalidf("archive has no oci-layout file")
+		return nil, invalidf("archive has no oci-layout file: not an OCI image archive")
 	}
 	if a.index == nil {
 		return nil, invalidf("archive has no index.json")
@@ -333,8 +340,12 @@ func (a *staged) blob(desc ocispec.Descriptor) (string, error) {
 	return a.path(d), nil
 }
 
-// readJSON reads a manifest, index or config blob and checks that its
-// mediaType field (when want is set) is present and equals want.
+// readJSON reads a manifest, index or config blob. With checkMediaType it
+// checks the blob against its descriptor's mediaType: the image spec makes
+// a manifest's or index's own mediaType optional (SHOULD), so an absent one
+// is accepted, while one that contradicts the descriptor is refused, and so
+// is an index where a manifest is expected or the reverse (told apart by
+// their fields when mediaType is absent).
 func (s *Store) readJSON(a *staged, desc ocispec.Descriptor, checkMediaType bool) ([]byte, error) {
 	if desc.Size > s.lim.MaxManifestBytes {
 		return nil, limitf("blob %s: %d bytes, more than %d", shortDigest(desc.Digest), desc.Size, s.lim.MaxManifestBytes)
@@ -359,12 +370,15 @@ func (s *Store) readJSON(a *staged, desc ocispec.Descriptor, checkMediaType bool
 	if !checkMediaType {
 		return raw, nil
 	}
-	if probe.MediaType != desc.MediaType {
+	if probe.MediaType != "" && probe.MediaType != desc.MediaType {
 		return nil, invalidf("blob %s: mediaType %q does not match descriptor mediaType %q", shortDigest(desc.Digest), probe.MediaType, desc.MediaType)
 	}
 	isIndex := desc.MediaType == ocispec.MediaTypeImageIndex || desc.MediaType == mediaTypeDockerList
-	if isIndex && (probe.Config != nil || probe.Layers != nil) || !isIndex && probe.Manifests != nil {
-		return nil, invalidf("blob %s: content does not match mediaType %q", shortDigest(desc.Digest), desc.MediaType)
+	switch {
+	case isIndex && (probe.Config != nil || probe.Layers != nil):
+		return nil, invalidf("blob %s: an image manifest where the descriptor says index (mediaType %q)", shortDigest(desc.Digest), desc.MediaType)
+	case !isIndex && (probe.Manifests != nil || probe.Config == nil):
+		return nil, invalidf("blob %s: not an image manifest, which the descriptor says it is (mediaType %q)", shortDigest(desc.Digest), desc.MediaType)
 	}
 	return raw, nil
 }
@@ -676,6 +690,9 @@ func (s *Store) unpackBlob(ctx context.Context, a *staged, desc ocispec.Descript
 	}
 	if got := digest.NewDigest(digest.SHA256, h); got != diffID {
 		return 0, invalidf("uncompressed digest %s does not match diff_id %s", got, diffID)
+	}
+	if u.devices > 0 {
+		s.log.Debug().Str("layer", string(desc.Digest)).Int("deviceNodes", u.devices).Msg("skipped device nodes in layer")
 	}
 	// A compression-ratio alarm (SECURITY.md §2.2): legitimate layers
 	// rarely inflate more than 100:1; the size caps bound the damage, the

@@ -322,19 +322,46 @@ func (s *Store) fetchManifest(ctx context.Context, ep *endpoint, pr parsedRef, s
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if !isManifestType(mt) {
-		var probe struct {
-			MediaType string `json:"mediaType"`
-		}
-		if jerr := json.Unmarshal(raw, &probe); jerr == nil && isManifestType(probe.MediaType) {
-			mt = probe.MediaType
-		} else {
-			return ocispec.Descriptor{}, unsupportedf("%s: unsupported media type %q", what, quoteName(mt))
+		// A registry that does not say (or says application/json): the
+		// manifest's own mediaType, or its shape when it has none (the
+		// image spec makes the field optional). readJSON checks the rest
+		// as for a Load.
+		mt = sniffManifestType(raw)
+		if mt == "" {
+			return ocispec.Descriptor{}, unsupportedf("%s: unsupported media type %q", what, quoteName(resp.Header.Get("Content-Type")))
 		}
 	}
 	if err := os.WriteFile(filepath.Join(stage, d.Encoded()), raw, 0o600); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}, nil
+}
+
+// sniffManifestType returns the media type of a manifest or index blob
+// from its mediaType field, or from its fields when it has none: an OCI
+// index has "manifests", an OCI manifest "config". It returns "" for
+// anything else.
+func sniffManifestType(raw []byte) string {
+	var probe struct {
+		MediaType string          `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+		Config    json.RawMessage `json:"config"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return ""
+	}
+	switch {
+	case probe.MediaType != "":
+		if isManifestType(probe.MediaType) {
+			return probe.MediaType
+		}
+		return ""
+	case probe.Manifests != nil && probe.Config == nil:
+		return ocispec.MediaTypeImageIndex
+	case probe.Config != nil && probe.Manifests == nil:
+		return ocispec.MediaTypeImageManifest
+	}
+	return ""
 }
 
 // fetchSmall fetches a manifest or config blob into the staging dir,
