@@ -530,14 +530,20 @@ func TestNormalizeName(t *testing.T) {
 		"tender.test/workload":            "tender.test/workload:latest",
 		"localhost:5000/x/y:v1":           "localhost:5000/x/y:v1",
 		"index.docker.io/library/busybox": "docker.io/library/busybox:latest",
-		"r.example/a@sha256:" + strings.Repeat("0", 64): "r.example/a@sha256:" + strings.Repeat("0", 64),
+		"r.example/a@sha256:" + strings.Repeat("0", 64):   "r.example/a@sha256:" + strings.Repeat("0", 64),
+		"r.example/a:1@sha256:" + strings.Repeat("0", 64): "r.example/a:1@sha256:" + strings.Repeat("0", 64),
+		"docker.io/busybox":           "docker.io/library/busybox:latest", // as docker does
+		"acme/x__y/z---w.v_2:TAG.1-a": "docker.io/acme/x__y/z---w.v_2:TAG.1-a",
+		"1.2.3.4:80/x:1":              "1.2.3.4:80/x:1",
 	} {
 		got, err := image.NormalizeName(in)
 		if err != nil || got != want {
 			t.Errorf("NormalizeName(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "UPPER/case", "a//b", "a:b:c", "../x", "x@sha256:../../etc"} {
+	for _, bad := range []string{"", "UPPER/case", "a//b", "a:b:c", "../x", "x@sha256:../../etc",
+		"a/b___c", "a..b", "_a", "x:.tag", "x:-tag", "a_b.com/x", "-a.com/x", "a.com:/x", "a.com:12x/x",
+		"[::1]:5000/x", "http://a.com/x", "a/", "a:", "a@sha256:", "x/é", "a b", "x:" + strings.Repeat("a", 129)} {
 		if got, err := image.NormalizeName(bad); err == nil {
 			t.Errorf("NormalizeName(%q) = %q, want an error", bad, got)
 		}

@@ -253,7 +253,7 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 				s.log.Warn().Str("entry", quoteName(hdr.Name)).Msg("ignoring blob with unsupported digest algorithm")
 				continue
 			}
-			if !hex64().MatchString(hex) {
+			if !isHex64(hex) {
 				return nil, invalidf("archive entry %q: blob name is not a sha256 digest", quoteName(hdr.Name))
 			}
 			if hdr.Typeflag != tar.TypeReg {
@@ -429,7 +429,7 @@ func (s *Store) nameFromAnnotations(ann map[string]string) string {
 			if nn, err := NormalizeName(n); err == nil {
 				return nn
 			}
-		} else if tagRe().MatchString(n) {
+		} else if validTag(n) {
 			return n // only a tag: the repository is unknown, keep it as is
 		}
 		s.log.Warn().Str("name", quoteName(n)).Msg("ignoring invalid image name annotation")

@@ -235,7 +235,7 @@ func (s *Store) sweep() error {
 	if ents, err := os.ReadDir(filepath.Join(s.root, dirTmp, dirPartial)); err == nil {
 		// Partial downloads are kept for resume; anything else there goes.
 		for _, e := range ents {
-			if !e.Type().IsRegular() || !hex64().MatchString(e.Name()) {
+			if !e.Type().IsRegular() || !isHex64(e.Name()) {
 				errs = append(errs, os.RemoveAll(filepath.Join(s.root, dirTmp, dirPartial, e.Name())))
 			}
 		}
@@ -355,7 +355,7 @@ func resolveRefInner(v1 *bolt.Bucket, ref string) (*imageRecord, string, bool, e
 		}
 	}
 	// Unique ID prefix, at least 4 hex digits.
-	if p := strings.TrimPrefix(ref, "sha256:"); hexPrefixRe().MatchString(p) {
+	if p := strings.TrimPrefix(ref, "sha256:"); isHex(p, 4, 64) {
 		var found *imageRecord
 		var ambiguous bool
 		err := v1.Bucket(bktImages).ForEach(func(_, v []byte) error {
