@@ -1,5 +1,7 @@
 // Package image is the device's content-addressed image store: it loads
-// OCI image archives, verifies every blob, unpacks each distinct layer once
+// OCI image archives (and docker save's legacy archives, whose
+// manifest.json it turns into the index and manifests of an OCI layout),
+// verifies every blob, unpacks each distinct layer once
 // into a directory usable as an overlayfs lowerdir, and records images in
 // bbolt.
 //

@@ -113,9 +113,10 @@ type pendingLayer struct {
 }
 
 // Load reads an OCI image archive (a tar, optionally gzip-compressed, of an
-// OCI image layout: oci-layout, index.json, blobs/sha256/…), verifies every
-// blob, unpacks new layers and records the images. On error the store is
-// left as it was.
+// OCI image layout: oci-layout, index.json, blobs/sha256/…) or an archive
+// of docker save's legacy layout (manifest.json), verifies every blob,
+// unpacks new layers and records the images. On error the store is left as
+// it was.
 func (s *Store) Load(ctx context.Context, r io.Reader) ([]Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -209,7 +210,7 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 	}
 	tr := tar.NewReader(in)
 	var total int64
-	dockerSave := false // manifest.json: docker save's own layout
+	ds := &dockerSave{files: map[string]digest.Digest{}, links: map[string]string{}}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -242,8 +243,6 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 				return nil, fmt.Errorf("read index.json: %w", err)
 			}
 			a.index = raw
-		case name == "manifest.json" || name == "repositories":
-			dockerSave = true
 		case strings.HasPrefix(name, "blobs/"):
 			if hdr.Typeflag == tar.TypeDir {
 				continue
@@ -269,14 +268,22 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 				return nil, &wrapCategory{cat: errdefs.ErrInvalidArgument, err: fmt.Errorf("blob %s: %w", shortDigest(d), err)}
 			}
 			a.blobs[d] = hdr.Size
+		default:
+			if err := ds.entry(s, a, tr, hdr, name, &total); err != nil {
+				return nil, err
+			}
 		}
 	}
-	if !a.layout && dockerSave {
-		return nil, invalidf("archive is in docker save's legacy format (manifest.json, no oci-layout), which load does not read: " +
-			"convert it with \"skopeo copy docker-archive:FILE oci-archive:FILE.oci\", or save it with Docker 25 or later, which writes an OCI layout")
+	if !a.layout && ds.manifest != nil {
+		// docker save's legacy layout.
+		idx, err := ds.index(a)
+		if err != nil {
+			return nil, fmt.Errorf("docker save archive: %w", err)
+		}
+		a.layout, a.index = true, idx
 	}
 	if !a.layout {
-		return nil, invalidf("archive has no oci-layout file: not an OCI image archive")
+		return nil, invalidf("archive has neither oci-layout nor manifest.json: not an OCI or docker save image archive")
 	}
 	if a.index == nil {
 		return nil, invalidf("archive has no index.json")

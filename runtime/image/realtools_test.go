@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -268,9 +269,9 @@ func tarDir(t *testing.T, dir string) []byte {
 }
 
 // TestLoad_DockerSaveArchives: docker save's legacy layout (manifest.json,
-// repositories, one directory per layer, no oci-layout) is refused with a
-// message that says how to convert it; Docker 25 and later write an OCI
-// layout next to manifest.json, and that loads.
+// repositories, layer files under other names, symlinks between them, no
+// oci-layout), as skopeo's docker-archive: writes it, loads; so does Docker
+// 25's, an OCI layout with manifest.json next to it.
 func TestLoad_DockerSaveArchives(t *testing.T) {
 	layout := umociLayout(t)
 	needTools(t, "skopeo")
@@ -282,25 +283,83 @@ func TestLoad_DockerSaveArchives(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, _ := logStore(t)
-	_, err = s.Load(context.Background(), bytes.NewReader(raw))
-	if err == nil {
-		t.Fatal("a legacy docker save archive was accepted, but load does not read that layout")
+	imgs, err := s.Load(context.Background(), bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("load a docker save archive written by skopeo: %v", err)
 	}
-	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "docker save") || !strings.Contains(err.Error(), "skopeo copy docker-archive:") {
-		t.Errorf("error %q: want an invalid-argument error naming docker save and how to convert", err)
+	if len(imgs) != 1 || imgs[0].Name != "tender.test/umoci:1" {
+		t.Fatalf("loaded %+v, want one image tender.test/umoci:1", imgs)
 	}
-	t.Log(err)
+	checkUmociImage(t, s, imgs[0])
 
 	// Docker 25's layout: the OCI archive plus manifest.json and
 	// repositories.
 	ociArchive := filepath.Join(dir, "oci.tar")
-	command(t, "skopeo", "copy", "oci:"+layout+":t", "oci-archive:"+ociArchive+":tender.test/umoci:1")
+	command(t, "skopeo", "copy", "oci:"+layout+":t", "oci-archive:"+ociArchive+":tender.test/umoci:2")
 	combined := appendEntries(t, ociArchive, raw, "manifest.json", "repositories")
-	imgs, err := s.Load(context.Background(), bytes.NewReader(combined))
+	s2, _ := logStore(t)
+	imgs, err = s2.Load(context.Background(), bytes.NewReader(combined))
 	if err != nil {
 		t.Fatalf("load a Docker 25 style archive: %v", err)
 	}
-	checkUmociImage(t, s, imgs[0])
+	if len(imgs) != 1 || imgs[0].Name != "tender.test/umoci:2" {
+		t.Fatalf("loaded %+v, want the image of the OCI layout, tender.test/umoci:2", imgs)
+	}
+	checkUmociImage(t, s2, imgs[0])
+}
+
+// TestLoad_DockerSaveLegacyBuilt: the legacy layout as docker save writes
+// it (one directory per layer holding layer.tar), built here so it needs
+// no tool; and what it must refuse.
+func TestLoad_DockerSaveLegacyBuilt(t *testing.T) {
+	layer := hostile.LayerTar(hostile.Entry{Name: "etc/", Type: tar.TypeDir}, hostile.Entry{Name: "etc/motd", Body: "saved by docker\n"})
+	cfg, err := json.Marshal(map[string]any{
+		"architecture": runtime.GOARCH, "os": "linux",
+		"config": map[string]any{"Entrypoint": []string{"/bin/sh"}},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{hostile.Digest(layer)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgName := strings.TrimPrefix(hostile.Digest(cfg), "sha256:") + ".json"
+	archive := func(manifest string) []byte {
+		return hostile.Tar([]hostile.File{
+			{Name: "0123abcd/", Type: tar.TypeDir},
+			{Name: "0123abcd/VERSION", Data: []byte("1.0")},
+			{Name: "0123abcd/layer.tar", Data: layer},
+			{Name: cfgName, Data: cfg},
+			{Name: "manifest.json", Data: []byte(manifest)},
+			{Name: "repositories", Data: []byte(`{"tender.test/saved":{"1":"0123abcd"}}`)},
+		})
+	}
+	s, _ := logStore(t)
+	imgs, err := s.Load(context.Background(), bytes.NewReader(archive(
+		`[{"Config":"`+cfgName+`","RepoTags":["tender.test/saved:1"],"Layers":["0123abcd/layer.tar"]}]`)))
+	if err != nil {
+		t.Fatalf("load a docker save archive: %v", err)
+	}
+	if len(imgs) != 1 || imgs[0].Name != "tender.test/saved:1" || len(imgs[0].Layers) != 1 {
+		t.Fatalf("loaded %+v", imgs)
+	}
+	dirs, err := s.LayerDirs(imgs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dirs[0], "etc/motd")); err != nil || string(b) != "saved by docker\n" {
+		t.Errorf("etc/motd = %q, %v", b, err)
+	}
+	for _, bad := range []struct{ name, manifest string }{
+		{"missing layer", `[{"Config":"` + cfgName + `","Layers":["nothere/layer.tar"]}]`},
+		{"layer outside the archive", `[{"Config":"` + cfgName + `","Layers":["../../etc/passwd"]}]`},
+		{"no image", `[]`},
+		{"not JSON", `{`},
+		{"layer count differs from the config", `[{"Config":"` + cfgName + `","Layers":[]}]`},
+	} {
+		_, err := s.Load(context.Background(), bytes.NewReader(archive(bad.manifest)))
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: err = %v, want invalid argument", bad.name, err)
+		}
+	}
 }
 
 // appendEntries returns the tar at path with the named entries of the tar
