@@ -46,16 +46,8 @@ func TailFunc(dir, name string, n int, fn func(Entry) error) error {
 		return nil
 	}
 	j := &joiner{}
-	for i := range srcs {
-		_, err = scan(srcs.reader(i, 0), func(r record) error {
-			if full, ok := j.add(r); ok {
-				return fn(full)
-			}
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("tail log %s: %w", name, err)
-		}
+	if _, err := srcs.forward(j, fn); err != nil {
+		return fmt.Errorf("tail log %s: %w", name, err)
 	}
 	for _, e := range j.rest() {
 		if err := fn(e); err != nil {
@@ -77,19 +69,8 @@ func tail(dir, name string, n int, cur *os.File, fn func(Entry) error) (*joiner,
 	defer srcs.close()
 	j := &joiner{pending: map[string]*lineBuf{}}
 	if n < 0 {
-		var off int64
-		for i := range srcs {
-			off, err = scan(srcs.reader(i, 0), func(r record) error {
-				if full, ok := j.add(r); ok {
-					return fn(full)
-				}
-				return nil
-			})
-			if err != nil {
-				return nil, 0, err
-			}
-		}
-		return j, off, nil
+		off, err := srcs.forward(j, fn)
+		return j, off, err
 	}
 	lines, unfinished, err := srcs.scanBack(n)
 	if err != nil {
@@ -179,6 +160,24 @@ func (s sources) close() {
 // reader reads source i from off to its end.
 func (s sources) reader(i int, off int64) io.Reader {
 	return io.NewSectionReader(s[i].f, off, s[i].end-off)
+}
+
+// forward reads every source from its start, joins lines with j and calls
+// fn with each finished one. It returns how far it read the last source
+// (up to its last whole record).
+func (s sources) forward(j *joiner, fn func(Entry) error) (off int64, err error) {
+	for i := range s {
+		off, err = scan(s.reader(i, 0), func(r record) error {
+			if full, ok := j.add(r); ok {
+				return fn(full)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	return off, nil
 }
 
 // lineRef locates one line found by scanBack: where its first record is
