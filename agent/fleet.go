@@ -3,6 +3,7 @@ package agent
 // What the fleet link (agent/fleetlink) asks of the agent.
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -97,17 +98,19 @@ func (a *Agent) Logs(app, ctr string, lines int, w fleetlink.LineWriter) error {
 	if err != nil {
 		return err
 	}
-	entries, err := logs.Tail(a.rt.LogDir(c), "container", lines)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
+	err = logs.TailFunc(a.rt.LogDir(c), "container", lines, func(e logs.Entry) error {
 		if !w(e.Text) {
-			break
+			return errEnough
 		}
+		return nil
+	})
+	if errors.Is(err, errEnough) {
+		return nil
 	}
-	return nil
+	return err
 }
+
+var errEnough = errors.New("enough output")
 
 // findContainer is the newest container of app (named ctr, or the app's
 // only one), running ones first.

@@ -51,8 +51,8 @@ func main() {
 func exitCode(err error) int {
 	switch {
 	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, container.ErrNotRunning), errors.Is(err, spec.ErrInvalid),
-		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
-		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errdefs.IsNotFound(err), errdefs.IsInvalidArgument(err), errdefs.IsPermissionDenied(err), errdefs.IsConflict(err), errdefs.IsFailedPrecondition(err):
+		errdefs.IsNotFound(err), errdefs.IsUnauthorized(err), errors.Is(err, image.ErrNoPlatform),
+		errdefs.IsInvalidArgument(err), errors.Is(err, wire.ErrInvalid), errdefs.IsPermissionDenied(err), errdefs.IsConflict(err), errdefs.IsFailedPrecondition(err):
 		return 1
 	case errors.As(err, new(inputError)):
 		return 1

@@ -1,5 +1,7 @@
 // Package image is the device's content-addressed image store: it loads
-// OCI image archives, verifies every blob, unpacks each distinct layer once
+// OCI image archives (and docker save's legacy archives, whose
+// manifest.json it turns into the index and manifests of an OCI layout),
+// verifies every blob, unpacks each distinct layer once
 // into a directory usable as an overlayfs lowerdir, and records images in
 // bbolt.
 //
@@ -28,7 +30,8 @@
 // Layer directories hold whiteouts in overlayfs form: an OCI ".wh.name"
 // becomes a 0:0 character device "name", and ".wh..wh..opq" becomes the
 // xattr trusted.overlay.opaque=y on its directory. Device nodes from a tar
-// are never created.
+// are never created: they are counted and logged once per layer, at debug
+// level (a distribution image has a few in /dev).
 //
 // # bbolt schema
 //

@@ -1,65 +1,68 @@
 package image
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/containerd/errdefs"
 )
 
-// Sentinel categories. Callers branch on them with errors.Is.
+// Errors carry a category of github.com/containerd/errdefs; callers branch
+// with errors.Is or errdefs.IsX:
+//
+//   - errdefs.ErrNotFound: Get and Remove for unknown references, a
+//     registry's 404.
+//   - errdefs.ErrInvalidArgument: a malformed or hostile reference,
+//     archive, manifest or layer that was refused.
+//   - errdefs.ErrResourceExhausted: a configured Limits bound was exceeded
+//     (and ErrNoSpace, below).
+//   - errdefs.ErrNotImplemented: well-formed input this store does not
+//     handle yet (zstd layers, foreign media types).
+//   - errdefs.ErrUnauthenticated: a registry refused the credentials (or
+//     their absence).
+//
+// The sentinels below are finer conditions callers branch on; each wraps a
+// category.
 var (
-	// ErrNotFound is wrapped by Get and Remove for unknown references.
-	ErrNotFound = errors.New("not found")
-	// ErrInvalid is wrapped when an archive, manifest or layer is malformed
-	// or hostile and was refused.
-	ErrInvalid = errors.New("invalid")
-	// ErrLimit is wrapped when a configured Limits bound was exceeded.
-	ErrLimit = errors.New("limit exceeded")
-	// ErrUnsupported is wrapped for well-formed input that this store does
-	// not handle yet (for example zstd layers).
-	ErrUnsupported = errors.New("unsupported")
 	// ErrNoPlatform is wrapped when an index has no manifest for the
 	// wanted platform.
-	ErrNoPlatform = errors.New("no manifest for this platform")
-	// ErrUnauthorized is wrapped when a registry refused the credentials
-	// (or their absence).
-	ErrUnauthorized = errors.New("unauthorized")
+	ErrNoPlatform = fmt.Errorf("no manifest for this platform: %w", errdefs.ErrNotFound)
 	// ErrUnreachable is wrapped when no registry (mirror or upstream)
-	// could be reached.
-	ErrUnreachable = errors.New("registry unreachable")
+	// could be reached. It is distinct from the agent's own "daemon not
+	// running", which shares the category.
+	ErrUnreachable = fmt.Errorf("registry unreachable: %w", errdefs.ErrUnavailable)
 	// ErrDigestMismatch is wrapped when downloaded content does not match
 	// its digest. Nothing of it is kept.
-	ErrDigestMismatch = errors.New("digest mismatch")
+	ErrDigestMismatch = fmt.Errorf("digest mismatch: %w", errdefs.ErrDataLoss)
 	// ErrNoSpace is wrapped when the store's file system is full. Whole
 	// partial downloads are kept for the next attempt.
-	ErrNoSpace = errors.New("no space left on device")
+	ErrNoSpace = fmt.Errorf("no space left on device: %w", errdefs.ErrResourceExhausted)
 )
 
-// categoryError carries a plain message and reports a category through Is,
-// so messages read naturally ("path escapes layer") while callers can still
-// use errors.Is(err, ErrInvalid).
+// categoryError carries a plain message and a category it unwraps to, so
+// messages read naturally ("path escapes layer") while callers can still
+// use errors.Is(err, errdefs.ErrInvalidArgument).
 type categoryError struct {
-	cat  error
-	also error // a second category, may be nil
-	msg  string
+	cat error
+	msg string
 }
 
-func (e *categoryError) Error() string        { return e.msg }
-func (e *categoryError) Is(target error) bool { return target == e.cat || target == e.also }
+func (e *categoryError) Error() string { return e.msg }
+func (e *categoryError) Unwrap() error { return e.cat }
 
 func invalidf(format string, a ...any) error {
-	return &categoryError{cat: ErrInvalid, msg: fmt.Sprintf(format, a...)}
+	return categoryf(errdefs.ErrInvalidArgument, format, a...)
 }
 
 func limitf(format string, a ...any) error {
-	return &categoryError{cat: ErrLimit, msg: fmt.Sprintf(format, a...)}
+	return categoryf(errdefs.ErrResourceExhausted, format, a...)
 }
 
 func unsupportedf(format string, a ...any) error {
-	return &categoryError{cat: ErrUnsupported, msg: fmt.Sprintf(format, a...)}
+	return categoryf(errdefs.ErrNotImplemented, format, a...)
 }
 
 func noPlatformf(format string, a ...any) error {
-	return &categoryError{cat: ErrNoPlatform, also: ErrInvalid, msg: fmt.Sprintf(format, a...)}
+	return categoryf(ErrNoPlatform, format, a...)
 }
 
 func categoryf(cat error, format string, a ...any) error {
@@ -72,6 +75,5 @@ type wrapCategory struct {
 	err error
 }
 
-func (e *wrapCategory) Error() string        { return e.err.Error() }
-func (e *wrapCategory) Unwrap() error        { return e.err }
-func (e *wrapCategory) Is(target error) bool { return target == e.cat }
+func (e *wrapCategory) Error() string   { return e.err.Error() }
+func (e *wrapCategory) Unwrap() []error { return []error{e.err, e.cat} }

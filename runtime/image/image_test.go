@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/rs/zerolog"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/test/hostile"
@@ -220,8 +221,8 @@ func TestLoad_ErrorNamesEntry(t *testing.T) {
 	if err == nil {
 		t.Fatal("load accepted ../../etc/x")
 	}
-	if !errors.Is(err, image.ErrInvalid) {
-		t.Errorf("error is not ErrInvalid: %v", err)
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("error is not errdefs.ErrInvalidArgument: %v", err)
 	}
 	for _, want := range []string{"layer sha256:", `entry "../../etc/x": path escapes layer`} {
 		if !strings.Contains(err.Error(), want) {
@@ -284,7 +285,7 @@ func TestLoad_GoodImage(t *testing.T) {
 			t.Errorf("get %q = %s %q", ref, got.Digest, got.Name)
 		}
 	}
-	if _, err := s.Get("workload"); !errors.Is(err, image.ErrNotFound) {
+	if _, err := s.Get("workload"); !errdefs.IsNotFound(err) {
 		t.Errorf("get workload (docker.io/library/workload:latest): %v, want ErrNotFound", err)
 	}
 
@@ -402,7 +403,7 @@ func TestLoad_DedupeAndRemove(t *testing.T) {
 	if err := s.Remove("tender.test/a:1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get("tender.test/a:1"); !errors.Is(err, image.ErrNotFound) {
+	if _, err := s.Get("tender.test/a:1"); !errdefs.IsNotFound(err) {
 		t.Fatalf("get removed image: %v", err)
 	}
 	if got := layerDirs(t, root); len(got) != 2 {
@@ -422,7 +423,7 @@ func TestLoad_DedupeAndRemove(t *testing.T) {
 	if blobs, _ := os.ReadDir(filepath.Join(root, "blobs/sha256")); len(blobs) != 0 {
 		t.Errorf("blobs after removing all = %v", blobs)
 	}
-	if err := s.Remove("tender.test/a:1"); !errors.Is(err, image.ErrNotFound) {
+	if err := s.Remove("tender.test/a:1"); !errdefs.IsNotFound(err) {
 		t.Errorf("remove unknown: %v", err)
 	}
 
@@ -529,14 +530,20 @@ func TestNormalizeName(t *testing.T) {
 		"tender.test/workload":            "tender.test/workload:latest",
 		"localhost:5000/x/y:v1":           "localhost:5000/x/y:v1",
 		"index.docker.io/library/busybox": "docker.io/library/busybox:latest",
-		"r.example/a@sha256:" + strings.Repeat("0", 64): "r.example/a@sha256:" + strings.Repeat("0", 64),
+		"r.example/a@sha256:" + strings.Repeat("0", 64):   "r.example/a@sha256:" + strings.Repeat("0", 64),
+		"r.example/a:1@sha256:" + strings.Repeat("0", 64): "r.example/a:1@sha256:" + strings.Repeat("0", 64),
+		"docker.io/busybox":           "docker.io/library/busybox:latest", // as docker does
+		"acme/x__y/z---w.v_2:TAG.1-a": "docker.io/acme/x__y/z---w.v_2:TAG.1-a",
+		"1.2.3.4:80/x:1":              "1.2.3.4:80/x:1",
 	} {
 		got, err := image.NormalizeName(in)
 		if err != nil || got != want {
 			t.Errorf("NormalizeName(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "UPPER/case", "a//b", "a:b:c", "../x", "x@sha256:../../etc"} {
+	for _, bad := range []string{"", "UPPER/case", "a//b", "a:b:c", "../x", "x@sha256:../../etc",
+		"a/b___c", "a..b", "_a", "x:.tag", "x:-tag", "a_b.com/x", "-a.com/x", "a.com:/x", "a.com:12x/x",
+		"[::1]:5000/x", "http://a.com/x", "a/", "a:", "a@sha256:", "x/é", "a b", "x:" + strings.Repeat("a", 129)} {
 		if got, err := image.NormalizeName(bad); err == nil {
 			t.Errorf("NormalizeName(%q) = %q, want an error", bad, got)
 		}

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
@@ -112,9 +113,10 @@ type pendingLayer struct {
 }
 
 // Load reads an OCI image archive (a tar, optionally gzip-compressed, of an
-// OCI image layout: oci-layout, index.json, blobs/sha256/…), verifies every
-// blob, unpacks new layers and records the images. On error the store is
-// left as it was.
+// OCI image layout: oci-layout, index.json, blobs/sha256/…) or an archive
+// of docker save's legacy layout (manifest.json), verifies every blob,
+// unpacks new layers and records the images. On error the store is left as
+// it was.
 func (s *Store) Load(ctx context.Context, r io.Reader) ([]Image, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -208,6 +210,7 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 	}
 	tr := tar.NewReader(in)
 	var total int64
+	ds := &dockerSave{files: map[string]digest.Digest{}, links: map[string]string{}}
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -249,7 +252,7 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 				s.log.Warn().Str("entry", quoteName(hdr.Name)).Msg("ignoring blob with unsupported digest algorithm")
 				continue
 			}
-			if !hex64().MatchString(hex) {
+			if !isHex64(hex) {
 				return nil, invalidf("archive entry %q: blob name is not a sha256 digest", quoteName(hdr.Name))
 			}
 			if hdr.Typeflag != tar.TypeReg {
@@ -261,13 +264,26 @@ func (s *Store) readArchive(ctx context.Context, r io.Reader, stage string) (*st
 			total += hdr.Size
 			d := digest.Digest("sha256:" + hex)
 			if err := stageBlob(filepath.Join(stage, hex), tr, d, hdr.Size); err != nil {
-				return nil, fmt.Errorf("blob %s: %w", shortDigest(d), err)
+				// A damaged archive is bad input.
+				return nil, &wrapCategory{cat: errdefs.ErrInvalidArgument, err: fmt.Errorf("blob %s: %w", shortDigest(d), err)}
 			}
 			a.blobs[d] = hdr.Size
+		default:
+			if err := ds.entry(s, a, tr, hdr, name, &total); err != nil {
+				return nil, err
+			}
 		}
 	}
+	if !a.layout && ds.manifest != nil {
+		// docker save's legacy layout.
+		idx, err := ds.index(a)
+		if err != nil {
+			return nil, fmt.Errorf("docker save archive: %w", err)
+		}
+		a.layout, a.index = true, idx
+	}
 	if !a.layout {
-		return nil, invalidf("archive has no oci-layout file")
+		return nil, invalidf("archive has neither oci-layout nor manifest.json: not an OCI or docker save image archive")
 	}
 	if a.index == nil {
 		return nil, invalidf("archive has no index.json")
@@ -303,7 +319,7 @@ func stageBlob(p string, r io.Reader, want digest.Digest, size int64) error {
 		return invalidf("truncated: %d of %d bytes", n, size)
 	}
 	if got := digest.NewDigest(digest.SHA256, h); got != want {
-		return invalidf("content digest %s does not match", got)
+		return categoryf(ErrDigestMismatch, "content digest %s does not match", got)
 	}
 	return nil
 }
@@ -331,8 +347,12 @@ func (a *staged) blob(desc ocispec.Descriptor) (string, error) {
 	return a.path(d), nil
 }
 
-// readJSON reads a manifest, index or config blob and checks that its
-// mediaType field (when want is set) is present and equals want.
+// readJSON reads a manifest, index or config blob. With checkMediaType it
+// checks the blob against its descriptor's mediaType: the image spec makes
+// a manifest's or index's own mediaType optional (SHOULD), so an absent one
+// is accepted, while one that contradicts the descriptor is refused, and so
+// is an index where a manifest is expected or the reverse (told apart by
+// their fields when mediaType is absent).
 func (s *Store) readJSON(a *staged, desc ocispec.Descriptor, checkMediaType bool) ([]byte, error) {
 	if desc.Size > s.lim.MaxManifestBytes {
 		return nil, limitf("blob %s: %d bytes, more than %d", shortDigest(desc.Digest), desc.Size, s.lim.MaxManifestBytes)
@@ -357,12 +377,15 @@ func (s *Store) readJSON(a *staged, desc ocispec.Descriptor, checkMediaType bool
 	if !checkMediaType {
 		return raw, nil
 	}
-	if probe.MediaType != desc.MediaType {
+	if probe.MediaType != "" && probe.MediaType != desc.MediaType {
 		return nil, invalidf("blob %s: mediaType %q does not match descriptor mediaType %q", shortDigest(desc.Digest), probe.MediaType, desc.MediaType)
 	}
 	isIndex := desc.MediaType == ocispec.MediaTypeImageIndex || desc.MediaType == mediaTypeDockerList
-	if isIndex && (probe.Config != nil || probe.Layers != nil) || !isIndex && probe.Manifests != nil {
-		return nil, invalidf("blob %s: content does not match mediaType %q", shortDigest(desc.Digest), desc.MediaType)
+	switch {
+	case isIndex && (probe.Config != nil || probe.Layers != nil):
+		return nil, invalidf("blob %s: an image manifest where the descriptor says index (mediaType %q)", shortDigest(desc.Digest), desc.MediaType)
+	case !isIndex && (probe.Manifests != nil || probe.Config == nil):
+		return nil, invalidf("blob %s: not an image manifest, which the descriptor says it is (mediaType %q)", shortDigest(desc.Digest), desc.MediaType)
 	}
 	return raw, nil
 }
@@ -413,7 +436,7 @@ func (s *Store) nameFromAnnotations(ann map[string]string) string {
 			if nn, err := NormalizeName(n); err == nil {
 				return nn
 			}
-		} else if tagRe().MatchString(n) {
+		} else if validTag(n) {
 			return n // only a tag: the repository is unknown, keep it as is
 		}
 		s.log.Warn().Str("name", quoteName(n)).Msg("ignoring invalid image name annotation")
@@ -674,6 +697,9 @@ func (s *Store) unpackBlob(ctx context.Context, a *staged, desc ocispec.Descript
 	}
 	if got := digest.NewDigest(digest.SHA256, h); got != diffID {
 		return 0, invalidf("uncompressed digest %s does not match diff_id %s", got, diffID)
+	}
+	if u.devices > 0 {
+		s.log.Debug().Str("layer", string(desc.Digest)).Int("deviceNodes", u.devices).Msg("skipped device nodes in layer")
 	}
 	// A compression-ratio alarm (SECURITY.md §2.2): legitimate layers
 	// rarely inflate more than 100:1; the size caps bound the damage, the

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
@@ -114,7 +115,7 @@ func (s *Store) Prune(keep map[digest.Digest]bool) ([]Image, int64, error) {
 // Save writes the image ref names as an OCI image archive (oci-layout,
 // index.json, blobs/sha256/…) that Load reads back. It needs the image's
 // compressed layer blobs: pulled images keep them, loaded images only
-// with Options.KeepLayerBlobs (ErrUnsupported otherwise).
+// with Options.KeepLayerBlobs (errdefs.ErrFailedPrecondition otherwise).
 func (s *Store) Save(ctx context.Context, ref string, w io.Writer) error {
 	var rec *imageRecord
 	var name string
@@ -127,13 +128,13 @@ func (s *Store) Save(ctx context.Context, ref string, w io.Writer) error {
 			return err
 		}
 		if rec == nil {
-			return fmt.Errorf("image %q: %w", ref, ErrNotFound)
+			return fmt.Errorf("no such image %q: %w", ref, errdefs.ErrNotFound)
 		}
 		bb := v1.Bucket(bktBlobs)
 		for _, d := range append([]digest.Digest{rec.Digest, rec.ID}, rec.LayerBlobs...) {
 			v := bb.Get([]byte(d))
 			if v == nil {
-				return unsupportedf("blob %s was not kept (image loaded without KeepLayerBlobs): pull or load it again with layer blobs kept", shortDigest(d))
+				return categoryf(errdefs.ErrFailedPrecondition, "blob %s was not kept (image loaded without KeepLayerBlobs): pull or load it again with layer blobs kept", shortDigest(d))
 			}
 			var br blobRecord
 			if err := json.Unmarshal(v, &br); err != nil {
@@ -212,7 +213,7 @@ func copyBlob(tw *tar.Writer, p string, d ocispec.Descriptor) error {
 		return err
 	}
 	if n != d.Size || !v.Verified() {
-		return invalidf("stored blob is damaged")
+		return categoryf(errdefs.ErrDataLoss, "stored blob %s is damaged: remove the image and pull or load it again", shortDigest(d.Digest))
 	}
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
@@ -239,7 +240,7 @@ func (s *Store) pull(ctx context.Context, ref string, opts PullOptions) (Image, 
 	imgs, err := s.ingest(ctx, a, []target{t})
 	s.mu.Unlock()
 	if err != nil {
-		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrLimit) || errors.Is(err, ErrUnsupported) {
+		if unusable(err) {
 			// Verified but unusable content: resuming it is pointless.
 			for _, p := range paths {
 				if filepath.Dir(p) == filepath.Join(s.root, dirTmp, dirPartial) {
@@ -321,19 +322,46 @@ func (s *Store) fetchManifest(ctx context.Context, ep *endpoint, pr parsedRef, s
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if !isManifestType(mt) {
-		var probe struct {
-			MediaType string `json:"mediaType"`
-		}
-		if jerr := json.Unmarshal(raw, &probe); jerr == nil && isManifestType(probe.MediaType) {
-			mt = probe.MediaType
-		} else {
-			return ocispec.Descriptor{}, unsupportedf("%s: unsupported media type %q", what, quoteName(mt))
+		// A registry that does not say (or says application/json): the
+		// manifest's own mediaType, or its shape when it has none (the
+		// image spec makes the field optional). readJSON checks the rest
+		// as for a Load.
+		mt = sniffManifestType(raw)
+		if mt == "" {
+			return ocispec.Descriptor{}, unsupportedf("%s: unsupported media type %q", what, quoteName(resp.Header.Get("Content-Type")))
 		}
 	}
 	if err := os.WriteFile(filepath.Join(stage, d.Encoded()), raw, 0o600); err != nil {
 		return ocispec.Descriptor{}, err
 	}
 	return ocispec.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}, nil
+}
+
+// sniffManifestType returns the media type of a manifest or index blob
+// from its mediaType field, or from its fields when it has none: an OCI
+// index has "manifests", an OCI manifest "config". It returns "" for
+// anything else.
+func sniffManifestType(raw []byte) string {
+	var probe struct {
+		MediaType string          `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+		Config    json.RawMessage `json:"config"`
+	}
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		return ""
+	}
+	switch {
+	case probe.MediaType != "":
+		if isManifestType(probe.MediaType) {
+			return probe.MediaType
+		}
+		return ""
+	case probe.Manifests != nil && probe.Config == nil:
+		return ocispec.MediaTypeImageIndex
+	case probe.Config != nil && probe.Manifests == nil:
+		return ocispec.MediaTypeImageManifest
+	}
+	return ""
 }
 
 // fetchSmall fetches a manifest or config blob into the staging dir,
@@ -364,9 +392,6 @@ func (s *Store) fetchSmall(ctx context.Context, ep *endpoint, a *staged, desc oc
 	}
 	err = stageBlob(a.path(desc.Digest), resp.Body, desc.Digest, desc.Size)
 	if err != nil {
-		if strings.Contains(err.Error(), "does not match") {
-			return categoryf(ErrDigestMismatch, "%s: %v", what, err)
-		}
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	a.blobs[desc.Digest] = desc.Size
@@ -629,11 +654,21 @@ func (s *Store) keptBlob(desc ocispec.Descriptor) (string, bool) {
 	return "", false
 }
 
+// unusable reports whether err says that verified content cannot be
+// stored (malformed, over a limit, not supported), so resuming its
+// download later is pointless. A full disk is not such a case.
+func unusable(err error) bool {
+	if errors.Is(err, ErrNoSpace) {
+		return false
+	}
+	return errdefs.IsInvalidArgument(err) || errdefs.IsResourceExhausted(err) || errdefs.IsNotImplemented(err)
+}
+
 // retryable reports whether a download error may go away on retry.
 func retryable(err error) bool {
 	switch {
-	case errors.Is(err, ErrDigestMismatch), errors.Is(err, ErrUnauthorized), errors.Is(err, ErrNotFound),
-		errors.Is(err, ErrInvalid), errors.Is(err, ErrLimit):
+	case errors.Is(err, ErrDigestMismatch), errdefs.IsUnauthorized(err), errdefs.IsNotFound(err),
+		errdefs.IsInvalidArgument(err), errdefs.IsResourceExhausted(err):
 		return false
 	}
 	return true

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrreg "github.com/google/go-containerregistry/pkg/registry"
@@ -270,16 +271,16 @@ func TestPull_Errors(t *testing.T) {
 		opts image.PullOptions
 		want error
 	}{
-		{"unknown tag", reg.host + "/tender/workload:nope", pullOpts(reg.host), image.ErrNotFound},
-		{"unknown repository", reg.host + "/tender/nothing:e", pullOpts(reg.host), image.ErrNotFound},
+		{"unknown tag", reg.host + "/tender/workload:nope", pullOpts(reg.host), errdefs.ErrNotFound},
+		{"unknown repository", reg.host + "/tender/nothing:e", pullOpts(reg.host), errdefs.ErrNotFound},
 		{"plain HTTP without insecure", ref, image.PullOptions{RetryDelay: time.Millisecond}, image.ErrUnreachable},
 		{"unreachable", closedAddr(t) + "/tender/workload:e", pullOpts(closedAddr(t)), image.ErrUnreachable},
-		{"layer over the size cap", ref, pullOpts(reg.host), image.ErrLimit},
+		{"layer over the size cap", ref, pullOpts(reg.host), errdefs.ErrResourceExhausted},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			st := s
-			if c.want == image.ErrLimit {
+			if c.want == errdefs.ErrResourceExhausted {
 				st = openStore(t, t.TempDir(), image.Limits{MaxLayerBytes: 64 << 10})
 			}
 			_, err := st.Pull(ctx, c.ref, c.opts)
@@ -659,10 +660,10 @@ func TestPull_DistributionTLSAuth(t *testing.T) {
 			DockerConfig: filepath.Join(t.TempDir(), "none.json"),
 		}}
 	}
-	if _, err := s.Pull(ctx, ref, cfg(image.Registry{CAFile: r.CAFile})); !errors.Is(err, image.ErrUnauthorized) {
+	if _, err := s.Pull(ctx, ref, cfg(image.Registry{CAFile: r.CAFile})); !errdefs.IsUnauthorized(err) {
 		t.Fatalf("pull without credentials: %v, want ErrUnauthorized", err)
 	}
-	if _, err := s.Pull(ctx, ref, cfg(image.Registry{CAFile: r.CAFile, Username: r.Username, Password: "wrong"})); !errors.Is(err, image.ErrUnauthorized) {
+	if _, err := s.Pull(ctx, ref, cfg(image.Registry{CAFile: r.CAFile, Username: r.Username, Password: "wrong"})); !errdefs.IsUnauthorized(err) {
 		t.Fatalf("pull with a wrong password: %v, want ErrUnauthorized", err)
 	}
 	if _, err := s.Pull(ctx, ref, cfg(image.Registry{Username: r.Username, Password: r.Password})); !errors.Is(err, image.ErrUnreachable) {

@@ -1,32 +1,38 @@
 package image
 
 import (
-	"regexp"
 	"strings"
-	"sync"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	digest "github.com/opencontainers/go-digest"
 )
 
-// The patterns compile on first use: every start of the agent binary (the
-// CLI, each container's init) would otherwise pay for them.
-var (
-	hex64        = lazyRegexp(`^[0-9a-f]{64}$`)
-	pathCompRe   = lazyRegexp(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	tagRe        = lazyRegexp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	domainCompRe = lazyRegexp(`^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$`)
-	hexPrefixRe  = lazyRegexp(`^[0-9a-f]{4,64}$`)
-)
+// The checks below are plain functions, not regular expressions: every
+// start of the agent binary (the CLI, each container's init) would pay for
+// compiling those.
 
-func lazyRegexp(expr string) func() *regexp.Regexp {
-	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+// isHex reports whether s has between min and max lower-case hex digits
+// and nothing else.
+func isHex(s string, min, max int) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
+
+// isHex64 reports whether s is a sha256 digest's 64 lower-case hex digits.
+func isHex64(s string) bool { return isHex(s, 64, 64) }
 
 // parseDigest accepts only "sha256:" followed by 64 lower-case hex digits.
 // It is the gate every digest passes before it is used in a path (U-34).
 func parseDigest(s string) (digest.Digest, error) {
 	hex, ok := strings.CutPrefix(s, "sha256:")
-	if !ok || !hex64().MatchString(hex) {
+	if !ok || !isHex64(hex) {
 		if len(s) > 80 {
 			s = s[:80] + "…"
 		}
@@ -47,53 +53,48 @@ func shortDigest(d digest.Digest) string {
 // NormalizeName turns a familiar image name into its full form the way
 // docker does: "workload" becomes "docker.io/library/workload:latest",
 // "tender.test/workload" becomes "tender.test/workload:latest". A name
-// with a digest ("name@sha256:…") keeps the digest and gets no default tag.
+// with a digest ("name@sha256:…") keeps the digest, and its tag if it has
+// one, and gets no default tag.
+//
+// go-containerregistry's name package splits the reference and applies
+// Docker Hub's defaults; the distribution grammar it does not check (path
+// components, the first character of a tag, registry host names) is
+// checked here, and a digest must pass parseDigest.
 func NormalizeName(s string) (string, error) {
 	if s == "" || len(s) > 512 {
 		return "", invalidf("image name %q: empty or too long", s)
 	}
-	name, dgst, hasDigest := strings.Cut(s, "@")
+	base, dgst, hasDigest := strings.Cut(s, "@")
 	if hasDigest {
 		if _, err := parseDigest(dgst); err != nil {
 			return "", invalidf("image name %q: %v", s, err)
 		}
 	}
-	tag := ""
-	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		name, tag = name[:i], name[i+1:]
-		if !tagRe().MatchString(tag) {
-			return "", invalidf("image name %q: invalid tag", s)
-		}
+	var opts []name.Option // Docker Hub by default, and tag "latest"
+	if hasDigest {
+		opts = append(opts, name.WithDefaultTag(""))
 	}
-	comps := strings.Split(name, "/")
-	domain := ""
-	if len(comps) > 1 && (strings.ContainsAny(comps[0], ".:") || comps[0] == "localhost") {
-		domain, comps = comps[0], comps[1:]
-		host, port, hasPort := strings.Cut(domain, ":")
-		for _, dc := range strings.Split(host, ".") {
-			if !domainCompRe().MatchString(dc) {
-				return "", invalidf("image name %q: invalid registry", s)
-			}
-		}
-		if hasPort && (port == "" || strings.Trim(port, "0123456789") != "") {
-			return "", invalidf("image name %q: invalid registry port", s)
-		}
+	ref, err := name.NewTag(base, opts...)
+	if err != nil {
+		return "", invalidf("image name %q: %v", s, err)
 	}
-	for _, c := range comps {
-		if !pathCompRe().MatchString(c) {
+	tag := ref.TagStr()
+	if tag != "" && (tag[0] == '.' || tag[0] == '-') {
+		return "", invalidf("image name %q: invalid tag", s)
+	}
+	domain := ref.RegistryStr()
+	if domain == name.DefaultRegistry {
+		domain = dockerHub
+	} else if !validRegistry(domain) {
+		return "", invalidf("image name %q: invalid registry", s)
+	}
+	repo := ref.RepositoryStr()
+	for _, c := range strings.Split(repo, "/") {
+		if !validPathComponent(c) {
 			return "", invalidf("image name %q: invalid path component %q", s, c)
 		}
 	}
-	if domain == "" || domain == "index.docker.io" {
-		domain = "docker.io"
-		if len(comps) == 1 {
-			comps = append([]string{"library"}, comps...)
-		}
-	}
-	out := domain + "/" + strings.Join(comps, "/")
-	if tag == "" && !hasDigest {
-		tag = "latest"
-	}
+	out := domain + "/" + repo
 	if tag != "" {
 		out += ":" + tag
 	}
@@ -102,3 +103,68 @@ func NormalizeName(s string) (string, error) {
 	}
 	return out, nil
 }
+
+// dockerHub is Docker Hub's name in normalised references.
+const dockerHub = "docker.io"
+
+// validTag reports whether s is a tag: up to 128 letters, digits, '_', '.'
+// and '-', not starting with '.' or '-'.
+func validTag(s string) bool {
+	if s == "" || len(s) > 128 || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '_' && c != '.' && c != '-' && (c < 'A' || c > 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// validPathComponent reports whether c is a repository path component:
+// lower-case letters and digits, separated by one '.', one or two '_', or
+// any number of '-'.
+func validPathComponent(c string) bool {
+	if c == "" || !isAlnum(c[0]) || !isAlnum(c[len(c)-1]) {
+		return false
+	}
+	for i := 1; i < len(c); i++ {
+		if isAlnum(c[i]) {
+			continue
+		}
+		j := i
+		for j < len(c) && !isAlnum(c[j]) {
+			j++
+		}
+		switch sep := c[i:j]; {
+		case sep == ".", sep == "_", sep == "__", strings.Trim(sep, "-") == "":
+		default:
+			return false
+		}
+		i = j
+	}
+	return true
+}
+
+// validRegistry reports whether s is host[:port], the host made of
+// letters, digits and inner hyphens between dots, the port of digits.
+func validRegistry(s string) bool {
+	host, port, hasPort := strings.Cut(s, ":")
+	if hasPort && (port == "" || strings.Trim(port, "0123456789") != "") {
+		return false
+	}
+	for _, dc := range strings.Split(host, ".") {
+		if dc == "" || dc[0] == '-' || dc[len(dc)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(dc); i++ {
+			if c := dc[i]; !isAlnum(c) && c != '-' && (c < 'A' || c > 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isAlnum reports whether c is a lower-case letter or a digit.
+func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -230,18 +231,16 @@ func classify(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	for _, cat := range []error{ErrUnauthorized, ErrNotFound, ErrUnreachable, ErrNoSpace, ErrDigestMismatch, ErrInvalid, ErrLimit, ErrUnsupported} {
-		if errors.Is(err, cat) {
-			return err
-		}
+	if categorized(err) {
+		return err
 	}
 	var te *transport.Error
 	if errors.As(err, &te) {
 		switch te.StatusCode {
 		case http.StatusUnauthorized, http.StatusForbidden:
-			return &wrapCategory{cat: ErrUnauthorized, err: err}
+			return &wrapCategory{cat: errdefs.ErrUnauthenticated, err: err}
 		case http.StatusNotFound:
-			return &wrapCategory{cat: ErrNotFound, err: err}
+			return &wrapCategory{cat: errdefs.ErrNotFound, err: err}
 		}
 		if te.StatusCode >= 500 {
 			return &wrapCategory{cat: ErrUnreachable, err: err}
@@ -259,13 +258,21 @@ func classify(err error) error {
 	return err
 }
 
+// categorized reports whether err already carries one of the categories
+// this package uses.
+func categorized(err error) bool {
+	return errdefs.IsUnauthorized(err) || errdefs.IsNotFound(err) || errdefs.IsUnavailable(err) ||
+		errdefs.IsResourceExhausted(err) || errdefs.IsDataLoss(err) || errdefs.IsInvalidArgument(err) ||
+		errdefs.IsNotImplemented(err) || errdefs.IsFailedPrecondition(err)
+}
+
 // statusError turns an unexpected HTTP status into a categorised error.
 func statusError(what string, resp *http.Response) error {
 	switch resp.StatusCode {
 	case http.StatusUnauthorized, http.StatusForbidden:
-		return categoryf(ErrUnauthorized, "%s: unauthorized (HTTP %d): check the registry credentials", what, resp.StatusCode)
+		return categoryf(errdefs.ErrUnauthenticated, "%s: unauthorized (HTTP %d): check the registry credentials", what, resp.StatusCode)
 	case http.StatusNotFound:
-		return categoryf(ErrNotFound, "%s: not found (HTTP 404): unknown repository, tag or digest", what)
+		return categoryf(errdefs.ErrNotFound, "%s: not found (HTTP 404): unknown repository, tag or digest", what)
 	}
 	if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
 		return categoryf(ErrUnreachable, "%s: registry error (HTTP %d)", what, resp.StatusCode)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/rs/zerolog"
@@ -234,7 +235,7 @@ func (s *Store) sweep() error {
 	if ents, err := os.ReadDir(filepath.Join(s.root, dirTmp, dirPartial)); err == nil {
 		// Partial downloads are kept for resume; anything else there goes.
 		for _, e := range ents {
-			if !e.Type().IsRegular() || !hex64().MatchString(e.Name()) {
+			if !e.Type().IsRegular() || !isHex64(e.Name()) {
 				errs = append(errs, os.RemoveAll(filepath.Join(s.root, dirTmp, dirPartial, e.Name())))
 			}
 		}
@@ -354,7 +355,7 @@ func resolveRefInner(v1 *bolt.Bucket, ref string) (*imageRecord, string, bool, e
 		}
 	}
 	// Unique ID prefix, at least 4 hex digits.
-	if p := strings.TrimPrefix(ref, "sha256:"); hexPrefixRe().MatchString(p) {
+	if p := strings.TrimPrefix(ref, "sha256:"); isHex(p, 4, 64) {
 		var found *imageRecord
 		var ambiguous bool
 		err := v1.Bucket(bktImages).ForEach(func(_, v []byte) error {
@@ -412,7 +413,7 @@ func (s *Store) Get(ref string) (Image, error) {
 			return err
 		}
 		if rec == nil {
-			return fmt.Errorf("image %q: %w", ref, ErrNotFound)
+			return fmt.Errorf("no such image %q: %w", ref, errdefs.ErrNotFound)
 		}
 		img = rec.image(name, imageSize(v1, rec))
 		return nil
@@ -465,7 +466,7 @@ func (s *Store) LayerDirs(img Image) ([]string, error) {
 		for i := len(img.Layers) - 1; i >= 0; i-- {
 			v := lb.Get([]byte(img.Layers[i]))
 			if v == nil {
-				return fmt.Errorf("layer %s: %w", img.Layers[i], ErrNotFound)
+				return fmt.Errorf("layer %s: %w", img.Layers[i], errdefs.ErrNotFound)
 			}
 			var lr layerRecord
 			if err := json.Unmarshal(v, &lr); err != nil {
@@ -496,7 +497,7 @@ func (s *Store) Remove(ref string) error {
 			return err
 		}
 		if rec == nil {
-			return fmt.Errorf("image %q: %w", ref, ErrNotFound)
+			return fmt.Errorf("no such image %q: %w", ref, errdefs.ErrNotFound)
 		}
 		if byName {
 			if err := v1.Bucket(bktNames).Delete([]byte(name)); err != nil {

@@ -7,6 +7,12 @@
 // followed by a last one tagged F (full). The current file is dir/name.log;
 // when a record would push it past MaxBytes it becomes name.log.1, the
 // older ones shift up to name.log.<MaxFiles-1>, and the oldest is dropped.
+//
+// Readers (Tail, TailFunc, Follow) join a line's records and cut a joined
+// line at MaxJoined bytes, ending it with CutMark. Tail and TailFunc with
+// n > 0 read the files backwards from their end, so a tail costs memory
+// and reading for its own lines only (a cut line is still traced back to
+// its start).
 package logs
 
 import (
@@ -19,6 +25,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // MaxLine is the longest text one record carries; longer lines are split.
@@ -64,7 +72,7 @@ type Writer struct {
 func Open(dir, name string, opts Options) (*Writer, error) {
 	opts.defaults()
 	if name == "" || name != filepath.Base(name) || name == "." || name == ".." {
-		return nil, fmt.Errorf("open log %q: invalid name", name)
+		return nil, fmt.Errorf("open log %q: not a plain file name: %w", name, errdefs.ErrInvalidArgument)
 	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open log %s: %w", name, err)

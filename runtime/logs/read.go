@@ -16,13 +16,27 @@ import (
 
 // Entry is one log line. Tail and Follow join the P records of a long line
 // with its F record into one full Entry; Partial is set only on a line whose
-// end was never written.
+// end was never written. A line longer than MaxJoined is cut there and its
+// Text ends with CutMark.
 type Entry struct {
 	Time    time.Time
 	Stream  string
 	Partial bool
 	Text    string
 }
+
+// MaxJoined is the most text of one line that Tail and Follow return; the
+// rest of a longer line is dropped and CutMark appended, so that a
+// container writing without newlines cannot make a reader hold its whole
+// output.
+const MaxJoined = 256 << 10
+
+// CutMark ends the text of a line cut at MaxJoined.
+const CutMark = "… [line cut at 256 KiB]"
+
+// maxRecord bounds one record with its newline; longer ones (never written
+// by a Writer) are skipped.
+const maxRecord = 64 << 10
 
 // followPoll is how often Follow looks for new data and rotation.
 const followPoll = 100 * time.Millisecond
@@ -32,67 +46,101 @@ const followPoll = 100 * time.Millisecond
 // point.
 var testHook func(event string)
 
+// record is one parsed record; its slices point into the line it was
+// parsed from.
+type record struct {
+	time    time.Time
+	stream  []byte
+	partial bool
+	text    []byte
+}
+
 // parseRecord parses one record (without its newline); ok is false for a
 // malformed one.
-func parseRecord(line []byte) (e Entry, ok bool) {
+func parseRecord(line []byte) (r record, ok bool) {
 	ts, rest, ok1 := bytes.Cut(line, []byte{' '})
 	stream, rest, ok2 := bytes.Cut(rest, []byte{' '})
 	tag, text, ok3 := bytes.Cut(rest, []byte{' '})
 	if !ok1 || !ok2 {
-		return Entry{}, false
+		return record{}, false
 	}
 	if !ok3 { // "ts stream F" with empty text has no trailing space
 		tag, text = rest, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, string(ts))
 	if err != nil || len(stream) == 0 {
-		return Entry{}, false
+		return record{}, false
 	}
 	switch string(tag) {
 	case "P":
-		e.Partial = true
+		r.partial = true
 	case "F":
 	default:
-		return Entry{}, false
+		return record{}, false
 	}
-	e.Time, e.Stream, e.Text = t, string(stream), string(text)
-	return e, true
+	r.time, r.stream, r.text = t, stream, text
+	return r, true
+}
+
+// lineBuf accumulates the text of one line, keeping its first MaxJoined
+// bytes.
+type lineBuf struct {
+	e    Entry // Time and Stream of the first record
+	text []byte
+	n    int64 // text bytes of the whole line
+}
+
+func (b *lineBuf) add(text []byte) {
+	b.n += int64(len(text))
+	if room := MaxJoined - len(b.text); room > 0 {
+		b.text = append(b.text, text[:min(room, len(text))]...)
+	}
+}
+
+// entry returns the line, cut and marked when it was longer than
+// MaxJoined.
+func (b *lineBuf) entry(partial bool) Entry {
+	e := b.e
+	e.Partial = partial
+	if b.n > MaxJoined {
+		e.Text = string(append(b.text, CutMark...))
+	} else {
+		e.Text = string(b.text)
+	}
+	return e
 }
 
 // joiner joins partial records per stream into full lines.
 type joiner struct {
-	pending map[string]*Entry
+	pending map[string]*lineBuf
 }
 
 // add takes one record and returns the full line it completes, if any.
-func (j *joiner) add(r Entry) (Entry, bool) {
+func (j *joiner) add(r record) (Entry, bool) {
 	if j.pending == nil {
-		j.pending = map[string]*Entry{}
+		j.pending = map[string]*lineBuf{}
 	}
-	p := j.pending[r.Stream]
-	if r.Partial {
-		if p == nil {
-			c := r
-			j.pending[r.Stream] = &c
-		} else {
-			p.Text += r.Text
+	p := j.pending[string(r.stream)]
+	if p == nil {
+		if !r.partial { // a whole line in one record: the common case
+			return Entry{Time: r.time, Stream: string(r.stream), Text: string(r.text)}, true
 		}
+		p = &lineBuf{e: Entry{Time: r.time, Stream: string(r.stream)}}
+		j.pending[p.e.Stream] = p
+	}
+	p.add(r.text)
+	if r.partial {
 		return Entry{}, false
 	}
-	if p != nil {
-		delete(j.pending, r.Stream)
-		p.Text += r.Text
-		p.Partial = false
-		return *p, true
-	}
-	return r, true
+	delete(j.pending, p.e.Stream)
+	return p.entry(false), true
 }
 
 // rest returns the lines left unfinished, oldest first.
 func (j *joiner) rest() []Entry {
 	var out []Entry
 	for _, p := range j.pending {
-		out = append(out, *p)
+		out = append(out, p.entry(true))
 	}
 	slices.SortFunc(out, func(a, b Entry) int { return a.Time.Compare(b.Time) })
 	return out
@@ -129,7 +177,7 @@ func files(dir, name string) ([]string, error) {
 // scan feeds every well-formed record of r to fn and returns how many
 // bytes it consumed: a trailing record without its newline (still being
 // written) is not consumed. Malformed records are skipped.
-func scan(r io.Reader, fn func(Entry) error) (consumed int64, err error) {
+func scan(r io.Reader, fn func(record) error) (consumed int64, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadSlice('\n')
@@ -149,8 +197,8 @@ func scan(r io.Reader, fn func(Entry) error) (consumed int64, err error) {
 			return consumed, ignoreEOF(err)
 		}
 		consumed += int64(len(line))
-		if e, ok := parseRecord(line[:len(line)-1]); ok {
-			if err := fn(e); err != nil {
+		if rec, ok := parseRecord(line[:len(line)-1]); ok {
+			if err := fn(rec); err != nil {
 				return consumed, err
 			}
 		}
@@ -162,66 +210,6 @@ func ignoreEOF(err error) error {
 		return nil
 	}
 	return err
-}
-
-// Tail returns the last n lines of the log of name in dir, oldest first
-// (all of them when n <= 0), reading the rotated files too.
-func Tail(dir, name string, n int) ([]Entry, error) {
-	out, _, _, err := tail(dir, name, n, nil)
-	if err != nil {
-		return nil, fmt.Errorf("tail log %s: %w", name, err)
-	}
-	return out, nil
-}
-
-// tail reads the rotated files and then cur (or name.log when cur is nil)
-// and returns the last n lines, the joiner state and how far it read cur.
-func tail(dir, name string, n int, cur *os.File) ([]Entry, *joiner, int64, error) {
-	paths, err := files(dir, name)
-	if err != nil {
-		return nil, nil, 0, err
-	}
-	if cur != nil && len(paths) > 0 && paths[len(paths)-1] == filePath(dir, name, 0) {
-		paths = paths[:len(paths)-1]
-	}
-	j := &joiner{}
-	var out []Entry
-	keep := func(e Entry) error {
-		if full, ok := j.add(e); ok {
-			out = append(out, full)
-			if n > 0 && len(out) > 2*n {
-				out = append(out[:0], out[len(out)-n:]...)
-			}
-		}
-		return nil
-	}
-	for _, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				continue // rotated away meanwhile
-			}
-			return nil, nil, 0, err
-		}
-		_, err = scan(f, keep)
-		f.Close()
-		if err != nil {
-			return nil, nil, 0, err
-		}
-	}
-	var off int64
-	if cur != nil {
-		if off, err = scan(cur, keep); err != nil {
-			return nil, nil, 0, err
-		}
-	}
-	if cur == nil {
-		out = append(out, j.rest()...)
-	}
-	if n > 0 && len(out) > n {
-		out = out[len(out)-n:]
-	}
-	return out, j, off, nil
 }
 
 // Follow calls fn with the last `from` lines (none when from is 0, all
@@ -250,16 +238,9 @@ func follow(ctx context.Context, dir, name string, from int, fn func(Entry) erro
 	case from == 0 && waited:
 		// The file appeared after Follow started: all of it is new.
 	case from == 0:
-		off, err = scan(cur, func(Entry) error { return nil })
+		off, err = scan(cur, func(record) error { return nil })
 	default:
-		var initial []Entry
-		initial, j, off, err = tail(dir, name, from, cur)
-		for _, e := range initial {
-			if err != nil {
-				break
-			}
-			err = fn(e)
-		}
+		j, off, err = tail(dir, name, from, cur, fn)
 	}
 	if err != nil {
 		return err
@@ -267,8 +248,8 @@ func follow(ctx context.Context, dir, name string, from int, fn func(Entry) erro
 	if testHook != nil {
 		testHook("following")
 	}
-	emit := func(e Entry) error {
-		if full, ok := j.add(e); ok {
+	emit := func(r record) error {
+		if full, ok := j.add(r); ok {
 			return fn(full)
 		}
 		return nil

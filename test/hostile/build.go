@@ -62,6 +62,7 @@ type Image struct {
 	EditConfig   func(map[string]any)
 	EditManifest func(map[string]any)
 	EditDesc     func(map[string]any) // the manifest's descriptor in index.json
+	EditIndex    func(map[string]any) // the nested index of a MultiArch image
 }
 
 // File is one entry of the outer archive.
@@ -172,6 +173,9 @@ func (b *builder) image(img Image) map[string]any {
 			"platform":  map[string]any{"os": "linux", "architecture": decoyArch},
 		}
 		idx := map[string]any{"schemaVersion": 2, "mediaType": MediaTypeIndex, "manifests": []any{decoy, desc}}
+		if img.EditIndex != nil {
+			img.EditIndex(idx)
+		}
 		idxRaw := mustJSON(idx)
 		desc = map[string]any{"mediaType": MediaTypeIndex, "digest": b.blob(idxRaw, false), "size": len(idxRaw)}
 	}

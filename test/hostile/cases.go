@@ -51,6 +51,7 @@ func Cases(canary string) []Case {
 		{Name: "dotdot in the middle", WantErr: true, Archive: one(dir("a"), file("a/../../b"))},
 		{Name: "dotdot directory entry", WantErr: true, Archive: one(dir(".."))},
 		{Name: "absolute name", WantErr: true, Archive: one(file(canary + "/pwned"))},
+		{Name: "layer root written as /", WantErr: false, Archive: one(Entry{Name: "/", Type: tar.TypeDir}, file("ok"))},
 		{Name: "path too deep", WantErr: true, Archive: one(file(strings.Repeat("d/", 300) + "f"))},
 		{Name: "path too long", WantErr: true, Archive: one(file(strings.Repeat(strings.Repeat("y", 99)+"/", 45) + "f"))},
 		{Name: "owner out of range", WantErr: true, Archive: one(Entry{Name: "f", Body: "x", Uid: uid2to32()})},
@@ -107,8 +108,23 @@ func Cases(canary string) []Case {
 		{Name: "truncated inside a layer blob", WantErr: true, Archive: truncateInside(good, "blobs/sha256/")},
 		{Name: "unknown layer media type", WantErr: true, Archive: Archive(Image{Layers: []Layer{{Entries: []Entry{file("ok")}, MediaType: "application/x-evil"}}})},
 		{Name: "zstd layer", WantErr: true, Archive: Archive(Image{Layers: []Layer{{Entries: []Entry{file("ok")}, MediaType: "application/vnd.oci.image.layer.v1.tar+zstd"}}})},
-		{Name: "manifest without media type", WantErr: true, Archive: withManifest(func(m map[string]any) { delete(m, "mediaType") })},
+		// The image spec makes a manifest's own mediaType optional (umoci
+		// writes none): absent is accepted; one that contradicts the
+		// descriptor, or an index where a manifest is expected (and the
+		// reverse), is refused.
+		{Name: "manifest without media type", WantErr: false, Archive: withManifest(func(m map[string]any) { delete(m, "mediaType") })},
+		{Name: "manifest media type contradicts descriptor", WantErr: true, Archive: withManifest(func(m map[string]any) {
+			m["mediaType"] = "application/vnd.docker.distribution.manifest.v2+json"
+		})},
 		{Name: "manifest served as index", WantErr: true, Archive: Archive(Image{Layers: okLayer, EditDesc: func(d map[string]any) { d["mediaType"] = MediaTypeIndex }})},
+		{Name: "manifest without media type served as index", WantErr: true, Archive: Archive(Image{Layers: okLayer,
+			EditManifest: func(m map[string]any) { delete(m, "mediaType") },
+			EditDesc:     func(d map[string]any) { d["mediaType"] = MediaTypeIndex }})},
+		{Name: "index without media type served as manifest", WantErr: true, Archive: Archive(Image{Layers: okLayer, MultiArch: true,
+			EditIndex: func(idx map[string]any) { delete(idx, "mediaType") },
+			EditDesc:  func(d map[string]any) { d["mediaType"] = MediaTypeManifest }})},
+		{Name: "index without media type", WantErr: false, Archive: Archive(Image{Layers: okLayer, MultiArch: true,
+			EditIndex: func(idx map[string]any) { delete(idx, "mediaType") }})},
 		{Name: "diff_id mismatch", WantErr: true, Archive: Archive(Image{Layers: []Layer{{Entries: []Entry{file("ok")}, Gzip: true, DiffID: Digest([]byte("other"))}}})},
 		{Name: "digest with traversal", WantErr: true, Archive: withManifest(setLayerDigest("sha256:../../../../../../" + strings.TrimPrefix(canary, "/") + "/pwned"))},
 		{Name: "digest upper-case hex", WantErr: true, Archive: withManifest(setLayerDigest("sha256:" + strings.Repeat("AB", 32)))},
