@@ -362,145 +362,34 @@ type runResult struct {
 // containers, starts missing ones, restarts failed ones per policy.
 // why, if set, is the reason given for removals and first starts.
 func (pl *planner) run(p *Progress, a *wire.App, why string) runResult {
-	now := pl.in.Now
 	rev := a.Revision()
-	obs := pl.obs[a.Name]
 	want := map[string]bool{}
 	for _, c := range a.Containers {
 		want[ContainerName(a.Name, c.Name, rev)] = true
 	}
-	for _, name := range sortedNames(obs) {
-		if !want[name] {
-			reason := why
-			if reason == "" {
-				reason = fmt.Sprintf("not part of version %s of app %s", a.Version, a.Name)
-			}
-			pl.act(Action{Kind: KindRemove, App: a.Name, Name: name, Reason: reason})
-		}
-	}
-	// Restart logs of containers no longer wanted are dropped.
-	for name := range p.Restarts {
-		if !want[name] {
-			delete(p.Restarts, name)
-		}
-	}
+	pl.removeOthers(p, a, want, why)
 
 	res := runResult{ok: true}
 	var notOK, fatal, trouble []string
 	for i := range a.Containers {
 		c := &a.Containers[i]
-		name := ContainerName(a.Name, c.Name, rev)
-		cs := ContainerStatus{Name: c.Name, ID: name}
-		o, found := obs[name]
-		log := p.Restarts[name]
-		cs.Restarts = log.Streak
-		hasCheck := c.Health != nil
-		okSince := time.Time{}
-
-		// failedAt is set when the container has failed and the policy
-		// restarts it.
-		var failedAt time.Time
-		var failure string
-		switch {
-		case found && o.RestartRequested && o.Status != StatusCreated:
-			// An operator's restart: now, and not a failure.
-			pl.act(Action{Kind: KindRestart, App: a.Name, Name: name, Revision: rev, Spec: c,
-				Reason: fmt.Sprintf("container %s: restart requested", c.Name)})
-			cs.State = StateStarting
-
-		case !found || o.Status == StatusCreated:
-			cs.State = StateStarting
-			if !pl.in.Images[c.Image] {
-				pl.pull(a.Name, c.Image, fmt.Sprintf("container %s of version %s", c.Name, a.Version))
-				cs.Message = "waiting for image " + c.Image
-				break
-			}
-			reason := why
-			if reason == "" {
-				reason = fmt.Sprintf("container %s of version %s is not running", c.Name, a.Version)
-			}
-			pl.act(Action{Kind: KindStart, App: a.Name, Name: name, Revision: rev, Spec: c, Reason: reason})
-
-		case o.Status == StatusRunning:
-			switch {
-			case !hasCheck:
-				cs.State, okSince = StateRunning, o.StartedAt
-			case o.Health == HealthHealthy:
-				cs.State, okSince = StateRunning, o.HealthSince
-			case o.Health == HealthUnhealthy:
-				cs.State = StateUnhealthy
-				if c.RestartPolicy() != wire.RestartNever {
-					failedAt, failure = o.HealthSince, "unhealthy"
-				}
-			default:
-				cs.State = StateStarting
-			}
-
-		default: // exited
-			failed := o.ExitCode != 0 || o.OOMKilled
-			how := fmt.Sprintf("exited with code %d", o.ExitCode)
-			if o.OOMKilled {
-				how += " (OOM-killed)"
-			}
-			switch {
-			case c.RestartPolicy() == wire.RestartNever && failed:
-				cs.State, cs.Message = StateExited, how
-				fatal = append(fatal, fmt.Sprintf("container %s %s and its restart policy is never", c.Name, how))
-				trouble = append(trouble, fmt.Sprintf("container %s %s", c.Name, how))
-			case c.RestartPolicy() != wire.RestartAlways && !failed:
-				cs.State, okSince = StateCompleted, o.FinishedAt
-			default:
-				failedAt, failure = o.FinishedAt, how
-			}
+		cr := pl.container(p, a, c, rev, why)
+		if cr.fatal != "" {
+			fatal = append(fatal, cr.fatal)
 		}
-
-		if !failedAt.IsZero() || failure != "" {
-			cs.Message = failure
-			streak := log.Streak
-			if !o.StartedAt.IsZero() && failedAt.Sub(o.StartedAt) >= pl.pol.ResetAfter {
-				streak = 0
-			}
-			due := failedAt.Add(pl.backoff(streak))
-			if !now.Before(due) {
-				kind := KindRestart
-				pl.act(Action{Kind: kind, App: a.Name, Name: name, Revision: rev, Spec: c,
-					Reason: fmt.Sprintf("container %s %s; restart %d after %s", c.Name, failure, streak+1, pl.backoff(streak))})
-				log.Streak = streak + 1
-				log.Times = append(pl.recent(log.Times), now)
-				if n := 2 * pl.pol.CrashLoopRestarts; len(log.Times) > n {
-					log.Times = log.Times[len(log.Times)-n:]
-				}
-				cs.State = StateStarting
-				cs.NextRestart = time.Time{}
-			} else {
-				cs.State, cs.NextRestart = StateBackoff, due
-				pl.wakeAt(due)
-			}
-			cs.Restarts = log.Streak
-			if p.Restarts == nil {
-				p.Restarts = map[string]RestartLog{}
-			}
-			p.Restarts[name] = log
+		if cr.trouble != "" {
+			trouble = append(trouble, cr.trouble)
 		}
-		if log.Streak >= pl.pol.CrashLoopRestarts {
-			cs.State = StateCrashLoop
-			msg := fmt.Sprintf("container %s is crash-looping: %d restarts without a run of %s", c.Name, log.Streak, pl.pol.ResetAfter)
-			if cs.Message != "" {
-				msg += ", last " + cs.Message
-			}
-			fatal = append(fatal, msg)
-			trouble = append(trouble, msg)
-		}
-
-		if okSince.IsZero() {
+		cs := cr.status
+		if cr.okSince.IsZero() {
 			res.ok = false
 			d := string(cs.State)
 			if cs.Message != "" {
 				d += ": " + cs.Message
 			}
 			notOK = append(notOK, fmt.Sprintf("container %s %s", c.Name, d))
-		} else if okSince.After(res.okSince) {
-			res.okSince = okSince
+		} else if cr.okSince.After(res.okSince) {
+			res.okSince = cr.okSince
 		}
 		res.containers = append(res.containers, cs)
 	}
@@ -511,6 +400,157 @@ func (pl *planner) run(p *Progress, a *wire.App, why string) runResult {
 		res.okSince = time.Time{}
 	}
 	return res
+}
+
+// removeOthers removes the app's containers that are not in want, and
+// forgets their restart logs.
+func (pl *planner) removeOthers(p *Progress, a *wire.App, want map[string]bool, why string) {
+	for _, name := range sortedNames(pl.obs[a.Name]) {
+		if !want[name] {
+			reason := why
+			if reason == "" {
+				reason = fmt.Sprintf("not part of version %s of app %s", a.Version, a.Name)
+			}
+			pl.act(Action{Kind: KindRemove, App: a.Name, Name: name, Reason: reason})
+		}
+	}
+	for name := range p.Restarts {
+		if !want[name] {
+			delete(p.Restarts, name)
+		}
+	}
+}
+
+// containerResult is one container's part of a runResult.
+type containerResult struct {
+	status  ContainerStatus
+	okSince time.Time // zero unless running healthy (or without a check) or completed
+	fatal   string    // it cannot become healthy by itself, or crash-loops
+	trouble string    // crash-looping or exited, for PhaseDegraded
+}
+
+// container plans one container of revision rev of a: start it if it is
+// missing, leave it if it runs, restart it per policy if it failed.
+func (pl *planner) container(p *Progress, a *wire.App, c *wire.Container, rev, why string) containerResult {
+	name := ContainerName(a.Name, c.Name, rev)
+	var r containerResult
+	cs := &r.status
+	*cs = ContainerStatus{Name: c.Name, ID: name}
+	o, found := pl.obs[a.Name][name]
+	cs.Restarts = p.Restarts[name].Streak
+
+	// failedAt and failure are set when the container has failed and the
+	// policy restarts it.
+	var failedAt time.Time
+	var failure string
+	switch {
+	case found && o.RestartRequested && o.Status != StatusCreated:
+		// An operator's restart: now, and not a failure.
+		pl.act(Action{Kind: KindRestart, App: a.Name, Name: name, Revision: rev, Spec: c,
+			Reason: fmt.Sprintf("container %s: restart requested", c.Name)})
+		cs.State = StateStarting
+
+	case !found || o.Status == StatusCreated:
+		cs.State = StateStarting
+		if !pl.in.Images[c.Image] {
+			pl.pull(a.Name, c.Image, fmt.Sprintf("container %s of version %s", c.Name, a.Version))
+			cs.Message = "waiting for image " + c.Image
+			break
+		}
+		reason := why
+		if reason == "" {
+			reason = fmt.Sprintf("container %s of version %s is not running", c.Name, a.Version)
+		}
+		pl.act(Action{Kind: KindStart, App: a.Name, Name: name, Revision: rev, Spec: c, Reason: reason})
+
+	case o.Status == StatusRunning:
+		switch {
+		case c.Health == nil:
+			cs.State, r.okSince = StateRunning, o.StartedAt
+		case o.Health == HealthHealthy:
+			cs.State, r.okSince = StateRunning, o.HealthSince
+		case o.Health == HealthUnhealthy:
+			cs.State = StateUnhealthy
+			if c.RestartPolicy() != wire.RestartNever {
+				failedAt, failure = o.HealthSince, "unhealthy"
+			}
+		default:
+			cs.State = StateStarting
+		}
+
+	default: // exited
+		failed := o.ExitCode != 0 || o.OOMKilled
+		how := fmt.Sprintf("exited with code %d", o.ExitCode)
+		if o.OOMKilled {
+			how += " (OOM-killed)"
+		}
+		switch {
+		case c.RestartPolicy() == wire.RestartNever && failed:
+			cs.State, cs.Message = StateExited, how
+			r.fatal = fmt.Sprintf("container %s %s and its restart policy is never", c.Name, how)
+			r.trouble = fmt.Sprintf("container %s %s", c.Name, how)
+		case c.RestartPolicy() != wire.RestartAlways && !failed:
+			cs.State, r.okSince = StateCompleted, o.FinishedAt
+		default:
+			failedAt, failure = o.FinishedAt, how
+		}
+	}
+
+	log := p.Restarts[name]
+	if !failedAt.IsZero() || failure != "" {
+		log = pl.restart(p, a, c, name, rev, o, failedAt, failure, cs)
+	}
+	if log.Streak >= pl.pol.CrashLoopRestarts {
+		cs.State = StateCrashLoop
+		msg := fmt.Sprintf("container %s is crash-looping: %d restarts without a run of %s", c.Name, log.Streak, pl.pol.ResetAfter)
+		if cs.Message != "" {
+			msg += ", last " + cs.Message
+		}
+		r.fatal = joinNonEmpty(r.fatal, msg)
+		r.trouble = joinNonEmpty(r.trouble, msg)
+	}
+	return r
+}
+
+// restart decides on a failed container: restart it now if its backoff
+// has passed (counting the restart), else wait. It updates cs and the
+// container's restart log in p, and returns the log.
+func (pl *planner) restart(p *Progress, a *wire.App, c *wire.Container, name, rev string, o Observed, failedAt time.Time, failure string, cs *ContainerStatus) RestartLog {
+	now := pl.in.Now
+	log := p.Restarts[name]
+	cs.Message = failure
+	streak := log.Streak
+	if !o.StartedAt.IsZero() && failedAt.Sub(o.StartedAt) >= pl.pol.ResetAfter {
+		streak = 0
+	}
+	due := failedAt.Add(pl.backoff(streak))
+	if !now.Before(due) {
+		pl.act(Action{Kind: KindRestart, App: a.Name, Name: name, Revision: rev, Spec: c,
+			Reason: fmt.Sprintf("container %s %s; restart %d after %s", c.Name, failure, streak+1, pl.backoff(streak))})
+		log.Streak = streak + 1
+		log.Times = append(pl.recent(log.Times), now)
+		if n := 2 * pl.pol.CrashLoopRestarts; len(log.Times) > n {
+			log.Times = log.Times[len(log.Times)-n:]
+		}
+		cs.State = StateStarting
+		cs.NextRestart = time.Time{}
+	} else {
+		cs.State, cs.NextRestart = StateBackoff, due
+		pl.wakeAt(due)
+	}
+	cs.Restarts = log.Streak
+	if p.Restarts == nil {
+		p.Restarts = map[string]RestartLog{}
+	}
+	p.Restarts[name] = log
+	return log
+}
+
+func joinNonEmpty(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 // backoff is the delay before restart number streak+1.
