@@ -40,7 +40,7 @@ func Dial(ctx context.Context, socket string) (*Client, error) {
 	defer cancel()
 	var ping map[string]string
 	if err := c.do(pctx, http.MethodGet, "/v1/ping", nil, nil, &ping); err != nil {
-		return nil, fmt.Errorf("%w (%s: %v)", ErrNoDaemon, socket, err)
+		return nil, fmt.Errorf("%w (%s: %w)", ErrNoDaemon, socket, err)
 	}
 	c.StateDir = ping["stateDir"]
 	return c, nil
