@@ -132,16 +132,18 @@ func (c *cli) openAll() (*container.Runtime, imageStore, error) {
 // imagesInUse opens the image store and maps image IDs to the containers
 // that use them.
 func (c *cli) imagesInUse() (imageStore, map[string][]string, error) {
+	st, err := c.openImages() // first: it says when the daemon's socket is not for this user
+	if err != nil {
+		return nil, nil, err
+	}
 	rt, err := c.runtime()
 	if err != nil {
+		st.Close()
 		return nil, nil, err
 	}
 	ctrs, err := rt.List()
 	if err != nil {
-		return nil, nil, err
-	}
-	st, err := c.openImages()
-	if err != nil {
+		st.Close()
 		return nil, nil, err
 	}
 	return st, usersByImage(ctrs), nil
@@ -480,7 +482,7 @@ func ago(d time.Duration) string {
 
 func (c *cli) logsCmd() *cobra.Command {
 	var follow, ts, raw bool
-	var tail int
+	tail := tailValue(-1)
 	cmd := &cobra.Command{
 		Use:   "logs [OPTIONS] CONTAINER",
 		Short: "Show a container's output",
@@ -492,17 +494,19 @@ line) are shown escaped, as \x1b; through a pipe, or with --raw, the
 bytes are given as they are.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return c.logs(cmd.Context(), args[0], follow, ts, raw, tail)
+			return c.logs(cmd.Context(), args[0], follow, ts, raw, int(tail))
 		},
 	}
 	fs := cmd.Flags()
 	fs.BoolVarP(&follow, "follow", "f", false, "follow the output until the container exits")
-	fs.IntVarP(&tail, "tail", "n", 0, "show only the last `N` lines (0: all)")
+	fs.VarP(&tail, "tail", "n", "show only the last N lines, or all")
 	fs.BoolVarP(&ts, "timestamps", "t", false, "show timestamps")
 	fs.BoolVar(&raw, "raw", false, "write the output as it is, control characters included, even to a terminal")
 	return cmd
 }
 
+// logs shows the last tail lines (all when tail < 0), then with follow the
+// new ones until the container stops.
 func (c *cli) logs(ctx context.Context, ref string, follow, ts, raw bool, tail int) error {
 	rt, ctr, err := c.lookup(ref)
 	if err != nil {
@@ -529,7 +533,10 @@ func (c *cli) logs(ctx context.Context, ref string, follow, ts, raw bool, tail i
 		return err
 	}
 	if !follow {
-		entries, err := logs.Tail(rt.LogDir(ctr), "container", tail)
+		if tail == 0 {
+			return nil
+		}
+		entries, err := logs.Tail(rt.LogDir(ctr), "container", max(tail, 0)) // 0: all
 		if err != nil {
 			return err
 		}
@@ -567,6 +574,31 @@ func (c *cli) logs(ctx context.Context, ref string, follow, ts, raw bool, tail i
 	}
 	return err
 }
+
+// tailValue is logs' --tail: a number of lines, or "all" (negative).
+type tailValue int
+
+func (v *tailValue) String() string {
+	if *v < 0 {
+		return "all"
+	}
+	return strconv.Itoa(int(*v))
+}
+
+func (v *tailValue) Set(s string) error {
+	if s == "all" {
+		*v = -1
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a number of lines or all")
+	}
+	*v = tailValue(n)
+	return nil
+}
+
+func (v *tailValue) Type() string { return "N" }
 
 // flush writes out what termsafe writers among ws hold back.
 func flush(ws ...io.Writer) {

@@ -9,6 +9,7 @@ import (
 	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
+	"github.com/tender-edge/tender/runtime/nsenter"
 	"github.com/tender-edge/tender/runtime/spec"
 	"github.com/tender-edge/tender/sync/wire"
 )
@@ -39,8 +40,9 @@ var exitCodes = []struct {
 	{isNoDaemon, exitNoDaemon},
 	// TODO(merge): the packages' own sentinels, until they wrap the
 	// categories above (issue 8); the lead removes these rows.
-	{is(container.ErrNotFound, container.ErrNotRunning, spec.ErrInvalid, image.ErrNotFound, image.ErrUnauthorized,
-		image.ErrNoPlatform, image.ErrInvalid, wire.ErrInvalid, agent.ErrNotFound), exitBadInput},
+	{is(container.ErrNotFound, container.ErrNotRunning, container.ErrRunning, container.ErrConflict, spec.ErrInvalid,
+		image.ErrNotFound, image.ErrUnauthorized, image.ErrNoPlatform, image.ErrInvalid, nsenter.ErrInvalid,
+		wire.ErrInvalid, agent.ErrNotFound), exitBadInput},
 }
 
 // isNoDaemon is the daemon not running. TODO(merge): agent.ErrNoDaemon

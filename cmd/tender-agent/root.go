@@ -31,7 +31,6 @@ on the apps it is given by the fleet or by 'tender-agent apply'.`,
 		SilenceErrors: true, // main prints them, once
 		SilenceUsage:  true,
 	}
-	root.SetVersionTemplate("tender-agent {{.Version}}\n")
 	pf := root.PersistentFlags()
 	pf.StringVar(&c.root, "root", defaultRoot, "state directory")
 	pf.StringVar(&c.socket, "socket", defaultSocket, "the agent daemon's API socket")
