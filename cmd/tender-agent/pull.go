@@ -236,7 +236,7 @@ func (p *pullProgress) event(ev image.ProgressEvent) {
 	}
 	switch ev.Kind {
 	case image.ProgressResolved:
-		fmt.Fprintf(p.w, "Resolved %s (%s)\n", ev.Digest, ev.Message)
+		fmt.Fprintf(p.w, "Resolved %s (%s)\n", ev.Digest, termsafe.Escape(ev.Message))
 	case image.ProgressCached:
 		fmt.Fprintf(p.w, "%s: already present\n", short(ev.Digest))
 	case image.ProgressDownload:
@@ -245,7 +245,7 @@ func (p *pullProgress) event(ev image.ProgressEvent) {
 			p.said[ev.Digest] = true
 		}
 	case image.ProgressRetry:
-		fmt.Fprintf(p.w, "%s: retrying at %s of %s: %s\n", short(ev.Digest), spec.FormatBytes(ev.Current), spec.FormatBytes(ev.Total), ev.Message)
+		fmt.Fprintf(p.w, "%s: retrying at %s of %s: %s\n", short(ev.Digest), spec.FormatBytes(ev.Current), spec.FormatBytes(ev.Total), termsafe.Escape(ev.Message))
 	case image.ProgressDownloaded:
 		fmt.Fprintf(p.w, "%s: downloaded %s\n", short(ev.Digest), spec.FormatBytes(ev.Total))
 	case image.ProgressUnpack:
