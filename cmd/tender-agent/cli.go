@@ -365,15 +365,22 @@ func parseVolume(v string) (spec.Volume, error) {
 	return spec.Volume{Source: filepath.Clean(src), Target: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"}, nil
 }
 
-// outputFlag adds -o/--output table|json.
+// outputFlag adds -o/--output table|json; another value is a usage error.
 func outputFlag(fs *pflag.FlagSet, p *string) {
-	fs.StringVarP(p, "output", "o", "table", "output format: `table|json`")
+	*p = "table"
+	fs.VarP((*outputValue)(p), "output", "o", "output format: table or json")
 }
 
-func checkOutput(o string) error {
-	if o != "table" && o != "json" {
-		return fmt.Errorf("--output %q: want table or json: %w", o, errdefs.ErrInvalidArgument)
+type outputValue string
+
+func (v *outputValue) String() string { return string(*v) }
+func (v *outputValue) Type() string   { return "format" }
+
+func (v *outputValue) Set(s string) error {
+	if s != "table" && s != "json" {
+		return errors.New("want table or json")
 	}
+	*v = outputValue(s)
 	return nil
 }
 
@@ -401,9 +408,6 @@ func (c *cli) psCmd() *cobra.Command {
 		Short: "List containers",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
-			if err := checkOutput(out); err != nil {
-				return err
-			}
 			_, shown, err := c.selectContainers(nil, all)
 			if err != nil {
 				return err
@@ -703,9 +707,6 @@ func (c *cli) statsCmd() *cobra.Command {
 		Use:   "stats [OPTIONS] [CONTAINER...]",
 		Short: "Show running containers' resource use",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(out); err != nil {
-				return err
-			}
 			return c.stats(cmd.Context(), args, out)
 		},
 	}
@@ -785,9 +786,6 @@ func (c *cli) imagesCmd() *cobra.Command {
 		Short: "List images ('images prune' removes unused ones)",
 		Args:  subcommandOnly,
 		RunE: func(*cobra.Command, []string) error {
-			if err := checkOutput(out); err != nil {
-				return err
-			}
 			return c.images(out, quiet)
 		},
 	}

@@ -123,9 +123,6 @@ func (c *cli) appsCmd() *cobra.Command {
 		Short: "List the desired apps and their state",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(out); err != nil {
-				return err
-			}
 			return c.apps(cmd.Context(), out)
 		},
 	}
