@@ -35,6 +35,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	cmd, err := root.ExecuteContextC(ctx)
+	flush(c.out)
 	var ue usageError
 	if err != nil && !c.started && !errors.As(err, &ue) {
 		// cobra's own errors: unknown command, bad arguments.
@@ -62,8 +63,6 @@ func report(err error, stderr io.Writer) int {
 	if errors.As(err, &ue) {
 		fmt.Fprintf(w, "Run '%s --help' for usage.\n", ue.path)
 	}
-	if f, ok := w.(*termsafe.Writer); ok {
-		f.Flush()
-	}
+	flush(w)
 	return exitCode(err)
 }
