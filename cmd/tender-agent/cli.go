@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,10 +15,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tender-edge/tender/agent/api"
+	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/internal/termsafe"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/logs"
@@ -31,59 +35,24 @@ const (
 	defaultSocket = "/run/tender/agent.sock"
 )
 
-type globals struct {
+// cli is the command line's state: the global flags and where output goes.
+type cli struct {
 	root     string
 	socket   string
 	logLevel string
-}
 
-// parse takes the global options that stand before the command.
-func (g *globals) parse(args []string) ([]string, error) {
-	fs := flag.NewFlagSet("tender-agent", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	g.flags(fs)
-	if err := fs.Parse(args); err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	return fs.Args(), nil
-}
-
-func (g *globals) flags(fs *flag.FlagSet) {
-	fs.StringVar(&g.root, "root", g.root, "state directory")
-	fs.StringVar(&g.socket, "socket", g.socket, "the agent daemon's API socket")
-	fs.StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
-}
-
-type cli struct {
-	globals
 	stdout, stderr io.Writer
+	// out is stdout for messages and tables: control characters escaped
+	// when it is a terminal (termsafe). Data (save -o -, exec, a
+	// foreground run) goes to stdout as it is.
+	out io.Writer
+	// started is set when a command's RunE begins: errors before it are
+	// usage errors.
+	started bool
 }
 
-// flagSet is a command's flag set; it also takes the global options, so
-// they may stand after the command too.
-func (c *cli) flagSet(name, args string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(c.stderr, "Usage: tender-agent %s %s\n\nOptions:\n", name, args)
-		fs.PrintDefaults()
-	}
-	c.globals.flags(fs)
-	return fs
-}
-
-func (c *cli) parse(fs *flag.FlagSet, args []string, min int) ([]string, error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil, exitError{0}
-		}
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() < min {
-		fs.Usage()
-		return nil, fmt.Errorf("%w: %s needs at least %d argument(s)", errUsage, fs.Name(), min)
-	}
-	return fs.Args(), nil
+func newCLI(stdout, stderr io.Writer) *cli {
+	return &cli{root: defaultRoot, socket: defaultSocket, logLevel: "warn", stdout: stdout, stderr: stderr, out: termsafe.For(stdout)}
 }
 
 func (c *cli) logger() zerolog.Logger {
@@ -108,21 +77,36 @@ type imageStore interface {
 	Close() error
 }
 
-// daemon returns a client of the agent daemon serving this --root, or nil.
-func (c *cli) daemon(ctx context.Context) *api.Client {
+// daemon returns a client of the agent daemon serving this --root, or
+// nil when none does. A socket the user may not use is an error: falling
+// back to the local store would only fail further on, less clearly.
+func (c *cli) daemon(ctx context.Context) (*api.Client, error) {
 	cl, err := api.Dial(ctx, c.socket)
 	if err != nil {
-		return nil
+		if errors.Is(err, api.ErrSocketPermission) {
+			return nil, c.socketDenied()
+		}
+		return nil, nil
 	}
 	if abs, _ := filepath.Abs(c.root); cl.StateDir != abs {
 		cl.Close()
-		return nil
+		return nil, nil
 	}
-	return cl
+	return cl, nil
+}
+
+// socketDenied is the error for a user who may not connect to the
+// daemon's socket: the daemon runs, the user is not root.
+func (c *cli) socketDenied() error {
+	return fmt.Errorf("%w (%s): run the command as root", api.ErrSocketPermission, c.socket)
 }
 
 func (c *cli) openImages() (imageStore, error) {
-	if cl := c.daemon(context.Background()); cl != nil {
+	cl, err := c.daemon(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	if cl != nil {
 		return cl, nil
 	}
 	if err := os.MkdirAll(c.root, 0o700); err != nil {
@@ -148,16 +132,18 @@ func (c *cli) openAll() (*container.Runtime, imageStore, error) {
 // imagesInUse opens the image store and maps image IDs to the containers
 // that use them.
 func (c *cli) imagesInUse() (imageStore, map[string][]string, error) {
+	st, err := c.openImages() // first: it says when the daemon's socket is not for this user
+	if err != nil {
+		return nil, nil, err
+	}
 	rt, err := c.runtime()
 	if err != nil {
+		st.Close()
 		return nil, nil, err
 	}
 	ctrs, err := rt.List()
 	if err != nil {
-		return nil, nil, err
-	}
-	st, err := c.openImages()
-	if err != nil {
+		st.Close()
 		return nil, nil, err
 	}
 	return st, usersByImage(ctrs), nil
@@ -206,62 +192,89 @@ func (c *cli) runtime() (*container.Runtime, error) {
 	return container.New(c.root, nil, c.logger())
 }
 
-type listFlag []string
+// runOptions are run's flags.
+type runOptions struct {
+	name, memory, cpuset, network, user, workdir, entrypoint string
+	detach, rm, readOnly                                     bool
+	cpus                                                     float64
+	pids                                                     int64
+	env, devices, volumes, capDrop                           []string
+}
 
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+func (c *cli) runCmd() *cobra.Command {
+	var o runOptions
+	cmd := &cobra.Command{
+		Use:   "run [OPTIONS] IMAGE [COMMAND] [ARG...]",
+		Short: "Run a container from an image",
+		Long: `Run a container from an image.
 
-func (c *cli) run(ctx context.Context, args []string) error {
-	fs := c.flagSet("run", "[OPTIONS] IMAGE [ARGS...]")
-	var (
-		name     = fs.String("name", "", "container name")
-		detach   = fs.Bool("d", false, "run in the background and print the container ID")
-		rm       = fs.Bool("rm", false, "remove the container when it exits")
-		memory   = fs.String("memory", "", "memory limit, e.g. 32Mi (no swap)")
-		cpus     = fs.Float64("cpus", 0, "CPU quota in CPUs, e.g. 0.5")
-		pids     = fs.Int64("pids", 0, "maximum number of processes")
-		cpuset   = fs.String("cpuset", "", "CPUs to run on, e.g. 0-1")
-		network  = fs.String("net", spec.NetNone, "network: none or host")
-		user     = fs.String("user", "", "user: name, uid, name:group or uid:gid")
-		workdir  = fs.String("workdir", "", "working directory in the container")
-		ep       = fs.String("entrypoint", "", "replace the image's entrypoint")
-		readOnly = fs.Bool("read-only", false, "mount the root filesystem read-only")
-		env      listFlag
-		devices  listFlag
-		volumes  listFlag
-		capDrop  listFlag
-	)
-	fs.Var(&env, "e", "set an environment variable K=V (repeatable)")
-	fs.Var(&devices, "device", "pass a host device through, e.g. /dev/ttyUSB0 (repeatable)")
-	fs.Var(&volumes, "v", "bind a host path: HOST:CONTAINER[:ro] (repeatable)")
-	fs.Var(&capDrop, "cap-drop", "drop a capability from the default set (repeatable)")
-	rest, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
+In the foreground (the default) the container's output is shown here and
+tender-agent exits with the workload's exit code (128+N for a signal, 137
+for an OOM kill). Options stand before the image: what follows it is the
+workload's command line.`,
+		Example: `  tender-agent run --rm tender.test/workload id
+  tender-agent run -d --name web -m 64Mi --cpus 0.5 --pids-limit 32 --net host tender.test/workload serve 127.0.0.1:8080`,
+		Args: minArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return c.run(cmd.Context(), o, args) },
+	}
+	fs := cmd.Flags()
+	fs.SetInterspersed(false) // run IMAGE CMD --flag: --flag is the workload's
+	fs.SortFlags = false
+	fs.StringVar(&o.name, "name", "", "container name")
+	fs.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container ID")
+	fs.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
+	flagGroup(fs, "Container", "name", "detach", "rm")
+	fs.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable `K=V` (repeatable)")
+	fs.StringVarP(&o.user, "user", "u", "", "user: `NAME|UID[:GID]` (default: the image's)")
+	fs.StringVarP(&o.workdir, "workdir", "w", "", "working directory in the container")
+	fs.StringVar(&o.entrypoint, "entrypoint", "", "replace the image's entrypoint")
+	flagGroup(fs, "Process", "env", "user", "workdir", "entrypoint")
+	fs.StringVarP(&o.memory, "memory", "m", "", "memory limit, e.g. `32Mi` (hard, no swap)")
+	fs.Float64Var(&o.cpus, "cpus", 0, "CPU quota in CPUs, e.g. 0.5")
+	fs.Int64Var(&o.pids, "pids-limit", 0, "maximum number of processes (alias --pids)")
+	fs.StringVar(&o.cpuset, "cpuset-cpus", "", "CPUs to run on, e.g. `0-1` (alias --cpuset)")
+	flagGroup(fs, "Resources", "memory", "cpus", "pids-limit", "cpuset-cpus")
+	fs.StringVar(&o.network, "network", spec.NetNone, "network: `none|host` (alias --net)")
+	fs.StringArrayVarP(&o.volumes, "volume", "v", nil, "bind a host path: `/HOST:/CONTAINER[:ro]` (repeatable)")
+	fs.StringArrayVar(&o.devices, "device", nil, "pass a host device through, e.g. `/dev/ttyUSB0` (repeatable)")
+	fs.BoolVar(&o.readOnly, "read-only", false, "mount the root filesystem read-only")
+	fs.StringArrayVar(&o.capDrop, "cap-drop", nil, "drop a `CAP` from the default set (repeatable)")
+	flagGroup(fs, "Isolation", "network", "volume", "device", "read-only", "cap-drop")
+	alias(fs, "pids-limit", "pids")
+	alias(fs, "cpuset-cpus", "cpuset")
+	alias(fs, "network", "net")
+	return cmd
+}
+
+func (c *cli) run(ctx context.Context, ro runOptions, args []string) error {
+	if _, _, _, ok := reconcile.ParseName(ro.name); ok {
+		return fmt.Errorf("container name %q: names of the form APP.CONTAINER.<8 hex digits> are reserved for the daemon's apps: %w",
+			ro.name, errdefs.ErrInvalidArgument)
 	}
 	o := spec.Options{
-		Args: rest[1:], Env: env, User: *user, Workdir: *workdir, CPUs: *cpus, Pids: *pids,
-		Cpuset: *cpuset, Network: *network, ReadOnly: *readOnly, CapDrop: capDrop,
+		Args: args[1:], Env: ro.env, User: ro.user, Workdir: ro.workdir, CPUs: ro.cpus, Pids: ro.pids,
+		Cpuset: ro.cpuset, Network: ro.network, ReadOnly: ro.readOnly, CapDrop: ro.capDrop,
 	}
-	if *ep != "" {
-		o.Entrypoint = []string{*ep}
+	if ro.entrypoint != "" {
+		o.Entrypoint = []string{ro.entrypoint}
 	}
-	if *memory != "" {
-		if o.Memory, err = spec.ParseBytes(*memory); err != nil {
-			return fmt.Errorf("--memory: %w", err)
+	if ro.memory != "" {
+		var err error
+		if o.Memory, err = spec.ParseBytes(ro.memory); err != nil {
+			return invalid(fmt.Errorf("--memory: %w", err))
 		}
 	}
-	for _, v := range volumes {
+	for _, v := range ro.volumes {
 		vol, err := parseVolume(v)
 		if err != nil {
 			return err
 		}
 		o.Volumes = append(o.Volumes, vol)
 	}
-	for _, d := range devices {
+	for _, d := range ro.devices {
 		dev, err := container.HostDevice(d)
 		if err != nil {
-			return err
+			return invalid(err)
 		}
 		o.Devices = append(o.Devices, dev)
 	}
@@ -269,12 +282,12 @@ func (c *cli) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctr, err := rt.Create(ctx, container.CreateOptions{Name: *name, Image: rest[0], Options: o, AutoRemove: *rm})
+	ctr, err := rt.Create(ctx, container.CreateOptions{Name: ro.name, Image: args[0], Options: o, AutoRemove: ro.rm})
 	st.Close() // the image store is not needed once the container exists
 	if err != nil {
 		return err
 	}
-	if *detach {
+	if ro.detach {
 		if _, err := rt.StartDetached(ctr.ID); err != nil {
 			return err
 		}
@@ -315,7 +328,7 @@ func (c *cli) foreground(rt *container.Runtime, ctr *container.Container) error 
 		return err
 	}
 	if st.OOMKilled {
-		fmt.Fprintf(c.stderr, "tender-agent: container %s was killed: out of memory (limit %s)\n", ctr.Name, memLimit(ctr))
+		fmt.Fprintf(c.stderr, "tender-agent: container %s was killed: out of memory (limit %s)\n", termsafe.Escape(ctr.Name), memLimit(ctr))
 	}
 	if st.ExitCode != 0 {
 		return exitError{st.ExitCode}
@@ -330,55 +343,102 @@ func memLimit(ctr *container.Container) string {
 	return "none"
 }
 
+// parseVolume reads -v /HOST:/CONTAINER[:ro|rw]. The host path must be
+// absolute and exist: an empty or relative one would bind whatever the
+// current directory is (docker reads a relative one as a named volume,
+// which tender-agent has not).
 func parseVolume(v string) (spec.Volume, error) {
 	parts := strings.Split(v, ":")
 	if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
-		return spec.Volume{}, fmt.Errorf("%w: volume %q: want HOST:CONTAINER[:ro]", spec.ErrInvalid, v)
+		return spec.Volume{}, fmt.Errorf("volume %q: want /HOST:/CONTAINER[:ro]: %w", v, errdefs.ErrInvalidArgument)
 	}
-	src, err := filepath.Abs(parts[0])
-	if err != nil {
-		return spec.Volume{}, err
+	src := parts[0]
+	switch {
+	case src == "":
+		return spec.Volume{}, fmt.Errorf("volume %q: the host path is empty: want /HOST:/CONTAINER[:ro]: %w", v, errdefs.ErrInvalidArgument)
+	case !filepath.IsAbs(src):
+		return spec.Volume{}, fmt.Errorf("volume %q: the host path %q is not absolute: %w", v, src, errdefs.ErrInvalidArgument)
 	}
 	if _, err := os.Stat(src); err != nil {
-		return spec.Volume{}, fmt.Errorf("%w: volume %q: %v", spec.ErrInvalid, v, err)
+		return spec.Volume{}, fmt.Errorf("volume %q: %v: %w", v, err, errdefs.ErrInvalidArgument)
 	}
-	return spec.Volume{Source: src, Target: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"}, nil
+	return spec.Volume{Source: filepath.Clean(src), Target: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"}, nil
 }
 
-func (c *cli) ps(args []string) error {
-	fs := c.flagSet("ps", "[OPTIONS]")
-	all := fs.Bool("a", false, "show all containers (default shows just running)")
-	out := fs.String("o", "table", "output format: table or json")
-	quiet := fs.Bool("q", false, "print only container IDs")
-	noTrunc := fs.Bool("no-trunc", false, "print full container IDs")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
+// outputFlag adds -o/--output table|json; another value is a usage error.
+func outputFlag(fs *pflag.FlagSet, p *string) {
+	*p = "table"
+	fs.VarP((*outputValue)(p), "output", "o", "output format: table or json")
+}
+
+type outputValue string
+
+func (v *outputValue) String() string { return string(*v) }
+func (v *outputValue) Type() string   { return "format" }
+
+func (v *outputValue) Set(s string) error {
+	if s != "table" && s != "json" {
+		return errors.New("want table or json")
 	}
-	_, shown, err := c.selectContainers(nil, *all)
-	if err != nil {
-		return err
+	*v = outputValue(s)
+	return nil
+}
+
+// table is a tabwriter on c.out; its cells go through termsafe.Escape, so
+// no name, version or message can forge a row or drive the terminal.
+func (c *cli) table(header string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(c.out, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, header)
+	return tw
+}
+
+// row writes one table row of escaped cells.
+func row(tw io.Writer, cells ...string) {
+	for i, s := range cells {
+		cells[i] = termsafe.Escape(s)
 	}
-	if *out == "json" {
-		return writeJSON(c.stdout, shown)
+	fmt.Fprintln(tw, strings.Join(cells, "\t"))
+}
+
+func (c *cli) psCmd() *cobra.Command {
+	var all, quiet, noTrunc bool
+	var out string
+	cmd := &cobra.Command{
+		Use:   "ps [OPTIONS]",
+		Short: "List containers",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, shown, err := c.selectContainers(nil, all)
+			if err != nil {
+				return err
+			}
+			if out == "json" {
+				return writeJSON(c.stdout, shown)
+			}
+			id := container.ShortID
+			if noTrunc {
+				id = func(s string) string { return s }
+			}
+			if quiet {
+				for _, ctr := range shown {
+					fmt.Fprintln(c.out, id(ctr.ID))
+				}
+				return nil
+			}
+			now := time.Now()
+			tw := c.table("CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNAMES")
+			for _, ctr := range shown {
+				row(tw, id(ctr.ID), ctr.Image, quoteCmd(ctr.Spec.Process.Args), ago(now.Sub(ctr.Created))+" ago", status(ctr, now), ctr.Name)
+			}
+			return tw.Flush()
+		},
 	}
-	id := container.ShortID
-	if *noTrunc {
-		id = func(s string) string { return s }
-	}
-	if *quiet {
-		for _, ctr := range shown {
-			fmt.Fprintln(c.stdout, id(ctr.ID))
-		}
-		return nil
-	}
-	now := time.Now()
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNAMES")
-	for _, ctr := range shown {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\n", id(ctr.ID), ctr.Image,
-			quoteCmd(ctr.Spec.Process.Args), ago(now.Sub(ctr.Created)), status(ctr, now), ctr.Name)
-	}
-	return tw.Flush()
+	fs := cmd.Flags()
+	fs.BoolVarP(&all, "all", "a", false, "show all containers (default shows just running)")
+	fs.BoolVarP(&quiet, "quiet", "q", false, "print only container IDs")
+	fs.BoolVar(&noTrunc, "no-trunc", false, "print full container IDs")
+	outputFlag(fs, &out)
+	return cmd
 }
 
 func quoteCmd(args []string) string {
@@ -424,25 +484,49 @@ func ago(d time.Duration) string {
 	return unit(int(d.Hours()/24), "day")
 }
 
-func (c *cli) logs(ctx context.Context, args []string) error {
-	fs := c.flagSet("logs", "[OPTIONS] CONTAINER")
-	follow := fs.Bool("f", false, "follow the output until the container exits")
-	tail := fs.Int("tail", 0, "show only the last N lines (0: all)")
-	ts := fs.Bool("t", false, "show timestamps")
-	rest, err := c.parse(fs, args, 1)
+func (c *cli) logsCmd() *cobra.Command {
+	var follow, ts, raw bool
+	tail := tailValue(-1)
+	cmd := &cobra.Command{
+		Use:   "logs [OPTIONS] CONTAINER",
+		Short: "Show a container's output",
+		Long: `Show a container's output.
+
+On a terminal, control characters in the output (escape sequences that
+would retitle or clear the terminal, carriage returns that overwrite a
+line) are shown escaped, as \x1b; through a pipe, or with --raw, the
+bytes are given as they are.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.logs(cmd.Context(), args[0], follow, ts, raw, int(tail))
+		},
+	}
+	fs := cmd.Flags()
+	fs.BoolVarP(&follow, "follow", "f", false, "follow the output until the container exits")
+	fs.VarP(&tail, "tail", "n", "show only the last N lines, or all")
+	fs.BoolVarP(&ts, "timestamps", "t", false, "show timestamps")
+	fs.BoolVar(&raw, "raw", false, "write the output as it is, control characters included, even to a terminal")
+	return cmd
+}
+
+// logs shows the last tail lines (all when tail < 0), then with follow the
+// new ones until the container stops.
+func (c *cli) logs(ctx context.Context, ref string, follow, ts, raw bool, tail int) error {
+	rt, ctr, err := c.lookup(ref)
 	if err != nil {
 		return err
 	}
-	rt, ctr, err := c.lookup(rest[0])
-	if err != nil {
-		return err
+	stdout, stderr := c.stdout, c.stderr
+	if !raw {
+		stdout, stderr = termsafe.For(stdout), termsafe.For(stderr)
 	}
+	defer flush(stdout, stderr)
 	print := func(e logs.Entry) error {
-		w := c.stdout
+		w := stdout
 		if e.Stream == "stderr" {
-			w = c.stderr
+			w = stderr
 		}
-		if *ts {
+		if ts {
 			fmt.Fprint(w, e.Time.Format(time.RFC3339Nano)+" ")
 		}
 		if e.Partial {
@@ -452,8 +536,11 @@ func (c *cli) logs(ctx context.Context, args []string) error {
 		_, err := fmt.Fprintln(w, e.Text)
 		return err
 	}
-	if !*follow {
-		entries, err := logs.Tail(rt.LogDir(ctr), "container", *tail)
+	if !follow {
+		if tail == 0 {
+			return nil
+		}
+		entries, err := logs.Tail(rt.LogDir(ctr), "container", max(tail, 0)) // 0: all
 		if err != nil {
 			return err
 		}
@@ -485,25 +572,101 @@ func (c *cli) logs(ctx context.Context, args []string) error {
 			}
 		}
 	}()
-	err = logs.Follow(fctx, rt.LogDir(ctr), "container", *tail, print)
+	err = logs.Follow(fctx, rt.LogDir(ctr), "container", tail, print)
 	if errors.Is(err, context.Canceled) && ctx.Err() == nil {
 		return nil
 	}
 	return err
 }
 
-func (c *cli) stop(args []string) error {
-	fs := c.flagSet("stop", "[OPTIONS] CONTAINER...")
-	grace := fs.Duration("t", -1, "seconds to wait before killing (default: the container's grace, 10s)")
-	rest, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
+// tailValue is logs' --tail: a number of lines, or "all" (negative).
+type tailValue int
+
+func (v *tailValue) String() string {
+	if *v < 0 {
+		return "all"
 	}
-	rt, err := c.runtime()
-	if err != nil {
-		return err
+	return strconv.Itoa(int(*v))
+}
+
+func (v *tailValue) Set(s string) error {
+	if s == "all" {
+		*v = -1
+		return nil
 	}
-	return c.each(rest, func(ref string) error { return rt.Stop(ref, *grace) })
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a number of lines or all")
+	}
+	*v = tailValue(n)
+	return nil
+}
+
+func (v *tailValue) Type() string { return "N" }
+
+// flush writes out what termsafe writers among ws hold back.
+func flush(ws ...io.Writer) {
+	for _, w := range ws {
+		if f, ok := w.(*termsafe.Writer); ok {
+			f.Flush()
+		}
+	}
+}
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%q needs %d argument(s), got %d: %s", cmd.CommandPath(), n, len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// graceValue is stop's -t: whole seconds as docker takes them ("10"), or
+// a Go duration ("1500ms"). Unset (negative) means the container's own.
+type graceValue time.Duration
+
+func (g *graceValue) String() string {
+	if *g < 0 {
+		return ""
+	}
+	return time.Duration(*g).String()
+}
+
+func (g *graceValue) Set(s string) error {
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 0 {
+			return fmt.Errorf("want 0 or more seconds")
+		}
+		*g = graceValue(time.Duration(n) * time.Second)
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return fmt.Errorf("want seconds (10) or a duration (1500ms)")
+	}
+	*g = graceValue(d)
+	return nil
+}
+
+func (g *graceValue) Type() string { return "seconds" }
+
+func (c *cli) stopCmd() *cobra.Command {
+	grace := graceValue(-1)
+	cmd := &cobra.Command{
+		Use:   "stop [OPTIONS] CONTAINER...",
+		Short: "Stop running containers",
+		Args:  minArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			rt, err := c.runtime()
+			if err != nil {
+				return err
+			}
+			return c.each(args, func(ref string) error { return rt.Stop(ref, time.Duration(grace)) })
+		},
+	}
+	cmd.Flags().VarP(&grace, "time", "t", "time to wait before killing: seconds, or a duration like 1500ms (default: the container's grace, 10s)")
+	return cmd
 }
 
 // each runs fn for every name, printing the names it succeeded for, as
@@ -515,38 +678,49 @@ func (c *cli) each(names []string, fn func(string) error) error {
 			errs = append(errs, err)
 			continue
 		}
-		fmt.Fprintln(c.stdout, name)
+		fmt.Fprintln(c.out, name)
 	}
 	return errors.Join(errs...)
 }
 
-func (c *cli) rm(args []string) error {
-	fs := c.flagSet("rm", "[OPTIONS] CONTAINER...")
-	force := fs.Bool("f", false, "kill and remove a running container")
-	rest, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
+func (c *cli) rmCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm [OPTIONS] CONTAINER...",
+		Short: "Remove containers",
+		Args:  minArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			rt, err := c.runtime()
+			if err != nil {
+				return err
+			}
+			return c.each(args, func(ref string) error { return rt.Delete(ref, force) })
+		},
 	}
-	rt, err := c.runtime()
-	if err != nil {
-		return err
-	}
-	return c.each(rest, func(ref string) error { return rt.Delete(ref, *force) })
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill and remove a running container")
+	return cmd
 }
 
-func (c *cli) stats(ctx context.Context, args []string) error {
-	fs := c.flagSet("stats", "[OPTIONS] [CONTAINER...]")
-	out := fs.String("o", "table", "output format: table or json")
-	rest, err := c.parse(fs, args, 0)
-	if err != nil {
-		return err
+func (c *cli) statsCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "stats [OPTIONS] [CONTAINER...]",
+		Short: "Show running containers' resource use",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.stats(cmd.Context(), args, out)
+		},
 	}
-	rt, ctrs, err := c.selectContainers(rest, false)
+	outputFlag(cmd.Flags(), &out)
+	return cmd
+}
+
+func (c *cli) stats(ctx context.Context, refs []string, out string) error {
+	rt, ctrs, err := c.selectContainers(refs, false)
 	if err != nil {
 		return err
 	}
 	// CPU use is a rate: two samples a short interval apart.
-	type row struct {
+	type statsRow struct {
 		ID       string  `json:"id"`
 		Name     string  `json:"name"`
 		CPU      float64 `json:"cpuPercent"`
@@ -566,49 +740,62 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	var rows []row
+	var rows []statsRow
 	for _, ctr := range ctrs {
 		s, err := rt.Stats(ctr)
 		if err != nil {
 			continue
 		}
-		rows = append(rows, row{ID: ctr.ID, Name: ctr.Name, MemUsage: s.MemoryUsage, MemLimit: s.MemoryLimit, Pids: s.Pids,
+		rows = append(rows, statsRow{ID: ctr.ID, Name: ctr.Name, MemUsage: s.MemoryUsage, MemLimit: s.MemoryLimit, Pids: s.Pids,
 			CPU: float64(s.CPUUsageNanos-first[ctr.ID]) / float64(interval.Nanoseconds()) * 100})
 	}
-	if *out == "json" {
+	if out == "json" {
 		return writeJSON(c.stdout, rows)
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "CONTAINER ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tPIDS")
+	tw := c.table("CONTAINER ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tPIDS")
 	for _, r := range rows {
 		limit := "unlimited"
 		if r.MemLimit > 0 && r.MemLimit < 1<<62 {
 			limit = spec.FormatBytes(int64(r.MemLimit))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%d\n", container.ShortID(r.ID), r.Name, r.CPU, spec.FormatBytes(int64(r.MemUsage)), limit, r.Pids)
+		row(tw, container.ShortID(r.ID), r.Name, fmt.Sprintf("%.2f%%", r.CPU), spec.FormatBytes(int64(r.MemUsage))+" / "+limit, strconv.FormatUint(r.Pids, 10))
 	}
 	return tw.Flush()
 }
 
-func (c *cli) inspect(args []string) error {
-	fs := c.flagSet("inspect", "CONTAINER...")
-	rest, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
+func (c *cli) inspectCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect CONTAINER...",
+		Short: "Show containers' configuration and state as JSON",
+		Args:  minArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			_, out, err := c.selectContainers(args, false)
+			if err != nil {
+				return err
+			}
+			return writeJSON(c.stdout, out) // JSON escapes control characters itself
+		},
 	}
-	_, out, err := c.selectContainers(rest, false)
-	if err != nil {
-		return err
-	}
-	return writeJSON(c.stdout, out)
 }
 
-func (c *cli) images(args []string) error {
-	fs := c.flagSet("images", "[OPTIONS]")
-	out := fs.String("o", "table", "output format: table or json")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
+func (c *cli) imagesCmd() *cobra.Command {
+	var out string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "images [OPTIONS]",
+		Short: "List images ('images prune' removes unused ones)",
+		Args:  subcommandOnly,
+		RunE: func(*cobra.Command, []string) error {
+			return c.images(out, quiet)
+		},
 	}
+	outputFlag(cmd.Flags(), &out)
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only image IDs")
+	cmd.AddCommand(c.imagesPruneCmd())
+	return cmd
+}
+
+func (c *cli) images(out string, quiet bool) error {
 	st, users, err := c.imagesInUse()
 	if err != nil {
 		return err
@@ -618,20 +805,25 @@ func (c *cli) images(args []string) error {
 	if err != nil {
 		return err
 	}
-	if *out == "json" {
-		type row struct {
+	if out == "json" {
+		type imageRow struct {
 			image.Image
 			UsedBy []string `json:"usedBy"`
 		}
-		rows := make([]row, len(imgs))
+		rows := make([]imageRow, len(imgs))
 		for i, img := range imgs {
-			rows[i] = row{img, users[img.ID.String()]}
+			rows[i] = imageRow{img, users[img.ID.String()]}
 		}
 		return writeJSON(c.stdout, rows)
 	}
+	if quiet {
+		for _, img := range imgs {
+			fmt.Fprintln(c.out, shortDigest(img.ID.String()))
+		}
+		return nil
+	}
 	now := time.Now()
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tUSED BY")
+	tw := c.table("REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tUSED BY")
 	for _, img := range imgs {
 		repo, tag := "<none>", "<none>"
 		if img.Name != "" {
@@ -641,7 +833,7 @@ func (c *cli) images(args []string) error {
 		if used == "" {
 			used = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\n", repo, tag, shortDigest(img.ID.String()), ago(now.Sub(img.Created)), spec.FormatBytes(img.Size), used)
+		row(tw, repo, tag, shortDigest(img.ID.String()), ago(now.Sub(img.Created))+" ago", spec.FormatBytes(img.Size), used)
 	}
 	return tw.Flush()
 }
@@ -661,53 +853,65 @@ func shortDigest(d string) string {
 	return hex
 }
 
-func (c *cli) rmi(args []string) error {
-	fs := c.flagSet("rmi", "IMAGE...")
-	rest, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
+func (c *cli) rmiCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "rmi IMAGE...",
+		Short: "Remove images",
+		Args:  minArgs(1),
+		RunE:  func(_ *cobra.Command, args []string) error { return c.rmi(args) },
 	}
+}
+
+func (c *cli) rmi(refs []string) error {
 	st, users, err := c.imagesInUse()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	var errs []error
-	for _, ref := range rest {
+	for _, ref := range refs {
 		img, err := st.Get(ref)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if u := users[img.ID.String()]; len(u) > 0 {
-			errs = append(errs, fmt.Errorf("image %s is in use by container %s: remove it first", ref, strings.Join(u, ", ")))
+			errs = append(errs, fmt.Errorf("image %s is in use by container %s: remove it first: %w", ref, strings.Join(u, ", "), errdefs.ErrFailedPrecondition))
 			continue
 		}
 		if err := st.Remove(ref); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		fmt.Fprintln(c.stdout, "Deleted:", img.Digest)
+		fmt.Fprintln(c.out, "Deleted:", img.Digest)
 	}
 	return errors.Join(errs...)
 }
 
-func (c *cli) load(ctx context.Context, args []string) error {
-	fs := c.flagSet("load", "[-i] FILE")
-	in := fs.String("i", "", "read from this archive instead of the argument")
-	rest, err := c.parse(fs, args, 0)
-	if err != nil {
-		return err
+func (c *cli) loadCmd() *cobra.Command {
+	var in string
+	cmd := &cobra.Command{
+		Use:   "load [OPTIONS] [FILE]",
+		Short: "Load images from an OCI archive (a file, or standard input)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := in
+			if path == "" && len(args) > 0 {
+				path = args[0]
+			}
+			return c.load(cmd.Context(), path)
+		},
 	}
-	path := *in
-	if path == "" && len(rest) > 0 {
-		path = rest[0]
-	}
+	cmd.Flags().StringVarP(&in, "input", "i", "", "read from this archive instead of the argument")
+	return cmd
+}
+
+func (c *cli) load(ctx context.Context, path string) error {
 	var r io.Reader = os.Stdin
 	if path != "" && path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
-			return err
+			return invalid(err)
 		}
 		defer f.Close()
 		r = f
@@ -726,7 +930,7 @@ func (c *cli) load(ctx context.Context, args []string) error {
 		if name == "" {
 			name = img.Digest.String()
 		}
-		fmt.Fprintf(c.stdout, "Loaded image: %s\n", name)
+		fmt.Fprintf(c.out, "Loaded image: %s\n", termsafe.Escape(name))
 	}
 	return nil
 }

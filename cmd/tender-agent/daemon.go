@@ -8,35 +8,47 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/agent/api"
 	"github.com/tender-edge/tender/agent/daemon"
+	"github.com/tender-edge/tender/internal/termsafe"
 )
 
-// daemonCmd: tender-agent daemon [--config FILE]
-func (c *cli) daemonCmd(ctx context.Context, args []string) error {
-	fs := c.flagSet("daemon", "[--config FILE]")
-	cfgPath := fs.String("config", agent.DefaultConfigPath, "agent config file (a missing default file means defaults)")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
+func (c *cli) daemonCmd() *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "daemon [--config FILE]",
+		Short: "Run the agent: converge the device on its desired apps",
+		Long: `Run the agent: converge the device on its desired apps.
+
+The daemon keeps the apps' state in STATE/agent.db, answers the CLI on a
+root-only unix socket, and takes its desired state from the fleet (with
+fleet: in its config) or from 'tender-agent apply'. --root and --socket,
+when given, win over the config file.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return c.runDaemon(cmd, cfgPath) },
 	}
-	cfg, err := agent.LoadConfig(*cfgPath)
+	cmd.Flags().StringVar(&cfgPath, "config", agent.DefaultConfigPath, "agent config file (a missing default file means defaults)")
+	return cmd
+}
+
+func (c *cli) runDaemon(cmd *cobra.Command, cfgPath string) error {
+	cfg, err := agent.LoadConfig(cfgPath)
 	if err != nil {
-		return inputError{err}
+		return invalid(err)
 	}
-	// --root and --socket, when given, win over the file.
-	if c.root != defaultRoot {
+	if cmd.Flags().Changed("root") {
 		cfg.StateDir = c.root
 	}
-	if c.socket != defaultSocket {
+	if cmd.Flags().Changed("socket") {
 		cfg.Socket = c.socket
 	}
 	lvl, err := zerolog.ParseLevel(c.logLevel)
-	if err != nil || c.logLevel == "warn" {
+	if err != nil || !cmd.Flags().Changed("log-level") {
 		lvl = zerolog.InfoLevel // a daemon says what it does
 	}
 	log := zerolog.New(c.stderr).Level(lvl).With().Timestamp().Str("device", cfg.DeviceID).Logger()
@@ -50,41 +62,48 @@ func (c *cli) daemonCmd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer d.Close()
-	return d.Run(ctx)
+	return d.Run(cmd.Context())
 }
 
 // client connects to the daemon or says how to start it.
 func (c *cli) client(ctx context.Context) (*api.Client, error) {
 	cl, err := api.Dial(ctx, c.socket)
-	if errors.Is(err, api.ErrNoDaemon) {
+	switch {
+	case errors.Is(err, api.ErrSocketPermission):
+		return nil, c.socketDenied()
+	case err != nil:
 		return nil, fmt.Errorf("%w: start it with 'tender-agent daemon' (socket %s)", api.ErrNoDaemon, c.socket)
-	}
-	if err != nil {
-		return nil, err
 	}
 	return cl, nil
 }
 
-// apply: tender-agent apply -f FILE
-func (c *cli) apply(ctx context.Context, args []string) error {
-	fs := c.flagSet("apply", "-f FILE")
-	file := fs.String("f", "", "app spec (YAML or JSON); - for standard input")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
+func (c *cli) applyCmd() *cobra.Command {
+	var file string
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE",
+		Short: "Add or update an app from a spec file",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if file == "" {
+				return usageError{errors.New("apply needs -f FILE"), cmd.CommandPath()}
+			}
+			return c.apply(cmd.Context(), file)
+		},
 	}
-	if *file == "" {
-		fs.Usage()
-		return fmt.Errorf("%w: apply needs -f FILE", errUsage)
-	}
+	cmd.Flags().StringVarP(&file, "filename", "f", "", "app spec (YAML or JSON); - for standard input")
+	return cmd
+}
+
+func (c *cli) apply(ctx context.Context, file string) error {
 	var data []byte
 	var err error
-	if *file == "-" {
+	if file == "-" {
 		data, err = io.ReadAll(io.LimitReader(os.Stdin, 2<<20))
 	} else {
-		data, err = os.ReadFile(*file)
+		data, err = os.ReadFile(file)
 	}
 	if err != nil {
-		return err
+		return invalid(err)
 	}
 	cl, err := c.client(ctx)
 	if err != nil {
@@ -95,17 +114,25 @@ func (c *cli) apply(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "app/%s configured (version %s, revision %s)\n", out["app"], out["version"], out["revision"])
+	fmt.Fprintf(c.out, "app/%s configured (version %s, revision %s)\n", termsafe.Escape(out["app"]), termsafe.Escape(out["version"]), termsafe.Escape(out["revision"]))
 	return nil
 }
 
-// apps: tender-agent apps [-o json]
-func (c *cli) apps(ctx context.Context, args []string) error {
-	fs := c.flagSet("apps", "[-o json]")
-	out := fs.String("o", "table", "output format: table or json")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
+func (c *cli) appsCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "apps [OPTIONS]",
+		Short: "List the desired apps and their state",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.apps(cmd.Context(), out)
+		},
 	}
+	outputFlag(cmd.Flags(), &out)
+	return cmd
+}
+
+func (c *cli) apps(ctx context.Context, out string) error {
 	cl, err := c.client(ctx)
 	if err != nil {
 		return err
@@ -115,11 +142,10 @@ func (c *cli) apps(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *out == "json" {
+	if out == "json" {
 		return writeJSON(c.stdout, resp)
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tVERSION\tDESIRED\tPHASE\tCONTAINERS\tMESSAGE")
+	tw := c.table("NAME\tVERSION\tDESIRED\tPHASE\tCONTAINERS\tMESSAGE")
 	for _, app := range resp.Apps {
 		var ctrs []string
 		for _, ct := range app.Containers {
@@ -129,7 +155,7 @@ func (c *cli) apps(ctx context.Context, args []string) error {
 			}
 			ctrs = append(ctrs, s)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", app.Name, dash(app.Version), app.DesiredVersion, app.Phase, strings.Join(ctrs, ","), app.Message)
+		row(tw, app.Name, dash(app.Version), app.DesiredVersion, string(app.Phase), strings.Join(ctrs, ","), app.Message)
 	}
 	return tw.Flush()
 }
@@ -141,23 +167,37 @@ func dash(s string) string {
 	return s
 }
 
-// appCmd: tender-agent app rm NAME
-func (c *cli) appCmd(ctx context.Context, args []string) error {
-	if len(args) < 2 || (args[0] != "rm" && args[0] != "remove") {
-		return fmt.Errorf("%w: usage: tender-agent app rm NAME", errUsage)
+// appCmd groups the commands on one app: app rm NAME...
+func (c *cli) appCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "app",
+		Short: "Manage an app ('app rm NAME' removes it)",
+		Args:  subcommandOnly,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	cmd.AddCommand(&cobra.Command{
+		Use:     "rm NAME...",
+		Aliases: []string{"remove"},
+		Short:   "Remove apps: their containers stop and go",
+		Args:    minArgs(1),
+		RunE:    func(cmd *cobra.Command, args []string) error { return c.appRm(cmd.Context(), args) },
+	})
+	return cmd
+}
+
+func (c *cli) appRm(ctx context.Context, names []string) error {
 	cl, err := c.client(ctx)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	var errs []error
-	for _, name := range args[1:] {
+	for _, name := range names {
 		if err := cl.RemoveApp(ctx, name); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		fmt.Fprintf(c.stdout, "app/%s removed\n", name)
+		fmt.Fprintf(c.out, "app/%s removed\n", termsafe.Escape(name))
 	}
 	return errors.Join(errs...)
 }

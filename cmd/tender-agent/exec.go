@@ -4,24 +4,38 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/spf13/cobra"
+
 	"github.com/tender-edge/tender/runtime/cgroups"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/nsenter"
 )
 
-// execCmd: tender-agent exec [-u USER] CONTAINER COMMAND [ARGS...]
+// execCmd: tender-agent exec [OPTIONS] CONTAINER COMMAND [ARG...]
 // The command runs inside the container with its namespaces, cgroup,
 // capabilities, no_new_privs and seccomp; its output (up to 1 MiB) is
 // printed when it ends, and its exit code is ours.
-func (c *cli) execCmd(ctx context.Context, args []string) error {
-	fs := c.flagSet("exec", "[OPTIONS] CONTAINER COMMAND [ARGS...]")
-	user := fs.String("u", "", "user: name, uid or uid:gid (default: the container's)")
-	workdir := fs.String("w", "", "working directory in the container")
-	rest, err := c.parse(fs, args, 2)
-	if err != nil {
-		return err
+func (c *cli) execCmd() *cobra.Command {
+	var user, workdir string
+	cmd := &cobra.Command{
+		Use:   "exec [OPTIONS] CONTAINER COMMAND [ARG...]",
+		Short: "Run a command in a running container",
+		Long: `Run a command in a running container, with the container's namespaces,
+cgroup, capabilities, no_new_privs and seccomp filter. Its output (up to
+1 MiB) is printed when it ends, and tender-agent exits with its exit code.
+Options stand before the container's name.`,
+		Args: minArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error { return c.exec(cmd.Context(), args, user, workdir) },
 	}
-	_, ctr, err := c.lookup(rest[0])
+	fs := cmd.Flags()
+	fs.SetInterspersed(false) // exec CTR CMD --flag: --flag is the command's
+	fs.StringVarP(&user, "user", "u", "", "user: `NAME|UID[:GID]` (default: the container's)")
+	fs.StringVarP(&workdir, "workdir", "w", "", "working directory in the container")
+	return cmd
+}
+
+func (c *cli) exec(ctx context.Context, args []string, user, workdir string) error {
+	_, ctr, err := c.lookup(args[0])
 	if err != nil {
 		return err
 	}
@@ -29,8 +43,8 @@ func (c *cli) execCmd(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: %s", container.ErrNotRunning, ctr.Name)
 	}
 	o := nsenter.ExecOptions{
-		Pid: ctr.State.Pid, PidStart: ctr.State.PidStart, Args: rest[1:],
-		Process: ctr.Spec.Process, User: ctr.User, Seccomp: ctr.Seccomp, Cwd: *workdir,
+		Pid: ctr.State.Pid, PidStart: ctr.State.PidStart, Args: args[1:],
+		Process: ctr.Spec.Process, User: ctr.User, Seccomp: ctr.Seccomp, Cwd: workdir,
 		MaxOutput: 1 << 20,
 		Place: func(pid int) error {
 			cg, err := cgroups.Load(ctr.Cgroup)
@@ -40,8 +54,8 @@ func (c *cli) execCmd(ctx context.Context, args []string) error {
 			return cg.Add(pid)
 		},
 	}
-	if *user != "" {
-		o.User = *user
+	if user != "" {
+		o.User = user
 	}
 	code, out, err := nsenter.Exec(ctx, o)
 	c.stdout.Write(out)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,10 +10,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"golang.org/x/sys/unix"
+	"github.com/spf13/cobra"
 
+	"github.com/tender-edge/tender/internal/termsafe"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/spec"
@@ -20,31 +23,39 @@ import (
 
 const defaultAgentConfig = "/etc/tender/agent.yaml"
 
-// pull: tender-agent pull [--config FILE] [--platform linux/arm64] REF
-func (c *cli) pull(ctx context.Context, args []string) error {
-	fs := c.flagSet("pull", "[OPTIONS] IMAGE")
-	cfgPath := fs.String("config", defaultAgentConfig, "agent config file with a registries: section (ignored if missing)")
-	platform := fs.String("platform", "", "platform to pull from a multi-arch image, e.g. linux/arm64 or linux/arm/v7 (default: this machine)")
-	quiet := fs.Bool("q", false, "print only the image digest")
-	rest, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
+func (c *cli) pullCmd() *cobra.Command {
+	var cfgPath, platform string
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "pull [OPTIONS] IMAGE",
+		Short: "Pull an image from a registry",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.pull(cmd.Context(), args[0], cfgPath, platform, quiet)
+		},
 	}
-	ref := rest[0]
-	cfg, err := image.LoadRegistryConfig(*cfgPath)
+	fs := cmd.Flags()
+	fs.StringVar(&cfgPath, "config", defaultAgentConfig, "agent config file with a registries: section (ignored if missing)")
+	fs.StringVar(&platform, "platform", "", "platform to pull from a multi-arch image, e.g. linux/arm64 or linux/arm/v7 (default: this machine)")
+	fs.BoolVarP(&quiet, "quiet", "q", false, "print only the image digest")
+	return cmd
+}
+
+func (c *cli) pull(ctx context.Context, ref, cfgPath, platform string, quiet bool) error {
+	cfg, err := image.LoadRegistryConfig(cfgPath)
 	if err != nil {
-		return err
+		return invalid(err)
 	}
 	opts := image.PullOptions{Registries: cfg}
-	if *platform != "" {
-		p, err := parsePlatform(*platform)
+	if platform != "" {
+		p, err := parsePlatform(platform)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
+			return err
 		}
 		opts.Platform = &p
 	}
 	var pr *pullProgress
-	if !*quiet {
+	if !quiet {
 		pr = newPullProgress(c.stderr)
 		opts.Progress = pr.event
 	}
@@ -60,22 +71,22 @@ func (c *cli) pull(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *quiet {
-		fmt.Fprintln(c.stdout, img.Digest)
+	if quiet {
+		fmt.Fprintln(c.out, img.Digest)
 		return nil
 	}
 	name := img.Name
 	if name == "" {
 		name = ref
 	}
-	fmt.Fprintf(c.stdout, "Pulled image: %s\nDigest: %s\n", name, img.Digest)
+	fmt.Fprintf(c.out, "Pulled image: %s\nDigest: %s\n", termsafe.Escape(name), img.Digest)
 	return nil
 }
 
 func parsePlatform(s string) (ocispec.Platform, error) {
 	parts := strings.Split(s, "/")
 	if len(parts) < 2 || len(parts) > 3 || parts[0] != "linux" || parts[1] == "" {
-		return ocispec.Platform{}, fmt.Errorf("platform %q: want linux/ARCH[/VARIANT]", s)
+		return ocispec.Platform{}, fmt.Errorf("--platform %q: want linux/ARCH[/VARIANT]: %w", s, errdefs.ErrInvalidArgument)
 	}
 	p := ocispec.Platform{OS: parts[0], Architecture: parts[1]}
 	if len(parts) == 3 {
@@ -84,35 +95,42 @@ func parsePlatform(s string) (ocispec.Platform, error) {
 	return p, nil
 }
 
-// save: tender-agent save IMAGE FILE
-func (c *cli) save(ctx context.Context, args []string) error {
-	fs := c.flagSet("save", "[OPTIONS] IMAGE [FILE]")
-	out := fs.String("o", "", "write to this file instead of the argument (- for stdout)")
-	rest, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
+func (c *cli) saveCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "save [OPTIONS] IMAGE [FILE]",
+		Short: "Save an image to an OCI archive",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := out
+			if path == "" && len(args) > 1 {
+				path = args[1]
+			}
+			if path == "" {
+				return usageError{errors.New("save needs an output FILE (or -o -)"), cmd.CommandPath()}
+			}
+			return c.save(cmd.Context(), args[0], path)
+		},
 	}
-	path := *out
-	if path == "" && len(rest) > 1 {
-		path = rest[1]
-	}
-	if path == "" {
-		return fmt.Errorf("%w: save needs an output FILE (or -o -)", errUsage)
-	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "write to this file instead of the argument (- for standard output)")
+	return cmd
+}
+
+func (c *cli) save(ctx context.Context, ref, path string) error {
 	st, err := c.openImages()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	if path == "-" {
-		return st.Save(ctx, rest[0], c.stdout)
+		return st.Save(ctx, ref, c.stdout)
 	}
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
-	if err := st.Save(ctx, rest[0], f); err != nil {
+	if err := st.Save(ctx, ref, f); err != nil {
 		f.Close()
 		os.Remove(tmp)
 		return err
@@ -124,12 +142,16 @@ func (c *cli) save(ctx context.Context, args []string) error {
 	return os.Rename(tmp, path)
 }
 
-// imagesPrune: tender-agent images prune
-func (c *cli) imagesPrune(args []string) error {
-	fs := c.flagSet("images prune", "")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
+func (c *cli) imagesPruneCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "prune",
+		Short: "Remove the images no container uses",
+		Args:  noArgs,
+		RunE:  func(*cobra.Command, []string) error { return c.imagesPrune() },
 	}
+}
+
+func (c *cli) imagesPrune() error {
 	st, users, err := c.imagesInUse()
 	if err != nil {
 		return err
@@ -145,12 +167,12 @@ func (c *cli) imagesPrune(args []string) error {
 		if name == "" {
 			name = img.Digest.String()
 		}
-		fmt.Fprintln(c.stdout, "Deleted:", name)
+		fmt.Fprintln(c.out, "Deleted:", termsafe.Escape(name))
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "Total reclaimed space: %s\n", spec.FormatBytes(freed))
+	fmt.Fprintf(c.out, "Total reclaimed space: %s\n", spec.FormatBytes(freed))
 	return nil
 }
 
@@ -180,11 +202,7 @@ type pullProgress struct {
 
 func newPullProgress(w io.Writer) *pullProgress {
 	p := &pullProgress{w: w, blobs: map[digest.Digest]*[2]int64{}, said: map[digest.Digest]bool{}}
-	if f, ok := w.(*os.File); ok {
-		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
-			p.tty = true
-		}
-	}
+	p.tty = termsafe.Terminal(w)
 	return p
 }
 
@@ -218,7 +236,7 @@ func (p *pullProgress) event(ev image.ProgressEvent) {
 	}
 	switch ev.Kind {
 	case image.ProgressResolved:
-		fmt.Fprintf(p.w, "Resolved %s (%s)\n", ev.Digest, ev.Message)
+		fmt.Fprintf(p.w, "Resolved %s (%s)\n", ev.Digest, termsafe.Escape(ev.Message))
 	case image.ProgressCached:
 		fmt.Fprintf(p.w, "%s: already present\n", short(ev.Digest))
 	case image.ProgressDownload:
@@ -227,7 +245,7 @@ func (p *pullProgress) event(ev image.ProgressEvent) {
 			p.said[ev.Digest] = true
 		}
 	case image.ProgressRetry:
-		fmt.Fprintf(p.w, "%s: retrying at %s of %s: %s\n", short(ev.Digest), spec.FormatBytes(ev.Current), spec.FormatBytes(ev.Total), ev.Message)
+		fmt.Fprintf(p.w, "%s: retrying at %s of %s: %s\n", short(ev.Digest), spec.FormatBytes(ev.Current), spec.FormatBytes(ev.Total), termsafe.Escape(ev.Message))
 	case image.ProgressDownloaded:
 		fmt.Fprintf(p.w, "%s: downloaded %s\n", short(ev.Digest), spec.FormatBytes(ev.Total))
 	case image.ProgressUnpack:

@@ -195,20 +195,24 @@ func TestRun_VolumesAndReadOnly(t *testing.T) {
 }
 
 func TestRun_BadInput(t *testing.T) {
-	for _, args := range [][]string{
-		{"run", "--rm", "no.such/image:1", "id"},
-		{"run", "--rm", "--memory", "lots", image, "id"},
-		{"run", "--rm", "--memory", "1Ki", image, "id"},
-		{"run", "--rm", "--net", "bridge9", image, "id"},
-		{"run", "--rm", "-v", "/nonexistent-dir:/x", image, "id"},
-		{"run", "--rm", "--entrypoint", "/no/such/binary", image},
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"run", "--rm", "no.such/image:1", "id"}, 1},
+		{[]string{"run", "--rm", "--memory", "lots", image, "id"}, 1},
+		{[]string{"run", "--rm", "--memory", "1Ki", image, "id"}, 1},
+		{[]string{"run", "--rm", "--net", "bridge9", image, "id"}, 1},
+		{[]string{"run", "--rm", "-v", "/nonexistent-dir:/x", image, "id"}, 1},
+		// The runtime cannot start it: 125 (docker says 127), as documented.
+		{[]string{"run", "--rm", "--entrypoint", "/no/such/binary", image}, 125},
 	} {
-		r := agent(t, args...)
-		if r.code == 0 || !strings.HasPrefix(r.stderr, "tender-agent: ") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
-			t.Errorf("%v: want one clear error line and a non-zero exit, got %s", args, r)
+		r := agent(t, tc.args...)
+		if r.code != tc.code || !strings.HasPrefix(r.stderr, "tender-agent: ") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+			t.Errorf("%v: want one clear error line and exit %d, got %s", tc.args, tc.code, r)
 		}
 	}
-	if r := agent(t, "frobnicate"); r.code == 0 || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
+	if r := agent(t, "frobnicate"); r.code != 1 || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
 		t.Errorf("unknown command: %s", r)
 	}
 }
