@@ -215,8 +215,8 @@ func (a *Agent) loop(ctx context.Context) error {
 }
 
 // reconcileOnce runs one round: snapshot, plan, persist, act. A failed
-// action is logged where it is handled, here, once; the round's error says
-// only that the round had failures.
+// action is logged once, where it is handled (act), and retried soon; the
+// round's error is for a round that could not plan or persist.
 func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 	in, ctrs, err := a.snapshot()
 	if err != nil {
@@ -241,11 +241,11 @@ func (a *Agent) reconcileOnce(ctx context.Context) (time.Time, error) {
 	a.notifyChanged()
 	wake := d.Wake
 	if failed > 0 {
-		// Try again soon, but not in a tight loop.
+		// Try again soon, but not in a tight loop. Each failure was
+		// logged where it happened (act).
 		if retry := in.Now.Add(2 * time.Second); wake.IsZero() || retry.Before(wake) {
 			wake = retry
 		}
-		return wake, fmt.Errorf("%d of %d actions failed", failed, len(d.Actions))
 	}
 	return wake, nil
 }
