@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -124,7 +125,7 @@ func (s *apiServer) apply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(b) > maxSpecBytes {
-		replyErr(w, fmt.Errorf("%w: app spec larger than %d bytes", wire.ErrInvalid, maxSpecBytes))
+		replyErr(w, fmt.Errorf("%w: app spec larger than %d bytes", errdefs.ErrInvalidArgument, maxSpecBytes))
 		return
 	}
 	app, err := wire.ParseApp(b)
@@ -300,7 +301,7 @@ func (e *apiError) Error() string { return e.Msg }
 func (e *apiError) Is(target error) bool {
 	switch e.Kind {
 	case "invalid":
-		return target == spec.ErrInvalid || target == wire.ErrInvalid || target == image.ErrInvalid
+		return target == spec.ErrInvalid || target == errdefs.ErrInvalidArgument || target == image.ErrInvalid
 	case "notfound":
 		return target == ErrNotFound || target == image.ErrNotFound || target == container.ErrNotFound
 	case "conflict":
@@ -322,7 +323,7 @@ func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, image.ErrNoPlatform):
 		return http.StatusBadRequest, "noplatform"
-	case errors.Is(err, spec.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, image.ErrInvalid):
+	case errors.Is(err, spec.ErrInvalid), errors.Is(err, errdefs.ErrInvalidArgument), errors.Is(err, image.ErrInvalid):
 		return http.StatusBadRequest, "invalid"
 	case errors.Is(err, ErrNotFound), errors.Is(err, image.ErrNotFound), errors.Is(err, container.ErrNotFound):
 		return http.StatusNotFound, "notfound"

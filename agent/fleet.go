@@ -33,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
@@ -379,7 +380,7 @@ func rejectReason(err error) string {
 		{sign.ErrUnsigned, "unsigned"}, {sign.ErrWrongKey, "wrong-key"}, {sign.ErrBadSignature, "bad-signature"},
 		{sign.ErrWrongDevice, "wrong-device"}, {sign.ErrStale, "stale-generation"}, {sign.ErrExpired, "expired"},
 		{wire.ErrTooLarge, "oversized"}, {wire.ErrSchema, "unknown-schema"}, {wire.ErrUnknownField, "unknown-field"},
-		{wire.ErrMalformed, "malformed"}, {wire.ErrInvalid, "invalid"},
+		{wire.ErrMalformed, "malformed"}, {errdefs.ErrInvalidArgument, "invalid"},
 	} {
 		if errors.Is(err, r.err) {
 			return r.name

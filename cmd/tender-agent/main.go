@@ -11,11 +11,12 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/spec"
-	"github.com/tender-edge/tender/sync/wire"
 )
 
 // Set by the linker: -X main.version=...
@@ -50,7 +51,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, container.ErrNotRunning), errors.Is(err, spec.ErrInvalid),
 		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
-		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, agent.ErrNotFound):
+		errors.Is(err, image.ErrInvalid), errors.Is(err, errdefs.ErrInvalidArgument), errors.Is(err, agent.ErrNotFound):
 		return 1
 	case errors.As(err, new(inputError)):
 		return 1

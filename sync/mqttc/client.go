@@ -21,16 +21,30 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 )
 
-// Errors of Publish and Subscribe.
+// Errors of Publish and Subscribe. Drain and callers branch on them; each
+// wraps an errdefs category.
 var (
-	ErrNotConnected     = errors.New("mqtt not connected")
-	ErrConnectionLost   = errors.New("mqtt connection lost before acknowledgement")
-	ErrSubscribeRefused = errors.New("mqtt subscription refused")
+	ErrNotConnected     = reason("mqtt not connected", errdefs.ErrUnavailable)
+	ErrConnectionLost   = reason("mqtt connection lost before acknowledgement", errdefs.ErrUnavailable)
+	ErrSubscribeRefused = reason("mqtt subscription refused", errdefs.ErrPermissionDenied)
 )
+
+// sentinel is an error whose message is its own and whose category (an
+// errdefs error) shows only to errors.Is.
+type sentinel struct {
+	msg string
+	cat error
+}
+
+func reason(msg string, cat error) error { return &sentinel{msg: msg, cat: cat} }
+
+func (e *sentinel) Error() string { return e.msg }
+func (e *sentinel) Unwrap() error { return e.cat }
 
 // Message is one received message.
 type Message struct {
@@ -107,10 +121,10 @@ func (c *Client) Connects() uint64 {
 // New validates cfg and returns a client; it connects nothing.
 func New(cfg Config) (*Client, error) {
 	if cfg.Broker == "" {
-		return nil, errors.New("mqtt config: broker missing")
+		return nil, fmt.Errorf("mqtt config: broker missing: %w", errdefs.ErrInvalidArgument)
 	}
 	if cfg.ClientID == "" {
-		return nil, errors.New("mqtt config: client id missing")
+		return nil, fmt.Errorf("mqtt config: client id missing: %w", errdefs.ErrInvalidArgument)
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 30 * time.Second
@@ -290,7 +304,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.runned {
 		c.mu.Unlock()
-		return errors.New("mqtt client: Run called twice")
+		return fmt.Errorf("mqtt client: Run called twice: %w", errdefs.ErrFailedPrecondition)
 	}
 	c.runned = true
 	c.mu.Unlock()

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"sigs.k8s.io/yaml"
 )
 
@@ -135,14 +136,15 @@ func ValidName(s string) bool {
 }
 
 // ParseApp reads an app spec in YAML or JSON. Unknown fields and duplicate
-// keys are refused; the result is validated. Every error matches ErrInvalid.
+// keys are refused; the result is validated. Every error matches
+// errdefs.ErrInvalidArgument.
 func ParseApp(data []byte) (App, error) {
 	var a App
 	if len(bytes.TrimSpace(data)) == 0 {
-		return App{}, fmt.Errorf("%w: app spec: empty", ErrInvalid)
+		return App{}, fmt.Errorf("app spec empty: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := yaml.UnmarshalStrict(data, &a); err != nil {
-		return App{}, fmt.Errorf("%w: app spec: %v", ErrInvalid, err)
+		return App{}, fmt.Errorf("app spec: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if err := a.Validate(); err != nil {
 		return App{}, err
@@ -150,7 +152,8 @@ func ParseApp(data []byte) (App, error) {
 	return a, nil
 }
 
-// FieldError is one thing wrong with an app spec. It matches ErrInvalid.
+// FieldError is one thing wrong with an app spec. It matches
+// errdefs.ErrInvalidArgument.
 type FieldError struct {
 	App   string // app name, may be empty
 	Field string // "containers[0].resources.memory"
@@ -164,8 +167,8 @@ func (e *FieldError) Error() string {
 	return fmt.Sprintf("app: %s: %s", e.Field, e.Msg)
 }
 
-// Is makes errors.Is(err, ErrInvalid) true.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+// Unwrap makes errors.Is(err, errdefs.ErrInvalidArgument) true.
+func (e *FieldError) Unwrap() error { return errdefs.ErrInvalidArgument }
 
 // Validate checks the whole spec and returns every problem found, joined;
 // each is a *FieldError naming its field.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 const thermoYAML = `
@@ -142,8 +144,8 @@ func TestParseApp_Rejects(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted")
 			}
-			if !errors.Is(err, ErrInvalid) {
-				t.Errorf("%v: does not match ErrInvalid", err)
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("%v: not an invalid argument", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
