@@ -152,6 +152,18 @@ func TestVerifyCommand_Replayed(t *testing.T) {
 	if _, err := VerifyCommandMessage(fleetPub, msg, back, g2); !errors.Is(err, ErrExpired) {
 		t.Errorf("replay after the clock stepped back = %v, want ErrExpired", err)
 	}
+	// Nor after a restart: the guard's time is persisted with its ids.
+	b, err = g2.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g3 := NewReplayGuard(0)
+	if err := g3.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyCommandMessage(fleetPub, msg, back, g3); !errors.Is(err, ErrExpired) {
+		t.Errorf("replay after a restart and the clock stepped back = %v, want ErrExpired", err)
+	}
 }
 
 func TestReplayGuard_BusyRatherThanForget(t *testing.T) {
