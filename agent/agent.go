@@ -26,9 +26,9 @@ import (
 
 	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/agent/store"
+	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
-	"github.com/tender-edge/tender/runtime/spec"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
@@ -562,7 +562,7 @@ func (a *Agent) volumeDir(app, name string) string {
 
 // deviceCapacity reads the device's memory and CPUs and the reserve.
 func deviceCapacity(cfg Config) (reconcile.Capacity, error) {
-	reserve, err := spec.ParseBytes(cfg.Reserve.Memory)
+	reserve, err := quantity.ParseBytes(cfg.Reserve.Memory)
 	if err != nil {
 		return reconcile.Capacity{}, err
 	}

@@ -10,8 +10,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/runtime/image"
-	"github.com/tender-edge/tender/runtime/spec"
 )
 
 // DefaultConfigPath is where the agent reads its configuration.
@@ -159,14 +159,14 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.Socket) {
 		return fmt.Errorf("socket %q: must be an absolute path", c.Socket)
 	}
-	if _, err := spec.ParseBytes(c.Reserve.Memory); err != nil {
+	if _, err := quantity.ParseBytes(c.Reserve.Memory); err != nil {
 		return fmt.Errorf("reserve.memory: %w", err)
 	}
 	if c.Reserve.CPU < 0 {
 		return fmt.Errorf("reserve.cpu %v: must not be negative", c.Reserve.CPU)
 	}
 	if c.Store.MaxBytes != "" {
-		if _, err := spec.ParseBytes(c.Store.MaxBytes); err != nil {
+		if _, err := quantity.ParseBytes(c.Store.MaxBytes); err != nil {
 			return fmt.Errorf("store.maxBytes: %w", err)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tender-edge/tender/agent"
+	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/logs"
@@ -247,7 +248,7 @@ func (c *cli) run(ctx context.Context, args []string) error {
 		o.Entrypoint = []string{*ep}
 	}
 	if *memory != "" {
-		if o.Memory, err = spec.ParseBytes(*memory); err != nil {
+		if o.Memory, err = quantity.ParseBytes(*memory); err != nil {
 			return fmt.Errorf("--memory: %w", err)
 		}
 	}
@@ -325,7 +326,7 @@ func (c *cli) foreground(rt *container.Runtime, ctr *container.Container) error 
 
 func memLimit(ctr *container.Container) string {
 	if r := ctr.Spec.Linux.Resources; r != nil && r.Memory != nil && r.Memory.Limit != nil {
-		return spec.FormatBytes(*r.Memory.Limit)
+		return quantity.DisplayBytes(*r.Memory.Limit)
 	}
 	return "none"
 }
@@ -583,9 +584,9 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 	for _, r := range rows {
 		limit := "unlimited"
 		if r.MemLimit > 0 && r.MemLimit < 1<<62 {
-			limit = spec.FormatBytes(int64(r.MemLimit))
+			limit = quantity.DisplayBytes(int64(r.MemLimit))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%d\n", container.ShortID(r.ID), r.Name, r.CPU, spec.FormatBytes(int64(r.MemUsage)), limit, r.Pids)
+		fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%d\n", container.ShortID(r.ID), r.Name, r.CPU, quantity.DisplayBytes(int64(r.MemUsage)), limit, r.Pids)
 	}
 	return tw.Flush()
 }
@@ -641,7 +642,7 @@ func (c *cli) images(args []string) error {
 		if used == "" {
 			used = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\n", repo, tag, shortDigest(img.ID.String()), ago(now.Sub(img.Created)), spec.FormatBytes(img.Size), used)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\t%s\n", repo, tag, shortDigest(img.ID.String()), ago(now.Sub(img.Created)), quantity.DisplayBytes(img.Size), used)
 	}
 	return tw.Flush()
 }

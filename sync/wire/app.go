@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/url"
 	"path"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tender-edge/tender/internal/quantity"
 )
 
 // App is what an operator writes: one application of one or more
@@ -52,8 +53,8 @@ type Container struct {
 
 // Resources are a container's limits; they are also what admission counts.
 type Resources struct {
-	CPU    string `json:"cpu,omitempty"`    // "250m", "0.5", "2"; "" = no limit
-	Memory string `json:"memory,omitempty"` // "64Mi", "1Gi", "1048576"; "" = no limit
+	CPU    string `json:"cpu,omitempty"`    // "250m", "0.5", "2" (quantity.ParseMilliCPU); "" = no limit
+	Memory string `json:"memory,omitempty"` // "64Mi", "1Gi", "1048576" (quantity.ParseBytes); "" = no limit
 	Pids   int64  `json:"pids,omitempty"`   // 0 = no limit
 }
 
@@ -237,8 +238,8 @@ func (v *appValidator) add(field, format string, args ...any) {
 }
 
 func (v *appValidator) duration(field string, d Duration) {
-	if d.invalid != "" {
-		v.add(field, "invalid duration %s: want a string like \"10s\", \"1m30s\"", d.invalid)
+	if err := d.Err(); err != nil {
+		v.add(field, "%v", err)
 	} else if d.Duration < 0 {
 		v.add(field, "negative duration %s", d.Duration)
 	}
@@ -262,17 +263,17 @@ func (v *appValidator) container(f string, c *Container) {
 		}
 	}
 	if c.Resources.CPU != "" {
-		if m, err := ParseMilliCPU(c.Resources.CPU); err != nil {
+		if m, err := quantity.ParseMilliCPU(c.Resources.CPU); err != nil {
 			v.add(f+".resources.cpu", "%v", err)
 		} else if m <= 0 {
 			v.add(f+".resources.cpu", "%q: must be more than 0", c.Resources.CPU)
 		}
 	}
 	if c.Resources.Memory != "" {
-		if b, err := ParseMemory(c.Resources.Memory); err != nil {
+		if b, err := quantity.ParseBytes(c.Resources.Memory); err != nil {
 			v.add(f+".resources.memory", "%v", err)
 		} else if b < MinMemory {
-			v.add(f+".resources.memory", "%q is below the minimum of 6Mi", c.Resources.Memory)
+			v.add(f+".resources.memory", "%q is below the minimum of %s", c.Resources.Memory, quantity.FormatBytes(MinMemory))
 		}
 	}
 	if c.Resources.Pids < 0 {
@@ -445,7 +446,10 @@ func (a App) Revision() string {
 // MemoryBytes is the memory limit in bytes; 0 when unset (or invalid,
 // which Validate refuses).
 func (r Resources) MemoryBytes() int64 {
-	b, err := ParseMemory(r.Memory)
+	if r.Memory == "" {
+		return 0
+	}
+	b, err := quantity.ParseBytes(r.Memory)
 	if err != nil {
 		return 0
 	}
@@ -455,7 +459,10 @@ func (r Resources) MemoryBytes() int64 {
 // MilliCPU is the CPU limit in thousandths of a CPU; 0 when unset (or
 // invalid, which Validate refuses).
 func (r Resources) MilliCPU() int64 {
-	m, err := ParseMilliCPU(r.CPU)
+	if r.CPU == "" {
+		return 0
+	}
+	m, err := quantity.ParseMilliCPU(r.CPU)
 	if err != nil {
 		return 0
 	}
@@ -471,110 +478,12 @@ func (a App) Requests() (memory, milliCPU int64) {
 	return memory, milliCPU
 }
 
-var memUnits = []struct {
-	suffix string
-	mult   float64
-}{
-	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
-	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30},
-}
-
-// ParseMemory reads "64Mi", "1.5Gi", "64M" (binary, as docker) or a plain
-// number of bytes. "" is 0.
-func ParseMemory(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	t, mult := s, 1.0
-	for _, u := range memUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f*mult > 1<<62 || strings.ContainsAny(t, "eExXpP_") {
-		return 0, fmt.Errorf("%q: want a size like 64Mi or 1Gi", s)
-	}
-	return int64(f * mult), nil
-}
-
-// ParseMilliCPU reads "250m" (thousandths), "0.5" or "2" (CPUs). "" is 0.
-func ParseMilliCPU(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	if t, ok := strings.CutSuffix(s, "m"); ok {
-		n, err := strconv.ParseInt(t, 10, 64)
-		if err != nil || n < 0 || n > 1<<40 {
-			return 0, fmt.Errorf("%q: want CPUs like 250m or 0.5", s)
-		}
-		return n, nil
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > 1<<30 || strings.ContainsAny(s, "eExXpP_") {
-		return 0, fmt.Errorf("%q: want CPUs like 250m or 0.5", s)
-	}
-	return int64(math.Round(f * 1000)), nil
-}
-
-// FormatMemory prints bytes in the largest binary unit that divides them
-// ("512Mi", "1Gi"), or with one decimal in Mi ("300.5Mi").
-func FormatMemory(n int64) string {
-	switch {
-	case n != 0 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dGi", n>>30)
-	case n != 0 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMi", n>>20)
-	case n < 1<<20:
-		if n%(1<<10) == 0 {
-			return fmt.Sprintf("%dKi", n>>10)
-		}
-		return strconv.FormatInt(n, 10)
-	default:
-		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "Mi"
-	}
-}
-
-// Duration is a time.Duration written as a string ("10s", "1m30s"). A
-// value that does not parse is kept so that Validate can name its field.
-type Duration struct {
-	time.Duration
-	invalid string
-}
+// Duration is a time.Duration written as a string ("10s", "1m30s"); a
+// value that does not parse is kept for Validate to name its field.
+type Duration = quantity.Duration
 
 // D makes a Duration.
-func D(d time.Duration) Duration { return Duration{Duration: d} }
-
-// MarshalJSON writes "10s".
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(d.Duration.String())
-}
-
-// UnmarshalJSON reads "10s". A bare number or a bad string is remembered
-// as invalid for Validate to report.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	*d = Duration{}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		d.invalid = string(b)
-		if len(d.invalid) > 40 {
-			d.invalid = d.invalid[:40] + "…"
-		}
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		d.invalid = strconv.Quote(s)
-		return nil
-	}
-	d.Duration = v
-	return nil
-}
-
-// IsZero lets omitzero skip unset durations.
-func (d Duration) IsZero() bool { return d.Duration == 0 && d.invalid == "" }
+func D(d time.Duration) Duration { return quantity.D(d) }
 
 // DeviceCount is placement.devices: "all" or a number.
 type DeviceCount struct {
