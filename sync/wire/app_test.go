@@ -180,14 +180,49 @@ func TestResources_OneGrammar(t *testing.T) {
 }
 
 func TestValidImageRef(t *testing.T) {
-	for _, ok := range []string{"busybox", "busybox:1.36", "localhost:5000/a/b:c", "tender.test/workload", "a/b@sha256:" + strings.Repeat("a", 64)} {
+	for _, ok := range []string{"busybox", "busybox:1.36", "localhost:5000/a/b:c", "tender.test/workload", "a/b@sha256:" + strings.Repeat("a", 64),
+		"registry.example.com/acme/thermo:1.4.2@sha256:" + strings.Repeat("0", 64), "[::1]:5000/a:b"} {
 		if err := ValidImageRef(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "UPPER", "a//b", "a:", "reg:x/a", "a@sha256:" + strings.Repeat("A", 64)} {
-		if ValidImageRef(bad) == nil {
+	for _, bad := range []string{"", "UPPER", "a//b", "a:", "reg:x/a", "a@sha256:" + strings.Repeat("A", 64),
+		"a@sha256:abc", "a@sha512:" + strings.Repeat("a", 128), "reg.io:99999/a", "a:" + strings.Repeat("t", 129),
+		"a b", "a\x1b[2J", "busybox:1\x1b]0;owned\x07", strings.Repeat("a", 513)} {
+		if err := ValidImageRef(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		} else if strings.ContainsAny(err.Error(), "\x1b\x07") {
+			t.Errorf("%q: error %q carries the control characters raw", bad, err)
+		}
+	}
+}
+
+func TestValidate_ControlCharacters(t *testing.T) {
+	// Issue 9: a version with OSC/CSI escapes retitled or cleared the
+	// operator's terminal. Refused, with the field path, escaped.
+	for _, tt := range []struct {
+		field string
+		edit  func(*App)
+	}{
+		{"version", func(a *App) { a.Version = "1.0\x1b]0;owned\x07" }},
+		{"version", func(a *App) { a.Version = "1.0\u202e" }},
+		{"version", func(a *App) { a.Version = "1.0\xff" }},
+		{"name", func(a *App) { a.Name = "web\x1b[2J" }},
+		{"containers[0].name", func(a *App) { a.Containers[0].Name = "c\x9b2J" }},
+		{"containers[0].image", func(a *App) { a.Containers[0].Image = "busybox:1\x1b[2J" }},
+		{"containers[0].devices[0]", func(a *App) { a.Containers[0].Devices = []string{"/dev/tty\x1bc"} }},
+		{"containers[0].volumes[0].path", func(a *App) { a.Containers[0].Volumes = []Volume{{Name: "v", Path: "/data\x1b[2J"}} }},
+		{"placement.selector", func(a *App) { a.Placement = &Placement{Selector: map[string]string{"site": "b\x1b[2J"}} }},
+	} {
+		a := App{Name: "web", Version: "1.0", Containers: []Container{{Name: "c", Image: "busybox"}}}
+		tt.edit(&a)
+		err := a.Validate()
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tt.field+":") {
+			t.Errorf("%s: Validate = %v, want an invalid argument naming the field", tt.field, err)
+			continue
+		}
+		if strings.ContainsAny(err.Error(), "\x1b\x07\x9b\u202e") {
+			t.Errorf("%s: message %q carries the control characters raw", tt.field, err)
 		}
 	}
 }
