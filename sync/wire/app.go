@@ -10,13 +10,15 @@ import (
 	"net"
 	"net/url"
 	"path"
-	"regexp"
 	"strconv"
+	"slices"
 	"strings"
-	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/name"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tender-edge/tender/internal/quantity"
@@ -163,6 +165,9 @@ type FieldError struct {
 
 func (e *FieldError) Error() string {
 	if e.App != "" {
+		if noControl(e.App) != nil {
+			return fmt.Sprintf("app %q: %s: %s", e.App, e.Field, e.Msg)
+		}
 		return fmt.Sprintf("app %s: %s: %s", e.App, e.Field, e.Msg)
 	}
 	return fmt.Sprintf("app: %s: %s", e.Field, e.Msg)
@@ -182,6 +187,8 @@ func (a *App) Validate() error {
 		v.add("version", "missing")
 	} else if len(a.Version) > 128 {
 		v.add("version", "longer than 128 characters")
+	} else if err := noControl(a.Version); err != nil {
+		v.add("version", "%q: %v", a.Version, err)
 	}
 	if len(a.Containers) == 0 {
 		v.add("containers", "at least one container is needed")
@@ -200,6 +207,14 @@ func (a *App) Validate() error {
 		v.container(f, c)
 	}
 	if p := a.Placement; p != nil {
+		for k, val := range p.Selector {
+			if err := noControl(k + val); err != nil {
+				v.add("placement.selector", "%q: %q: %v", k, val, err)
+			}
+		}
+		if err := noControl(p.Spread); err != nil {
+			v.add("placement.spread", "%q: %v", p.Spread, err)
+		}
 		for i, ar := range p.Arch {
 			switch ar {
 			case "amd64", "arm64", "arm", "armv7", "riscv64", "386":
@@ -282,6 +297,8 @@ func (v *appValidator) container(f string, c *Container) {
 	for i, d := range c.Devices {
 		if !path.IsAbs(d) || path.Clean(d) != d || !strings.HasPrefix(d, "/dev/") {
 			v.add(fmt.Sprintf("%s.devices[%d]", f, i), "%q: want a clean absolute path under /dev/", d)
+		} else if err := noControl(d); err != nil {
+			v.add(fmt.Sprintf("%s.devices[%d]", f, i), "%q: %v", d, err)
 		}
 	}
 	paths := map[string]bool{}
@@ -293,6 +310,8 @@ func (v *appValidator) container(f string, c *Container) {
 		switch {
 		case !path.IsAbs(vol.Path) || path.Clean(vol.Path) != vol.Path:
 			v.add(vf+".path", "%q: want a clean absolute path", vol.Path)
+		case noControl(vol.Path) != nil:
+			v.add(vf+".path", "%q: %v", vol.Path, noControl(vol.Path))
 		case vol.Path == "/" || vol.Path == "/proc" || vol.Path == "/sys" || vol.Path == "/dev":
 			v.add(vf+".path", "%q: reserved for the runtime", vol.Path)
 		case paths[vol.Path]:
@@ -516,15 +535,11 @@ func (c *DeviceCount) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-var (
-	refPathRE   = lazyRegexp(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	refTagRE    = lazyRegexp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	refDomainRE = lazyRegexp(`^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$`)
-	refDigestRE = lazyRegexp(`^sha256:[0-9a-f]{64}$`)
-)
-
-// ValidImageRef checks an image reference as docker parses it:
-// [registry[:port]/]path[:tag][@sha256:hex].
+// ValidImageRef checks an image reference as docker parses it,
+// [registry[:port]/]path[:tag][@sha256:hex], with go-containerregistry's
+// name package, and refuses besides what it lets through: empty path
+// components, registry ports out of range, and digests other than sha256
+// with 64 lower-case hex digits (the only kind the runtime verifies).
 func ValidImageRef(s string) error {
 	if s == "" {
 		return errors.New("missing")
@@ -532,38 +547,51 @@ func ValidImageRef(s string) error {
 	if len(s) > 512 {
 		return errors.New("image reference longer than 512 characters")
 	}
-	name, dgst, hasDigest := strings.Cut(s, "@")
-	if hasDigest && !refDigestRE().MatchString(dgst) {
+	if err := noControl(s); err != nil {
+		return fmt.Errorf("%q: %v", s, err)
+	}
+	if _, dg, ok := strings.Cut(s, "@"); ok && !validSHA256(dg) {
 		return fmt.Errorf("%q: digest is not sha256 with 64 lower-case hex digits", s)
 	}
-	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		if !refTagRE().MatchString(name[i+1:]) {
-			return fmt.Errorf("%q: invalid tag", s)
-		}
-		name = name[:i]
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		return fmt.Errorf("%q: not an image reference: want [registry[:port]/]path[:tag][@sha256:<64 hex digits>], lower-case path", s)
 	}
-	comps := strings.Split(name, "/")
-	if len(comps) > 1 && (strings.ContainsAny(comps[0], ".:") || comps[0] == "localhost") {
-		host, port, hasPort := strings.Cut(comps[0], ":")
-		for _, dc := range strings.Split(host, ".") {
-			if !refDomainRE().MatchString(dc) {
-				return fmt.Errorf("%q: invalid registry", s)
-			}
-		}
-		if hasPort && !isPort(port) {
-			return fmt.Errorf("%q: invalid registry port", s)
-		}
-		comps = comps[1:]
+	repo := ref.Context()
+	if slices.Contains(strings.Split(repo.RepositoryStr(), "/"), "") {
+		return fmt.Errorf("%q: empty path component", s)
 	}
-	for _, c := range comps {
-		if !refPathRE().MatchString(c) {
-			return fmt.Errorf("%q: invalid path component %q", s, c)
-		}
+	if _, port, err := net.SplitHostPort(repo.RegistryStr()); err == nil && !isPort(port) {
+		return fmt.Errorf("%q: registry port %q out of 1-65535", s, port)
 	}
 	return nil
 }
 
-// lazyRegexp compiles on first use, not at every start of the binary.
-func lazyRegexp(expr string) func() *regexp.Regexp {
-	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+// validSHA256 is "sha256:" and 64 lower-case hex digits.
+func validSHA256(s string) bool {
+	hex, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// noControl refuses strings that are not UTF-8 or hold control characters
+// (C0, DEL, C1: terminal escapes) or bidirectional overrides: names and
+// versions end up on operators' terminals and web pages.
+func noControl(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for i, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			return fmt.Errorf("control character %U at byte %d", r, i)
+		}
+	}
+	return nil
 }
