@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"sync"
 	"time"
 
@@ -85,9 +86,16 @@ type Config struct {
 	// Rand draws backoff jitter; nil seeds one from crypto/rand. Only Run uses it.
 	Rand *rand.Rand
 	// CleanSession discards the broker-side session on connect; devices
-	// keep it false so the broker queues their QoS 1 messages.
+	// keep it false so the broker queues their QoS 1 messages. (After a
+	// connection was cut for an oversized packet, the next connection is
+	// clean once anyway: the broker would otherwise resend that packet,
+	// still unacknowledged, on every reconnect.)
 	CleanSession bool
-	Log          zerolog.Logger
+	// MaxPacketSize bounds the packets read from the broker (their
+	// remaining length); 0 means DefaultMaxPacketSize. A larger packet
+	// cuts the connection before any of it is buffered.
+	MaxPacketSize int
+	Log           zerolog.Logger
 }
 
 // conn is one live connection.
@@ -109,6 +117,24 @@ type Client struct {
 	order    []string
 	runned   bool
 	connects uint64
+	refused  uint64 // connections cut for an oversized packet
+	clean    bool   // the next connection starts a clean session
+}
+
+// PacketsRefused returns how many connections were cut because the broker
+// sent a packet over MaxPacketSize.
+func (c *Client) PacketsRefused() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refused
+}
+
+func (c *Client) packetRefused(e *PacketTooLargeError) {
+	c.mu.Lock()
+	c.refused++
+	c.clean = true
+	c.mu.Unlock()
+	c.log.Warn().Int("size", e.Size).Int("limit", e.Limit).Msg("mqtt packet too large, connection cut")
 }
 
 // Connects returns how many sessions Run has established so far.
@@ -131,6 +157,18 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.MaxPacketSize <= 0 {
+		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	u, err := url.Parse(cfg.Broker)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt config: broker %q: %v: %w", cfg.Broker, err, errdefs.ErrInvalidArgument)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts":
+	default:
+		return nil, fmt.Errorf("mqtt config: broker %q: want tcp://, ssl://, tls:// or mqtts://: %w", cfg.Broker, errdefs.ErrInvalidArgument)
 	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
 	if cfg.Rand == nil {
@@ -165,13 +203,15 @@ func New(cfg Config) (*Client, error) {
 	if cfg.PresenceTopic != "" {
 		o.SetBinaryWill(cfg.PresenceTopic, []byte("offline"), 1, true)
 	}
-	return &Client{
+	c := &Client{
 		cfg:  cfg,
 		opts: o,
 		log:  cfg.Log.With().Str("component", "mqtt").Str("client_id", cfg.ClientID).Logger(),
 		up:   make(chan struct{}),
 		subs: make(map[string]Handler),
-	}, nil
+	}
+	o.SetCustomOpenConnectionFn(c.dial)
+	return c, nil
 }
 
 // Connected reports whether a session is up now.
@@ -371,6 +411,12 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	var once sync.Once
 	o := *c.opts // a shallow copy; the fields set below are per connection
 	o.SetStore(paho.NewMemoryStore())
+	c.mu.Lock()
+	clean := c.clean
+	c.mu.Unlock()
+	if clean {
+		o.SetCleanSession(true)
+	}
 	o.SetConnectionLostHandler(func(_ paho.Client, _ error) { once.Do(func() { close(cn.lost) }) })
 	c.mu.Lock()
 	subs := make(map[string]Handler, len(c.subs))
@@ -398,6 +444,12 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	fail := func(err error) (*conn, error) {
 		cn.cl.Disconnect(0)
 		return nil, err
+	}
+	if clean {
+		c.mu.Lock()
+		c.clean = false
+		c.mu.Unlock()
+		c.log.Info().Msg("mqtt clean session after an oversized packet")
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()
