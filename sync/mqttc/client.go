@@ -8,6 +8,13 @@
 // re-send unacknowledged publishes after a reconnect and complete the
 // original tokens without a PUBACK, which would break Publish's promise.
 // Durability across connections is the outbox's job (Drain).
+//
+// The client opens the network connection itself and follows the MQTT
+// framing of what the broker sends: a packet larger than MaxPacketSize
+// (default: the wire's largest message) cuts the connection at its fixed
+// header, before paho reads and buffers it (limit.go). Errors wrap errdefs
+// categories: ErrNotConnected and ErrConnectionLost are unavailable,
+// ErrSubscribeRefused is permission denied.
 package mqttc
 
 import (
