@@ -131,6 +131,105 @@ func TestDecodeDesired_DuplicateApp(t *testing.T) {
 	}
 }
 
+func TestErrorTypes(t *testing.T) {
+	_, err := DecodeEvent(bytes.Repeat([]byte("x"), MaxEventSize+1))
+	var tl *TooLargeError
+	if !errors.As(err, &tl) || tl.Size != MaxEventSize+1 || tl.Limit != MaxEventSize || tl.Kind != "event" {
+		t.Errorf("DecodeEvent(oversized) = %v", err)
+	}
+	_, err = DecodeReported([]byte(`{"schema":9}`))
+	var se *SchemaError
+	if !errors.As(err, &se) || se.Got != 9 || se.Want != ReportedSchema {
+		t.Errorf("DecodeReported(schema 9) = %v", err)
+	}
+	_, err = DecodeCommand([]byte(`{"schema":2,"id":"c1","kind":"logs","app":"a","bogus":1}`))
+	if !errors.Is(err, ErrUnknownField) || !strings.Contains(err.Error(), `"bogus"`) {
+		t.Errorf("DecodeCommand(unknown field) = %v, want it named", err)
+	}
+}
+
+func TestEnvelope(t *testing.T) {
+	payload, err := Encode(testDesired(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := Envelope{Payload: payload, Signature: []byte{1, 2, 3}, KeyID: "k1"}
+	b, err := Encode(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeEnvelope(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Payload, payload) || !bytes.Equal(got.Signature, env.Signature) || got.KeyID != "k1" {
+		t.Errorf("envelope round trip = %+v", got)
+	}
+	for name, data := range map[string]string{
+		"no payload":    `{"signature":"AQID","keyId":"k"}`,
+		"null payload":  `{"payload":null}`,
+		"unknown field": `{"payload":{},"sig":"x"}`,
+		"not base64":    `{"payload":{},"signature":"!!"}`,
+	} {
+		if _, err := DecodeEnvelope([]byte(data)); err == nil {
+			t.Errorf("DecodeEnvelope(%s) accepted %s", name, data)
+		}
+	}
+}
+
+func TestReported_RoundTrip(t *testing.T) {
+	r := Reported{
+		DeviceID:           "gw-1",
+		ObservedGeneration: 7,
+		Apps: []AppStatus{{Name: "thermo", Version: "1.4.2", State: "running", Containers: []ContainerStatus{{
+			Name: "reader", State: "running", Health: HealthHealthy, Restarts: 2, CPUNanos: 5e9, MemoryBytes: 1 << 20,
+		}}}},
+		Device:         DeviceFacts{Arch: "arm64", Kernel: "6.1.0", CgroupVersion: 1, MemoryBytes: 512 << 20, CPUs: 4, AgentVersion: "v0.1"},
+		DroppedEvents:  3,
+		ClockUntrusted: true,
+		Time:           t0,
+	}
+	b, err := Encode(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeReported(b)
+	if err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+	if got.Schema != ReportedSchema || got.Apps[0].Containers[0].Restarts != 2 || got.Device.CPUs != 4 ||
+		got.DroppedEvents != 3 || !got.ClockUntrusted || !got.Time.Equal(t0) {
+		t.Errorf("round trip = %+v", got)
+	}
+	if r.Schema != 0 {
+		t.Error("Encode modified its argument")
+	}
+}
+
+func TestEvent_RoundTrip(t *testing.T) {
+	e := Event{DeviceID: "gw-1", Seq: 42, Time: t0, Kind: EventOOMKilled, App: "thermo", Container: "reader", Reason: "memory limit 64Mi"}
+	b, err := Encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeEvent(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Schema = EventSchema
+	if got != e {
+		t.Errorf("round trip = %+v, want %+v", got, e)
+	}
+	if _, err := DecodeEvent([]byte(`{"schema":1,"deviceId":"gw-1","seq":1}`)); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("event without kind: %v", err)
+	}
+	big := e
+	big.Reason = strings.Repeat("x", MaxEventSize)
+	if _, err := Encode(big); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("Encode(oversized event) = %v", err)
+	}
+}
+
 func TestCommand_RoundTripAndRejects(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	c := Command{DeviceID: "gw-1", ID: strings.Repeat("0a", 16), IssuedAt: t0, ExpiresAt: t0.Add(MaxCommandLifetime),
