@@ -196,7 +196,7 @@ func (a *Agent) loop(ctx context.Context) error {
 			first = false
 			close(a.ready)
 		}
-		wait := time.Duration(a.cfg.ReconcileInterval)
+		wait := a.cfg.ReconcileInterval.Duration
 		if !wakeAt.IsZero() {
 			if d := wakeAt.Sub(a.now()); d < wait {
 				wait = max(d, 10*time.Millisecond)

@@ -10,8 +10,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/runtime/image"
-	"github.com/tender-edge/tender/runtime/spec"
 )
 
 // DefaultConfigPath is where the agent reads its configuration.
@@ -58,9 +58,9 @@ type RestartPolicy struct {
 // Policy is the reconcile policy (zero fields take reconcile's defaults).
 func (p RestartPolicy) Policy() reconcile.Policy {
 	return reconcile.Policy{
-		BackoffBase: time.Duration(p.BackoffBase), BackoffCap: time.Duration(p.BackoffCap),
-		ResetAfter: time.Duration(p.ResetAfter), CrashLoopRestarts: p.CrashLoopRestarts,
-		RolloutGrace: time.Duration(p.RolloutGrace),
+		BackoffBase: p.BackoffBase.Duration, BackoffCap: p.BackoffCap.Duration,
+		ResetAfter: p.ResetAfter.Duration, CrashLoopRestarts: p.CrashLoopRestarts,
+		RolloutGrace: p.RolloutGrace.Duration,
 	}
 }
 
@@ -90,26 +90,9 @@ type FleetConfig struct {
 	ReconnectMax Duration `json:"reconnectMax,omitempty"`
 }
 
-// Duration is a time.Duration written as "10s" in YAML.
-type Duration time.Duration
-
-// MarshalJSON writes "10s".
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + time.Duration(d).String() + `"`), nil
-}
-
-// UnmarshalJSON reads "10s".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
-		return fmt.Errorf("duration %s: want a string such as \"10s\"", b)
-	}
-	v, err := time.ParseDuration(string(b[1 : len(b)-1]))
-	if err != nil {
-		return fmt.Errorf("duration %s: %w", b, err)
-	}
-	*d = Duration(v)
-	return nil
-}
+// Duration is a time.Duration written as "10s" in YAML: the one duration
+// type of app specs and configs (internal/quantity).
+type Duration = quantity.Duration
 
 // LoadConfig reads the configuration at path; a missing file at the
 // default path means all defaults. Unknown fields are refused.
@@ -146,8 +129,8 @@ func (c *Config) Default() {
 	if c.Reserve.Memory == "" {
 		c.Reserve.Memory = "64Mi"
 	}
-	if c.ReconcileInterval == 0 {
-		c.ReconcileInterval = Duration(10 * time.Second)
+	if c.ReconcileInterval.Duration == 0 && c.ReconcileInterval.Err() == nil {
+		c.ReconcileInterval = quantity.D(10 * time.Second)
 	}
 }
 
@@ -159,22 +142,36 @@ func (c *Config) Validate() error {
 	if !filepath.IsAbs(c.Socket) {
 		return fmt.Errorf("socket %q: must be an absolute path", c.Socket)
 	}
-	if _, err := spec.ParseBytes(c.Reserve.Memory); err != nil {
+	if _, err := quantity.ParseBytes(c.Reserve.Memory); err != nil {
 		return fmt.Errorf("reserve.memory: %w", err)
 	}
 	if c.Reserve.CPU < 0 {
 		return fmt.Errorf("reserve.cpu %v: must not be negative", c.Reserve.CPU)
 	}
 	if c.Store.MaxBytes != "" {
-		if _, err := spec.ParseBytes(c.Store.MaxBytes); err != nil {
+		if _, err := quantity.ParseBytes(c.Store.MaxBytes); err != nil {
 			return fmt.Errorf("store.maxBytes: %w", err)
 		}
 	}
-	if c.Restarts.CrashLoopRestarts < 0 || c.Restarts.BackoffBase < 0 || c.Restarts.BackoffCap < c.Restarts.BackoffBase && c.Restarts.BackoffCap != 0 {
+	for _, d := range []struct {
+		field string
+		d     Duration
+	}{
+		{"reconcileInterval", c.ReconcileInterval}, {"restarts.backoffBase", c.Restarts.BackoffBase},
+		{"restarts.backoffCap", c.Restarts.BackoffCap}, {"restarts.resetAfter", c.Restarts.ResetAfter},
+		{"restarts.rolloutGrace", c.Restarts.RolloutGrace}, {"fleet.heartbeat", c.Fleet.Heartbeat},
+		{"fleet.reconnectMax", c.Fleet.ReconnectMax},
+	} {
+		if err := d.d.Err(); err != nil {
+			return fmt.Errorf("%s: %w", d.field, err)
+		}
+	}
+	r := c.Restarts
+	if r.CrashLoopRestarts < 0 || r.BackoffBase.Duration < 0 || r.BackoffCap.Duration < r.BackoffBase.Duration && r.BackoffCap.Duration != 0 {
 		return fmt.Errorf("restarts: backoffCap must not be below backoffBase, and no value may be negative")
 	}
-	if c.ReconcileInterval < Duration(100*time.Millisecond) {
-		return fmt.Errorf("reconcileInterval %s: must be at least 100ms", time.Duration(c.ReconcileInterval))
+	if c.ReconcileInterval.Duration < 100*time.Millisecond {
+		return fmt.Errorf("reconcileInterval %s: must be at least 100ms", c.ReconcileInterval.Duration)
 	}
 	return nil
 }

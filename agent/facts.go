@@ -11,14 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/runtime/cgroups"
-	"github.com/tender-edge/tender/runtime/spec"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
 // deviceCapacity reads the device's memory and CPUs and the reserve.
 func deviceCapacity(cfg Config) (reconcile.Capacity, error) {
-	reserve, err := spec.ParseBytes(cfg.Reserve.Memory)
+	reserve, err := quantity.ParseBytes(cfg.Reserve.Memory)
 	if err != nil {
 		return reconcile.Capacity{}, err
 	}

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/tender-edge/tender/runtime/spec"
+	"github.com/tender-edge/tender/internal/quantity"
 )
 
 // enforceBudget keeps the image store under the configured disk budget
@@ -17,7 +17,7 @@ func (a *Agent) enforceBudget() {
 	if a.cfg.Store.MaxBytes == "" {
 		return
 	}
-	budget, err := spec.ParseBytes(a.cfg.Store.MaxBytes)
+	budget, err := quantity.ParseBytes(a.cfg.Store.MaxBytes)
 	if err != nil {
 		return
 	}

@@ -117,7 +117,7 @@ func linkConfig(cfg agent.Config, deps Deps, log zerolog.Logger) (fleetlink.Conf
 	lc := fleetlink.Config{
 		DeviceID: cfg.DeviceID, Broker: fc.Broker, PublicKey: fc.PublicKey,
 		Username: fc.Username, Password: fc.Password, CAFile: fc.CAFile, CertFile: fc.CertFile, KeyFile: fc.KeyFile,
-		Heartbeat: time.Duration(fc.Heartbeat), ReconnectMax: time.Duration(fc.ReconnectMax),
+		Heartbeat: fc.Heartbeat.Duration, ReconnectMax: fc.ReconnectMax.Duration,
 		System: time.Now, BuildTime: buildTime(),
 	}
 	if v := deps.Getenv(TestClockOffsetEnv); v != "" {

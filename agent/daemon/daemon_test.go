@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/agent/api"
+	"github.com/tender-edge/tender/sync/sign"
+	"github.com/tender-edge/tender/sync/wire"
 	"github.com/tender-edge/tender/test/mqtttest"
 )
 
@@ -33,7 +34,7 @@ func TestDaemon_StopLeavesNoGoroutine(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	dir := t.TempDir()
-	pub, _, err := ed25519.GenerateKey(nil)
+	pub, priv, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,9 +62,19 @@ func TestDaemon_StopLeavesNoGoroutine(t *testing.T) {
 	deadline := time.After(30 * time.Second)
 	answered := false
 	for i := 0; !answered; i++ {
-		for j := range 20 {
-			cmd := fmt.Sprintf(`{"schema":1,"id":"c%d-%d","kind":"logs","app":"none"}`, i, j)
-			if err := broker.Publish("tender/v1/devices/gw-leak/cmd", []byte(cmd), false); err != nil {
+		for range 20 {
+			id, _ := sign.NewCommandID(nil)
+			now := time.Now()
+			env, err := sign.SignCommand(priv, wire.Command{DeviceID: "gw-leak", ID: id, IssuedAt: now, ExpiresAt: now.Add(time.Minute),
+				Kind: wire.CommandLogs, App: "none"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := wire.Encode(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := broker.Publish("tender/v1/devices/gw-leak/cmd", b, false); err != nil {
 				t.Fatal(err)
 			}
 		}

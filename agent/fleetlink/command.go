@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/tender-edge/tender/sync/sign"
 	"github.com/tender-edge/tender/sync/topic"
 	"github.com/tender-edge/tender/sync/wire"
 )
@@ -21,23 +22,53 @@ const maxCommands = 4
 // commands runs the fleet's requests (log tails, restarts) on a bounded
 // set of goroutines that Run waits for.
 type commands struct {
-	l    *Link
-	sem  chan struct{} // one slot per running command
-	busy chan struct{} // one "busy" answer in flight at most; more are dropped
-	wg   sync.WaitGroup
+	l     *Link
+	guard *sign.ReplayGuard // ids of commands accepted and not yet expired (loop only)
+	sem   chan struct{}     // one slot per running command
+	busy  chan struct{}     // one "busy" answer in flight at most; more are dropped
+	wg    sync.WaitGroup
 }
 
-func newCommands(l *Link) *commands {
-	return &commands{l: l, sem: make(chan struct{}, maxCommands), busy: make(chan struct{}, 1)}
+func newCommands(l *Link, saved []byte) (*commands, error) {
+	g := sign.NewReplayGuard(0)
+	if len(saved) > 0 {
+		if err := g.UnmarshalBinary(saved); err != nil {
+			// Without its guard the device could run a command twice:
+			// refuse commands until the saved ones have expired.
+			l.log.Warn().Err(err).Msg("command replay guard unreadable: starting empty")
+			g = sign.NewReplayGuard(0)
+		}
+	}
+	return &commands{l: l, guard: g, sem: make(chan struct{}, maxCommands), busy: make(chan struct{}, 1)}, nil
 }
 
-// submit takes one command message from the broker. It never blocks the
-// MQTT client: work and answers run on goroutines it owns.
-func (c *commands) submit(ctx context.Context, payload []byte) {
-	cmd, err := wire.DecodeCommand(payload)
+// handle takes one command message from the broker, on the link's loop:
+// it verifies the signature, the device, the expiry and that the command
+// was not seen before (recording it, durably, before it runs), then runs
+// it on a goroutine of its own, or answers "busy". A refusal is reported
+// (coalesced) and not answered: nobody the fleet trusts asked.
+func (c *commands) handle(ctx context.Context, payload []byte) {
+	l := c.l
+	now := l.floor.Now()
+	cmd, err := sign.VerifyCommandMessage(l.pub, payload, sign.CommandExpect{
+		DeviceID: l.id, Now: now, Floor: now, ClockUntrusted: l.floor.Untrusted(),
+	}, c.guard)
 	if err != nil {
-		c.l.log.Warn().Err(err).Msg("command rejected")
-		return // no id to answer to
+		l.reject(wire.EventRejectedCommand, err, "")
+		return
+	}
+	b, err := c.guard.MarshalBinary()
+	if err == nil {
+		err = l.db.SetCommandGuard(b)
+	}
+	if err != nil {
+		// Not recorded: running it could let a replay after a crash run
+		// it again.
+		l.log.Error().Err(err).Str("id", cmd.ID).Msg("command not run: its id could not be recorded")
+		c.go_(func() {
+			c.answer(ctx, wire.CommandResult{ID: cmd.ID, Error: "the device could not record the command; try again"})
+		})
+		return
 	}
 	select {
 	case c.sem <- struct{}{}:

@@ -10,23 +10,30 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/tender-edge/tender/sync/sign"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
-// rejectWindow is how long refusals of desired documents are coalesced:
-// within a window, the first refusal for each reason is reported (an event
-// and a log line) and the others are only counted, for one summary when
-// the window ends. A flood of junk on the desired topic costs a handful of
-// events per window (there are a dozen reasons), not a disk write each.
+// rejectWindow is how long refusals (of desired documents and of
+// commands) are coalesced: within a window, the first refusal for each
+// kind and reason is reported (an event and a log line) and the others are
+// only counted, for one summary per kind when the window ends. A flood of
+// junk on the device's topics costs a handful of events per window (there
+// are a dozen reasons), not a disk write each.
 const rejectWindow = time.Minute
 
-// rejections counts refused desired documents within the current window.
+// rejections counts refusals within the current window.
 type rejections struct {
-	until    time.Time       // end of the window; zero: no window open
-	reported map[string]bool // reasons already reported in this window
-	count    int             // refused in this window and not reported
-	reasons  map[string]int  // those, by reason
+	until    time.Time                        // end of the window; zero: no window open
+	reported map[rejectKey]bool               // reported in this window already
+	counts   map[wire.EventKind]map[string]int // counted, not reported: by kind, by reason
+}
+
+type rejectKey struct {
+	kind   wire.EventKind
+	reason string
 }
 
 // handleDesired verifies a desired envelope and, if it is good, makes it
@@ -48,14 +55,15 @@ func (l *Link) handleDesired(payload []byte) {
 		// on (re)subscribe: nothing to do and nothing to report.
 		return
 	}
+	now := l.floor.Now()
 	d, err := sign.VerifyMessage(l.pub, payload, sign.Expect{
-		DeviceID: l.id, LastGeneration: st.Generation, Now: l.floor.Now(), ClockUntrusted: l.floor.Untrusted(),
+		DeviceID: l.id, LastGeneration: st.Generation, Now: now, Floor: now, ClockUntrusted: l.floor.Untrusted(),
 	})
 	if err == nil {
 		_, err = l.db.AcceptFleetDesired(d.Generation, digest, d.Apps)
 	}
 	if err != nil {
-		l.reject(err, digest)
+		l.reject(wire.EventRejectedDesired, err, digest)
 		l.sync(false)
 		return
 	}
@@ -65,9 +73,10 @@ func (l *Link) handleDesired(payload []byte) {
 	l.sync(true)
 }
 
-// reject reports a refused document, or counts it if its reason was
-// reported in this window already.
-func (l *Link) reject(err error, digest string) {
+// reject reports a refusal (kind: EventRejectedDesired or
+// EventRejectedCommand), or counts it if the same kind and reason was
+// reported in this window already. It runs on the link's loop only.
+func (l *Link) reject(kind wire.EventKind, err error, ref string) {
 	reason := rejectReason(err)
 	now := l.now()
 	r := &l.rejects
@@ -77,41 +86,57 @@ func (l *Link) reject(err error, digest string) {
 			r.until = now.Add(rejectWindow)
 		}
 	}
-	if r.reported[reason] {
-		r.count++
-		if r.reasons == nil {
-			r.reasons = map[string]int{}
+	key := rejectKey{kind, reason}
+	if r.reported[key] {
+		if r.counts == nil {
+			r.counts = map[wire.EventKind]map[string]int{}
 		}
-		r.reasons[reason]++
+		if r.counts[kind] == nil {
+			r.counts[kind] = map[string]int{}
+		}
+		r.counts[kind][reason]++
 		return
 	}
 	if r.reported == nil {
-		r.reported = map[string]bool{}
+		r.reported = map[rejectKey]bool{}
 	}
-	r.reported[reason] = true
-	l.log.Warn().Str("reason", reason).Err(err).Str("digest", digest).Msg("desired state rejected")
-	l.event(wire.Event{Kind: wire.EventRejectedDesired, Reason: publicReason(reason, err)})
+	r.reported[key] = true
+	what := "desired state rejected"
+	if kind == wire.EventRejectedCommand {
+		what = "command rejected"
+	}
+	l.log.Warn().Str("reason", reason).Err(err).Str("ref", ref).Msg(what)
+	l.event(wire.Event{Kind: kind, Reason: publicReason(reason, err)})
 }
 
-// flushRejections ends the window if it is over: a summary of the
-// documents counted in it, and a new window if there were any.
+// flushRejections ends the window if it is over: a summary per kind of
+// the refusals counted in it, and a new window if there were any.
 func (l *Link) flushRejections() {
 	r := &l.rejects
 	now := l.now()
 	if r.until.IsZero() || now.Before(r.until) {
 		return
 	}
-	if r.count == 0 {
+	if len(r.counts) == 0 {
 		*r = rejections{}
 		return
 	}
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(r.reasons)) {
-		parts = append(parts, fmt.Sprintf("%s %d", k, r.reasons[k]))
+	for _, kind := range slices.Sorted(maps.Keys(r.counts)) {
+		byReason := r.counts[kind]
+		var parts []string
+		n := 0
+		for _, k := range slices.Sorted(maps.Keys(byReason)) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, byReason[k]))
+			n += byReason[k]
+		}
+		what := "desired documents"
+		if kind == wire.EventRejectedCommand {
+			what = "commands"
+		}
+		summary := fmt.Sprintf("%d more %s refused in the last %s (%s)", n, what, rejectWindow, strings.Join(parts, ", "))
+		l.log.Warn().Int("count", n).Str("kind", string(kind)).Str("reasons", strings.Join(parts, ", ")).Msg("refused repeatedly")
+		l.event(wire.Event{Kind: kind, Reason: summary})
 	}
-	summary := fmt.Sprintf("%d more desired documents refused in the last %s (%s)", r.count, rejectWindow, strings.Join(parts, ", "))
-	l.log.Warn().Int("count", r.count).Str("reasons", strings.Join(parts, ", ")).Msg("desired state rejected, repeatedly")
-	l.event(wire.Event{Kind: wire.EventRejectedDesired, Reason: summary})
 	// The flood goes on: its reasons stay reported for another window.
 	*r = rejections{until: now.Add(rejectWindow), reported: r.reported}
 }
@@ -125,7 +150,8 @@ func rejectReason(err error) string {
 		{sign.ErrUnsigned, "unsigned"}, {sign.ErrWrongKey, "wrong-key"}, {sign.ErrBadSignature, "bad-signature"},
 		{sign.ErrWrongDevice, "wrong-device"}, {sign.ErrStale, "stale-generation"}, {sign.ErrExpired, "expired"},
 		{wire.ErrTooLarge, "oversized"}, {wire.ErrSchema, "unknown-schema"}, {wire.ErrUnknownField, "unknown-field"},
-		{wire.ErrMalformed, "malformed"}, {wire.ErrInvalid, "invalid"},
+		{wire.ErrMalformed, "malformed"}, {wire.ErrGenerationRange, "generation-out-of-range"},
+		{sign.ErrReplayed, "replayed"}, {sign.ErrBusy, "busy"}, {errFlood, "flood"}, {errdefs.ErrInvalidArgument, "invalid"},
 	} {
 		if errors.Is(err, r.err) {
 			return r.name

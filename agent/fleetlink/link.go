@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -83,6 +84,10 @@ type Config struct {
 	BuildTime time.Time
 }
 
+// errFlood is the reason for command messages dropped because the loop
+// could not keep up.
+var errFlood = fmt.Errorf("more command messages than the device takes: %w", errdefs.ErrResourceExhausted)
+
 // DefaultHeartbeat is how often a report is sent when nothing changes.
 const DefaultHeartbeat = 30 * time.Second
 
@@ -101,8 +106,10 @@ type Link struct {
 	facts wire.DeviceFacts
 	now   func() time.Time // monotonic-safe time for pacing (the floor)
 
-	desired chan []byte
-	cmds    *commands
+	desired  chan []byte
+	commands chan []byte // command messages for the loop; full: dropped
+	dropped  uint64      // command messages dropped (a flood), loop reads it
+	cmds     *commands
 
 	rejects rejections // desired documents refused (loop only)
 
@@ -133,7 +140,8 @@ func New(cfg Config, agent Agent, db *store.DB, log zerolog.Logger) (*Link, erro
 		agent: agent, db: db, id: cfg.DeviceID, pub: pub,
 		log:     log.With().Str("component", "fleet").Logger(),
 		beat:    cfg.Heartbeat,
-		desired: make(chan []byte, 8),
+		desired:  make(chan []byte, 8),
+		commands: make(chan []byte, 16),
 	}
 	if l.beat <= 0 {
 		l.beat = DefaultHeartbeat
@@ -160,7 +168,13 @@ func New(cfg Config, agent Agent, db *store.DB, log zerolog.Logger) (*Link, erro
 	if err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
-	l.cmds = newCommands(l)
+	saved, err := db.CommandGuard()
+	if err != nil {
+		return nil, err
+	}
+	if l.cmds, err = newCommands(l, saved); err != nil {
+		return nil, err
+	}
 	l.facts = agent.Facts()
 	st, err := db.FleetState()
 	if err != nil {
@@ -223,7 +237,13 @@ func (l *Link) Run(ctx context.Context) error {
 		return err
 	}
 	if err := l.cl.Subscribe(ctx, topic.MustBuild(l.id, topic.Command), func(m mqttc.Message) {
-		l.cmds.submit(ctx, m.Payload)
+		// Never block the MQTT client on commands: past what the loop
+		// holds, a flood is dropped (and counted).
+		select {
+		case l.commands <- m.Payload:
+		default:
+			atomic.AddUint64(&l.dropped, 1)
+		}
 	}); err != nil {
 		return err
 	}
@@ -264,6 +284,13 @@ func (l *Link) loop(ctx context.Context) error {
 			return ctx.Err()
 		case p := <-l.desired:
 			l.handleDesired(p)
+		case p := <-l.commands:
+			l.cmds.handle(ctx, p)
+			if n := atomic.SwapUint64(&l.dropped, 0); n > 0 {
+				for range min(n, 1000) { // counted; more is still a flood
+					l.reject(wire.EventRejectedCommand, errFlood, "")
+				}
+			}
 		case <-changed:
 			l.sync(false)
 		case <-flush.C:

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
@@ -159,7 +160,7 @@ func (pl *planner) admit(a wire.App) string {
 		free := c.Memory - c.ReserveMemory - pl.usedMem
 		if mem > free {
 			return fmt.Sprintf("app %s needs %s memory, %s free of %s (reserve %s)",
-				a.Name, wire.FormatMemory(mem), wire.FormatMemory(max(free, 0)), wire.FormatMemory(c.Memory), wire.FormatMemory(c.ReserveMemory))
+				a.Name, quantity.FormatBytes(mem), quantity.FormatBytes(max(free, 0)), quantity.FormatBytes(c.Memory), quantity.FormatBytes(c.ReserveMemory))
 		}
 	}
 	if c.MilliCPU > 0 && cpu > 0 {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tender-edge/tender/agent/api"
 	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/internal/termsafe"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
@@ -260,7 +261,7 @@ func (c *cli) run(ctx context.Context, ro runOptions, args []string) error {
 	}
 	if ro.memory != "" {
 		var err error
-		if o.Memory, err = spec.ParseBytes(ro.memory); err != nil {
+		if o.Memory, err = quantity.ParseBytes(ro.memory); err != nil {
 			return invalid(fmt.Errorf("--memory: %w", err))
 		}
 	}
@@ -338,7 +339,7 @@ func (c *cli) foreground(rt *container.Runtime, ctr *container.Container) error 
 
 func memLimit(ctr *container.Container) string {
 	if r := ctr.Spec.Linux.Resources; r != nil && r.Memory != nil && r.Memory.Limit != nil {
-		return spec.FormatBytes(*r.Memory.Limit)
+		return quantity.DisplayBytes(*r.Memory.Limit)
 	}
 	return "none"
 }
@@ -756,9 +757,9 @@ func (c *cli) stats(ctx context.Context, refs []string, out string) error {
 	for _, r := range rows {
 		limit := "unlimited"
 		if r.MemLimit > 0 && r.MemLimit < 1<<62 {
-			limit = spec.FormatBytes(int64(r.MemLimit))
+			limit = quantity.DisplayBytes(int64(r.MemLimit))
 		}
-		row(tw, container.ShortID(r.ID), r.Name, fmt.Sprintf("%.2f%%", r.CPU), spec.FormatBytes(int64(r.MemUsage))+" / "+limit, strconv.FormatUint(r.Pids, 10))
+		row(tw, container.ShortID(r.ID), r.Name, fmt.Sprintf("%.2f%%", r.CPU), quantity.DisplayBytes(int64(r.MemUsage))+" / "+limit, strconv.FormatUint(r.Pids, 10))
 	}
 	return tw.Flush()
 }
@@ -833,7 +834,7 @@ func (c *cli) images(out string, quiet bool) error {
 		if used == "" {
 			used = "-"
 		}
-		row(tw, repo, tag, shortDigest(img.ID.String()), ago(now.Sub(img.Created))+" ago", spec.FormatBytes(img.Size), used)
+		row(tw, repo, tag, shortDigest(img.ID.String()), ago(now.Sub(img.Created))+" ago", quantity.DisplayBytes(img.Size), used)
 	}
 	return tw.Flush()
 }

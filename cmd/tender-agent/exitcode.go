@@ -11,7 +11,6 @@ import (
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/nsenter"
 	"github.com/tender-edge/tender/runtime/spec"
-	"github.com/tender-edge/tender/sync/wire"
 )
 
 // Exit codes, as docker and systemctl use them.
@@ -41,7 +40,7 @@ var exitCodes = []struct {
 	// TODO(merge): the packages' own sentinels, until they wrap the
 	// categories above (issue 8); the lead removes these rows.
 	{is(container.ErrNotFound, container.ErrNotRunning, container.ErrRunning, container.ErrConflict, spec.ErrInvalid,
-		image.ErrNoPlatform, nsenter.ErrInvalid, wire.ErrInvalid), exitBadInput},
+		image.ErrNoPlatform, nsenter.ErrInvalid), exitBadInput},
 }
 
 // isNoDaemon is the daemon not running: that error only, not every

@@ -15,10 +15,10 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/internal/termsafe"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
-	"github.com/tender-edge/tender/runtime/spec"
 )
 
 const defaultAgentConfig = "/etc/tender/agent.yaml"
@@ -172,7 +172,7 @@ func (c *cli) imagesPrune() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.out, "Total reclaimed space: %s\n", spec.FormatBytes(freed))
+	fmt.Fprintf(c.out, "Total reclaimed space: %s\n", quantity.DisplayBytes(freed))
 	return nil
 }
 
@@ -241,13 +241,13 @@ func (p *pullProgress) event(ev image.ProgressEvent) {
 		fmt.Fprintf(p.w, "%s: already present\n", short(ev.Digest))
 	case image.ProgressDownload:
 		if ev.Resumed > 0 && !p.said[ev.Digest] {
-			fmt.Fprintf(p.w, "%s: resuming at %s of %s\n", short(ev.Digest), spec.FormatBytes(ev.Resumed), spec.FormatBytes(ev.Total))
+			fmt.Fprintf(p.w, "%s: resuming at %s of %s\n", short(ev.Digest), quantity.DisplayBytes(ev.Resumed), quantity.DisplayBytes(ev.Total))
 			p.said[ev.Digest] = true
 		}
 	case image.ProgressRetry:
-		fmt.Fprintf(p.w, "%s: retrying at %s of %s: %s\n", short(ev.Digest), spec.FormatBytes(ev.Current), spec.FormatBytes(ev.Total), termsafe.Escape(ev.Message))
+		fmt.Fprintf(p.w, "%s: retrying at %s of %s: %s\n", short(ev.Digest), quantity.DisplayBytes(ev.Current), quantity.DisplayBytes(ev.Total), termsafe.Escape(ev.Message))
 	case image.ProgressDownloaded:
-		fmt.Fprintf(p.w, "%s: downloaded %s\n", short(ev.Digest), spec.FormatBytes(ev.Total))
+		fmt.Fprintf(p.w, "%s: downloaded %s\n", short(ev.Digest), quantity.DisplayBytes(ev.Total))
 	case image.ProgressUnpack:
 		fmt.Fprintln(p.w, "Unpacking")
 	case image.ProgressDone:
@@ -287,7 +287,7 @@ func (p *pullProgress) drawTTY(ev image.ProgressEvent) {
 	case image.ProgressResolved:
 		state = "Resolved"
 	}
-	fmt.Fprintf(p.w, "\r\x1b[K%-11s [%s] %s / %s  %d layers done", state, bar, spec.FormatBytes(cur), spec.FormatBytes(total), done)
+	fmt.Fprintf(p.w, "\r\x1b[K%-11s [%s] %s / %s  %d layers done", state, bar, quantity.DisplayBytes(cur), quantity.DisplayBytes(total), done)
 	p.drawn = true
 }
 

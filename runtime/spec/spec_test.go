@@ -137,23 +137,3 @@ func TestBuild_Rejects(t *testing.T) {
 		t.Errorf("an image without a command must be refused, got %v", err)
 	}
 }
-
-func TestParseBytes(t *testing.T) {
-	for in, want := range map[string]int64{
-		"32Mi": 32 << 20, "32M": 32 << 20, "32m": 32 << 20, "1Gi": 1 << 30, "1.5Ki": 1536,
-		"4096": 4096, "64MB": 64 << 20, "10b": 10,
-	} {
-		got, err := ParseBytes(in)
-		if err != nil || got != want {
-			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "Mi", "-1Mi", "12Qi", "NaN", "1e30Gi"} {
-		if _, err := ParseBytes(in); err == nil {
-			t.Errorf("ParseBytes(%q) accepted", in)
-		}
-	}
-	if got := FormatBytes(33554432); got != "32.0MiB" {
-		t.Errorf("FormatBytes = %q", got)
-	}
-}

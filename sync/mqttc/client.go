@@ -8,6 +8,13 @@
 // re-send unacknowledged publishes after a reconnect and complete the
 // original tokens without a PUBACK, which would break Publish's promise.
 // Durability across connections is the outbox's job (Drain).
+//
+// The client opens the network connection itself and follows the MQTT
+// framing of what the broker sends: a packet larger than MaxPacketSize
+// (default: the wire's largest message) cuts the connection at its fixed
+// header, before paho reads and buffers it (limit.go). Errors wrap errdefs
+// categories: ErrNotConnected and ErrConnectionLost are unavailable,
+// ErrSubscribeRefused is permission denied.
 package mqttc
 
 import (
@@ -18,19 +25,34 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 )
 
-// Errors of Publish and Subscribe.
+// Errors of Publish and Subscribe. Drain and callers branch on them; each
+// wraps an errdefs category.
 var (
-	ErrNotConnected     = errors.New("mqtt not connected")
-	ErrConnectionLost   = errors.New("mqtt connection lost before acknowledgement")
-	ErrSubscribeRefused = errors.New("mqtt subscription refused")
+	ErrNotConnected     = reason("mqtt not connected", errdefs.ErrUnavailable)
+	ErrConnectionLost   = reason("mqtt connection lost before acknowledgement", errdefs.ErrUnavailable)
+	ErrSubscribeRefused = reason("mqtt subscription refused", errdefs.ErrPermissionDenied)
 )
+
+// sentinel is an error whose message is its own and whose category (an
+// errdefs error) shows only to errors.Is.
+type sentinel struct {
+	msg string
+	cat error
+}
+
+func reason(msg string, cat error) error { return &sentinel{msg: msg, cat: cat} }
+
+func (e *sentinel) Error() string { return e.msg }
+func (e *sentinel) Unwrap() error { return e.cat }
 
 // Message is one received message.
 type Message struct {
@@ -71,9 +93,16 @@ type Config struct {
 	// Rand draws backoff jitter; nil seeds one from crypto/rand. Only Run uses it.
 	Rand *rand.Rand
 	// CleanSession discards the broker-side session on connect; devices
-	// keep it false so the broker queues their QoS 1 messages.
+	// keep it false so the broker queues their QoS 1 messages. (After a
+	// connection was cut for an oversized packet, the next connection is
+	// clean once anyway: the broker would otherwise resend that packet,
+	// still unacknowledged, on every reconnect.)
 	CleanSession bool
-	Log          zerolog.Logger
+	// MaxPacketSize bounds the packets read from the broker (their
+	// remaining length); 0 means DefaultMaxPacketSize. A larger packet
+	// cuts the connection before any of it is buffered.
+	MaxPacketSize int
+	Log           zerolog.Logger
 }
 
 // conn is one live connection.
@@ -95,6 +124,24 @@ type Client struct {
 	order    []string
 	runned   bool
 	connects uint64
+	refused  uint64 // connections cut for an oversized packet
+	clean    bool   // the next connection starts a clean session
+}
+
+// PacketsRefused returns how many connections were cut because the broker
+// sent a packet over MaxPacketSize.
+func (c *Client) PacketsRefused() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refused
+}
+
+func (c *Client) packetRefused(e *PacketTooLargeError) {
+	c.mu.Lock()
+	c.refused++
+	c.clean = true
+	c.mu.Unlock()
+	c.log.Warn().Int("size", e.Size).Int("limit", e.Limit).Msg("mqtt packet too large, connection cut")
 }
 
 // Connects returns how many sessions Run has established so far.
@@ -107,16 +154,28 @@ func (c *Client) Connects() uint64 {
 // New validates cfg and returns a client; it connects nothing.
 func New(cfg Config) (*Client, error) {
 	if cfg.Broker == "" {
-		return nil, errors.New("mqtt config: broker missing")
+		return nil, fmt.Errorf("mqtt config: broker missing: %w", errdefs.ErrInvalidArgument)
 	}
 	if cfg.ClientID == "" {
-		return nil, errors.New("mqtt config: client id missing")
+		return nil, fmt.Errorf("mqtt config: client id missing: %w", errdefs.ErrInvalidArgument)
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 30 * time.Second
 	}
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.MaxPacketSize <= 0 {
+		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	u, err := url.Parse(cfg.Broker)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt config: broker %q: %v: %w", cfg.Broker, err, errdefs.ErrInvalidArgument)
+	}
+	switch u.Scheme {
+	case "tcp", "mqtt", "ssl", "tls", "mqtts":
+	default:
+		return nil, fmt.Errorf("mqtt config: broker %q: want tcp://, ssl://, tls:// or mqtts://: %w", cfg.Broker, errdefs.ErrInvalidArgument)
 	}
 	cfg.Backoff = cfg.Backoff.withDefaults()
 	if cfg.Rand == nil {
@@ -151,13 +210,15 @@ func New(cfg Config) (*Client, error) {
 	if cfg.PresenceTopic != "" {
 		o.SetBinaryWill(cfg.PresenceTopic, []byte("offline"), 1, true)
 	}
-	return &Client{
+	c := &Client{
 		cfg:  cfg,
 		opts: o,
 		log:  cfg.Log.With().Str("component", "mqtt").Str("client_id", cfg.ClientID).Logger(),
 		up:   make(chan struct{}),
 		subs: make(map[string]Handler),
-	}, nil
+	}
+	o.SetCustomOpenConnectionFn(c.dial)
+	return c, nil
 }
 
 // Connected reports whether a session is up now.
@@ -290,7 +351,7 @@ func (c *Client) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.runned {
 		c.mu.Unlock()
-		return errors.New("mqtt client: Run called twice")
+		return fmt.Errorf("mqtt client: Run called twice: %w", errdefs.ErrFailedPrecondition)
 	}
 	c.runned = true
 	c.mu.Unlock()
@@ -357,6 +418,12 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	var once sync.Once
 	o := *c.opts // a shallow copy; the fields set below are per connection
 	o.SetStore(paho.NewMemoryStore())
+	c.mu.Lock()
+	clean := c.clean
+	c.mu.Unlock()
+	if clean {
+		o.SetCleanSession(true)
+	}
 	o.SetConnectionLostHandler(func(_ paho.Client, _ error) { once.Do(func() { close(cn.lost) }) })
 	c.mu.Lock()
 	subs := make(map[string]Handler, len(c.subs))
@@ -384,6 +451,12 @@ func (c *Client) connect(ctx context.Context) (*conn, error) {
 	fail := func(err error) (*conn, error) {
 		cn.cl.Disconnect(0)
 		return nil, err
+	}
+	if clean {
+		c.mu.Lock()
+		c.clean = false
+		c.mu.Unlock()
+		c.log.Info().Msg("mqtt clean session after an oversized packet")
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
 	defer cancel()

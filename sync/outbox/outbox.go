@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -49,8 +50,8 @@ const (
 	DefaultMaxBytes  = 1 << 20
 )
 
-// ErrTooLarge is returned for an event larger than Limits.MaxBytes on its own.
-var ErrTooLarge = errors.New("event larger than the outbox")
+// An event larger than Limits.MaxBytes on its own can never be kept: it is
+// refused with errdefs.ErrInvalidArgument.
 
 // Kind tells a report from an event.
 type Kind int
@@ -170,7 +171,7 @@ type buckets struct{ meta, report, events *bolt.Bucket }
 func (o *Outbox) buckets(tx *bolt.Tx) (buckets, error) {
 	top := tx.Bucket(o.bucket)
 	if top == nil {
-		return buckets{}, fmt.Errorf("bucket %s missing", o.bucket)
+		return buckets{}, fmt.Errorf("bucket %s missing: %w", o.bucket, errdefs.ErrDataLoss)
 	}
 	return buckets{top.Bucket(metaB), top.Bucket(reportB), top.Bucket(eventsB)}, nil
 }
@@ -235,7 +236,7 @@ func (o *Outbox) AddEventFunc(build func(seq uint64) ([]byte, error)) (uint64, e
 			return err
 		}
 		if len(payload) > o.lim.MaxBytes {
-			return fmt.Errorf("%w: %d bytes, cap %d", ErrTooLarge, len(payload), o.lim.MaxBytes)
+			return fmt.Errorf("event of %d bytes, larger than the whole outbox (%d): %w", len(payload), o.lim.MaxBytes, errdefs.ErrInvalidArgument)
 		}
 		count, size, dropped := getU64(b.meta, kCount), getU64(b.meta, kBytes), getU64(b.meta, kDropped)
 		c := b.events.Cursor()
@@ -318,7 +319,7 @@ func (o *Outbox) Ack(it Item) error {
 			}
 			return b.events.Delete(seqKey(it.Seq))
 		}
-		return fmt.Errorf("unknown item kind %v", it.Kind)
+		return fmt.Errorf("unknown item kind %v: %w", it.Kind, errdefs.ErrInvalidArgument)
 	})
 	if err != nil {
 		return fmt.Errorf("ack %s %d: %w", it.Kind, it.Seq, err)

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -157,8 +158,8 @@ func TestOutbox_CapByBytes(t *testing.T) {
 	if got, want := pending(t, o), []string{"event/2:bbbb", "event/3:cccc"}; !equal(got, want) {
 		t.Fatalf("Pending = %v, want %v", got, want)
 	}
-	if _, err := o.AddEvent([]byte("0123456789x")); err == nil {
-		t.Error("AddEvent accepted an event larger than the whole outbox")
+	if _, err := o.AddEvent([]byte("0123456789x")); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("AddEvent(larger than the whole outbox) = %v, want an invalid argument", err)
 	}
 	if n, _ := o.Dropped(); n != 1 {
 		t.Errorf("Dropped = %d, want 1", n)

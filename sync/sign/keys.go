@@ -6,14 +6,15 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/containerd/errdefs"
 )
 
 // ErrBadKey is returned for key material that cannot be parsed.
-var ErrBadKey = errors.New("bad key")
+var ErrBadKey = reason("bad key", errdefs.ErrInvalidArgument)
 
 // GenerateKey makes a new fleet signing key pair from rnd (nil: crypto/rand).
 func GenerateKey(rnd io.Reader) (ed25519.PublicKey, ed25519.PrivateKey, error) {

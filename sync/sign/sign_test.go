@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/sync/wire"
 )
@@ -146,7 +149,8 @@ func TestVerify_Replayed(t *testing.T) {
 	_, err := Verify(fleetPub, signed(t, fleetKey, desired(t, 4)), expect)
 	var se *StaleError
 	if !errors.As(err, &se) || se.Got != 4 || se.Have != 4 || !errors.Is(err, ErrStale) {
-		t.Errorf("Verify(same generation) = %v, want StaleError 4/4", err)
+		// Fatal: the message check below needs an error.
+		t.Fatalf("Verify(same generation) = %v, want StaleError 4/4", err)
 	}
 	if !strings.Contains(err.Error(), "4 not newer than 4") {
 		t.Errorf("message %q does not name both generations", err)
@@ -267,5 +271,73 @@ func TestKeys_RoundTrip(t *testing.T) {
 	}
 	if KeyID(pub) == KeyID(fleetPub) || len(KeyID(pub)) != 16 {
 		t.Errorf("KeyID = %q", KeyID(pub))
+	}
+}
+
+func TestVerify_ExpiredBeforeFloorRefusedWhenClockUntrusted(t *testing.T) {
+	// The clock says 1970 (untrusted), but the device can prove it is later
+	// than the document's expiry (its floor): refused.
+	want := Expect{DeviceID: "gw-1", LastGeneration: 4, Now: time.Unix(0, 0), ClockUntrusted: true, Floor: t0.Add(2 * time.Hour)}
+	_, err := Verify(fleetPub, signed(t, fleetKey, desired(t, 5)), want)
+	var ee *ExpiredError
+	if !errors.Is(err, ErrExpired) || !errors.As(err, &ee) || !ee.Now.Equal(want.Floor) || !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("Verify = %v, want ExpiredError judged at the floor", err)
+	}
+	// A floor before the expiry: judged by generation, accepted.
+	want.Floor = t0.Add(30 * time.Minute)
+	if _, err := Verify(fleetPub, signed(t, fleetKey, desired(t, 5)), want); err != nil {
+		t.Errorf("Verify with the floor before expiry = %v, want accepted", err)
+	}
+	// A trusted clock behind the floor is raised to it.
+	want.ClockUntrusted, want.Now, want.Floor = false, t0, t0.Add(2*time.Hour)
+	if _, err := Verify(fleetPub, signed(t, fleetKey, desired(t, 5)), want); !errors.Is(err, ErrExpired) {
+		t.Errorf("Verify with the clock behind the floor = %v, want ErrExpired", err)
+	}
+}
+
+func TestVerify_GenerationBeyondWhatAFleetIssues(t *testing.T) {
+	for _, gen := range []uint64{wire.MaxGeneration + 1, math.MaxUint64} {
+		_, err := Verify(fleetPub, signed(t, fleetKey, desired(t, gen)), expect)
+		if !errors.Is(err, wire.ErrGenerationRange) || !strings.Contains(err.Error(), "largest a fleet issues") {
+			t.Errorf("Verify(generation %d) = %v, want wire.ErrGenerationRange", gen, err)
+		}
+	}
+	if _, err := Verify(fleetPub, signed(t, fleetKey, desired(t, wire.MaxGeneration)), expect); err != nil {
+		t.Errorf("Verify(generation 2^53) = %v, want accepted", err)
+	}
+}
+
+func TestVerify_Categories(t *testing.T) {
+	env := signed(t, fleetKey, desired(t, 5))
+	env.Signature = nil
+	if _, err := Verify(fleetPub, env, expect); !errdefs.IsPermissionDenied(err) {
+		t.Errorf("unsigned: %v is not permission denied", err)
+	}
+	if _, err := Verify(fleetPub, signed(t, fleetKey, desired(t, 4)), expect); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("stale: %v is not a failed precondition", err)
+	}
+	if _, err := ParsePublicKey([]byte("AAAA")); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("bad key: %v is not an invalid argument", err)
+	}
+}
+
+func TestVerify_CommandEnvelopeAsDesired(t *testing.T) {
+	// A desired document signed over the command domain (as SignCommand
+	// signs) does not verify as a desired document.
+	payload, err := wire.Encode(desired(t, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := sign(fleetKey, commandDomain, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(fleetPub, env, expect); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("Verify(command-domain signature) = %v, want ErrBadSignature", err)
+	}
+	// And a real command envelope on the desired topic.
+	msg := signedCommand(t, fleetKey, command(t, 1))
+	if _, err := VerifyMessage(fleetPub, msg, expect); !errors.Is(err, ErrBadSignature) {
+		t.Errorf("VerifyMessage(command) = %v, want ErrBadSignature", err)
 	}
 }

@@ -11,7 +11,7 @@ func TestPure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	allowed := map[string]bool{"errors": true, "fmt": true, "strings": true}
+	allowed := map[string]bool{"fmt": true, "strings": true, "github.com/containerd/errdefs": true}
 	for _, imp := range pkg.Imports {
 		if !allowed[imp] {
 			t.Errorf("topic imports %s; only %v are allowed", imp, allowed)

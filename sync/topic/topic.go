@@ -13,9 +13,10 @@
 package topic
 
 import (
-	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/containerd/errdefs"
 )
 
 // Root is the prefix of every Tender topic; the version segment changes only
@@ -40,15 +41,11 @@ const (
 // Kinds lists every device topic kind, in a fixed order.
 var Kinds = []Kind{Desired, Reported, Events, Presence, Command, CommandResult}
 
-// Errors returned by ValidDeviceID, Build and Parse.
-var (
-	ErrInvalidDeviceID = errors.New("invalid device id")
-	ErrUnknownKind     = errors.New("unknown topic kind")
-	ErrNotTender       = errors.New("not a tender device topic")
-)
-
 // MaxDeviceIDLen is the longest device id accepted.
 const MaxDeviceIDLen = 63
+
+// Every error of ValidDeviceID, Build, Parse and AllDevices wraps
+// errdefs.ErrInvalidArgument.
 
 // ValidDeviceID reports why id cannot be used as a device id, or nil.
 // A device id is 1–63 characters of [a-z0-9._-], starting with [a-z0-9];
@@ -56,10 +53,10 @@ const MaxDeviceIDLen = 63
 // pattern, and it is safe as a topic level, a client id and a username.
 func ValidDeviceID(id string) error {
 	if id == "" {
-		return fmt.Errorf("%w: empty", ErrInvalidDeviceID)
+		return fmt.Errorf("device id empty: %w", errdefs.ErrInvalidArgument)
 	}
 	if len(id) > MaxDeviceIDLen {
-		return fmt.Errorf("%w: %d characters, at most %d", ErrInvalidDeviceID, len(id), MaxDeviceIDLen)
+		return fmt.Errorf("device id of %d characters, at most %d: %w", len(id), MaxDeviceIDLen, errdefs.ErrInvalidArgument)
 	}
 	for i := 0; i < len(id); i++ {
 		c := id[i]
@@ -67,7 +64,7 @@ func ValidDeviceID(id string) error {
 		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
 		case (c == '.' || c == '_' || c == '-') && i > 0:
 		default:
-			return fmt.Errorf("%w: %q: character %q at %d", ErrInvalidDeviceID, id, c, i)
+			return fmt.Errorf("device id %q: character %q at %d, want a-z, 0-9 and (after the first) '.', '_', '-': %w", id, c, i, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil
@@ -88,7 +85,7 @@ func Build(id string, k Kind) (string, error) {
 		return "", err
 	}
 	if !validKind(k) {
-		return "", fmt.Errorf("%w: %q", ErrUnknownKind, string(k))
+		return "", fmt.Errorf("unknown topic kind %q: %w", string(k), errdefs.ErrInvalidArgument)
 	}
 	return devicesPrefix + id + "/" + string(k), nil
 }
@@ -107,17 +104,17 @@ func MustBuild(id string, k Kind) string {
 func Parse(t string) (id string, k Kind, err error) {
 	rest, ok := strings.CutPrefix(t, devicesPrefix)
 	if !ok {
-		return "", "", fmt.Errorf("%w: %q", ErrNotTender, t)
+		return "", "", fmt.Errorf("topic %q: not a tender device topic: %w", t, errdefs.ErrInvalidArgument)
 	}
 	id, kind, ok := strings.Cut(rest, "/")
 	if !ok {
-		return "", "", fmt.Errorf("%w: %q: no kind", ErrNotTender, t)
+		return "", "", fmt.Errorf("topic %q: not a tender device topic (no kind): %w", t, errdefs.ErrInvalidArgument)
 	}
 	if err := ValidDeviceID(id); err != nil {
 		return "", "", err
 	}
 	if !validKind(Kind(kind)) {
-		return "", "", fmt.Errorf("%w: %q", ErrUnknownKind, kind)
+		return "", "", fmt.Errorf("topic %q: unknown kind %q: %w", t, kind, errdefs.ErrInvalidArgument)
 	}
 	return id, Kind(kind), nil
 }
@@ -126,7 +123,7 @@ func Parse(t string) (id string, k Kind, err error) {
 // device (the controller's view), for example "tender/v1/devices/+/reported".
 func AllDevices(k Kind) (string, error) {
 	if !validKind(k) {
-		return "", fmt.Errorf("%w: %q", ErrUnknownKind, string(k))
+		return "", fmt.Errorf("unknown topic kind %q: %w", string(k), errdefs.ErrInvalidArgument)
 	}
 	return devicesPrefix + "+/" + string(k), nil
 }

@@ -7,17 +7,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/url"
 	"path"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/name"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tender-edge/tender/internal/quantity"
 )
 
 // App is what an operator writes: one application of one or more
@@ -51,8 +55,8 @@ type Container struct {
 
 // Resources are a container's limits; they are also what admission counts.
 type Resources struct {
-	CPU    string `json:"cpu,omitempty"`    // "250m", "0.5", "2"; "" = no limit
-	Memory string `json:"memory,omitempty"` // "64Mi", "1Gi", "1048576"; "" = no limit
+	CPU    string `json:"cpu,omitempty"`    // "250m", "0.5", "2" (quantity.ParseMilliCPU); "" = no limit
+	Memory string `json:"memory,omitempty"` // "64Mi", "1Gi", "1048576" (quantity.ParseBytes); "" = no limit
 	Pids   int64  `json:"pids,omitempty"`   // 0 = no limit
 }
 
@@ -135,14 +139,15 @@ func ValidName(s string) bool {
 }
 
 // ParseApp reads an app spec in YAML or JSON. Unknown fields and duplicate
-// keys are refused; the result is validated. Every error matches ErrInvalid.
+// keys are refused; the result is validated. Every error matches
+// errdefs.ErrInvalidArgument.
 func ParseApp(data []byte) (App, error) {
 	var a App
 	if len(bytes.TrimSpace(data)) == 0 {
-		return App{}, fmt.Errorf("%w: app spec: empty", ErrInvalid)
+		return App{}, fmt.Errorf("app spec empty: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := yaml.UnmarshalStrict(data, &a); err != nil {
-		return App{}, fmt.Errorf("%w: app spec: %v", ErrInvalid, err)
+		return App{}, fmt.Errorf("app spec: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	if err := a.Validate(); err != nil {
 		return App{}, err
@@ -150,7 +155,8 @@ func ParseApp(data []byte) (App, error) {
 	return a, nil
 }
 
-// FieldError is one thing wrong with an app spec. It matches ErrInvalid.
+// FieldError is one thing wrong with an app spec. It matches
+// errdefs.ErrInvalidArgument.
 type FieldError struct {
 	App   string // app name, may be empty
 	Field string // "containers[0].resources.memory"
@@ -159,13 +165,16 @@ type FieldError struct {
 
 func (e *FieldError) Error() string {
 	if e.App != "" {
+		if noControl(e.App) != nil {
+			return fmt.Sprintf("app %q: %s: %s", e.App, e.Field, e.Msg)
+		}
 		return fmt.Sprintf("app %s: %s: %s", e.App, e.Field, e.Msg)
 	}
 	return fmt.Sprintf("app: %s: %s", e.Field, e.Msg)
 }
 
-// Is makes errors.Is(err, ErrInvalid) true.
-func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+// Unwrap makes errors.Is(err, errdefs.ErrInvalidArgument) true.
+func (e *FieldError) Unwrap() error { return errdefs.ErrInvalidArgument }
 
 // Validate checks the whole spec and returns every problem found, joined;
 // each is a *FieldError naming its field.
@@ -178,6 +187,8 @@ func (a *App) Validate() error {
 		v.add("version", "missing")
 	} else if len(a.Version) > 128 {
 		v.add("version", "longer than 128 characters")
+	} else if err := noControl(a.Version); err != nil {
+		v.add("version", "%q: %v", a.Version, err)
 	}
 	if len(a.Containers) == 0 {
 		v.add("containers", "at least one container is needed")
@@ -196,6 +207,14 @@ func (a *App) Validate() error {
 		v.container(f, c)
 	}
 	if p := a.Placement; p != nil {
+		for k, val := range p.Selector {
+			if err := noControl(k + val); err != nil {
+				v.add("placement.selector", "%q: %q: %v", k, val, err)
+			}
+		}
+		if err := noControl(p.Spread); err != nil {
+			v.add("placement.spread", "%q: %v", p.Spread, err)
+		}
 		for i, ar := range p.Arch {
 			switch ar {
 			case "amd64", "arm64", "arm", "armv7", "riscv64", "386":
@@ -234,8 +253,8 @@ func (v *appValidator) add(field, format string, args ...any) {
 }
 
 func (v *appValidator) duration(field string, d Duration) {
-	if d.invalid != "" {
-		v.add(field, "invalid duration %s: want a string like \"10s\", \"1m30s\"", d.invalid)
+	if err := d.Err(); err != nil {
+		v.add(field, "%v", err)
 	} else if d.Duration < 0 {
 		v.add(field, "negative duration %s", d.Duration)
 	}
@@ -259,17 +278,17 @@ func (v *appValidator) container(f string, c *Container) {
 		}
 	}
 	if c.Resources.CPU != "" {
-		if m, err := ParseMilliCPU(c.Resources.CPU); err != nil {
+		if m, err := quantity.ParseMilliCPU(c.Resources.CPU); err != nil {
 			v.add(f+".resources.cpu", "%v", err)
 		} else if m <= 0 {
 			v.add(f+".resources.cpu", "%q: must be more than 0", c.Resources.CPU)
 		}
 	}
 	if c.Resources.Memory != "" {
-		if b, err := ParseMemory(c.Resources.Memory); err != nil {
+		if b, err := quantity.ParseBytes(c.Resources.Memory); err != nil {
 			v.add(f+".resources.memory", "%v", err)
 		} else if b < MinMemory {
-			v.add(f+".resources.memory", "%q is below the minimum of 6Mi", c.Resources.Memory)
+			v.add(f+".resources.memory", "%q is below the minimum of %s", c.Resources.Memory, quantity.FormatBytes(MinMemory))
 		}
 	}
 	if c.Resources.Pids < 0 {
@@ -278,6 +297,8 @@ func (v *appValidator) container(f string, c *Container) {
 	for i, d := range c.Devices {
 		if !path.IsAbs(d) || path.Clean(d) != d || !strings.HasPrefix(d, "/dev/") {
 			v.add(fmt.Sprintf("%s.devices[%d]", f, i), "%q: want a clean absolute path under /dev/", d)
+		} else if err := noControl(d); err != nil {
+			v.add(fmt.Sprintf("%s.devices[%d]", f, i), "%q: %v", d, err)
 		}
 	}
 	paths := map[string]bool{}
@@ -289,6 +310,8 @@ func (v *appValidator) container(f string, c *Container) {
 		switch {
 		case !path.IsAbs(vol.Path) || path.Clean(vol.Path) != vol.Path:
 			v.add(vf+".path", "%q: want a clean absolute path", vol.Path)
+		case noControl(vol.Path) != nil:
+			v.add(vf+".path", "%q: %v", vol.Path, noControl(vol.Path))
 		case vol.Path == "/" || vol.Path == "/proc" || vol.Path == "/sys" || vol.Path == "/dev":
 			v.add(vf+".path", "%q: reserved for the runtime", vol.Path)
 		case paths[vol.Path]:
@@ -442,7 +465,10 @@ func (a App) Revision() string {
 // MemoryBytes is the memory limit in bytes; 0 when unset (or invalid,
 // which Validate refuses).
 func (r Resources) MemoryBytes() int64 {
-	b, err := ParseMemory(r.Memory)
+	if r.Memory == "" {
+		return 0
+	}
+	b, err := quantity.ParseBytes(r.Memory)
 	if err != nil {
 		return 0
 	}
@@ -452,7 +478,10 @@ func (r Resources) MemoryBytes() int64 {
 // MilliCPU is the CPU limit in thousandths of a CPU; 0 when unset (or
 // invalid, which Validate refuses).
 func (r Resources) MilliCPU() int64 {
-	m, err := ParseMilliCPU(r.CPU)
+	if r.CPU == "" {
+		return 0
+	}
+	m, err := quantity.ParseMilliCPU(r.CPU)
 	if err != nil {
 		return 0
 	}
@@ -468,110 +497,12 @@ func (a App) Requests() (memory, milliCPU int64) {
 	return memory, milliCPU
 }
 
-var memUnits = []struct {
-	suffix string
-	mult   float64
-}{
-	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
-	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40},
-	{"k", 1 << 10}, {"m", 1 << 20}, {"g", 1 << 30},
-}
-
-// ParseMemory reads "64Mi", "1.5Gi", "64M" (binary, as docker) or a plain
-// number of bytes. "" is 0.
-func ParseMemory(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	t, mult := s, 1.0
-	for _, u := range memUnits {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSuffix(t, u.suffix), u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f*mult > 1<<62 || strings.ContainsAny(t, "eExXpP_") {
-		return 0, fmt.Errorf("%q: want a size like 64Mi or 1Gi", s)
-	}
-	return int64(f * mult), nil
-}
-
-// ParseMilliCPU reads "250m" (thousandths), "0.5" or "2" (CPUs). "" is 0.
-func ParseMilliCPU(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	if t, ok := strings.CutSuffix(s, "m"); ok {
-		n, err := strconv.ParseInt(t, 10, 64)
-		if err != nil || n < 0 || n > 1<<40 {
-			return 0, fmt.Errorf("%q: want CPUs like 250m or 0.5", s)
-		}
-		return n, nil
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > 1<<30 || strings.ContainsAny(s, "eExXpP_") {
-		return 0, fmt.Errorf("%q: want CPUs like 250m or 0.5", s)
-	}
-	return int64(math.Round(f * 1000)), nil
-}
-
-// FormatMemory prints bytes in the largest binary unit that divides them
-// ("512Mi", "1Gi"), or with one decimal in Mi ("300.5Mi").
-func FormatMemory(n int64) string {
-	switch {
-	case n != 0 && n%(1<<30) == 0:
-		return fmt.Sprintf("%dGi", n>>30)
-	case n != 0 && n%(1<<20) == 0:
-		return fmt.Sprintf("%dMi", n>>20)
-	case n < 1<<20:
-		if n%(1<<10) == 0 {
-			return fmt.Sprintf("%dKi", n>>10)
-		}
-		return strconv.FormatInt(n, 10)
-	default:
-		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "Mi"
-	}
-}
-
-// Duration is a time.Duration written as a string ("10s", "1m30s"). A
-// value that does not parse is kept so that Validate can name its field.
-type Duration struct {
-	time.Duration
-	invalid string
-}
+// Duration is a time.Duration written as a string ("10s", "1m30s"); a
+// value that does not parse is kept for Validate to name its field.
+type Duration = quantity.Duration
 
 // D makes a Duration.
-func D(d time.Duration) Duration { return Duration{Duration: d} }
-
-// MarshalJSON writes "10s".
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(d.Duration.String())
-}
-
-// UnmarshalJSON reads "10s". A bare number or a bad string is remembered
-// as invalid for Validate to report.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	*d = Duration{}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		d.invalid = string(b)
-		if len(d.invalid) > 40 {
-			d.invalid = d.invalid[:40] + "…"
-		}
-		return nil
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		d.invalid = strconv.Quote(s)
-		return nil
-	}
-	d.Duration = v
-	return nil
-}
-
-// IsZero lets omitzero skip unset durations.
-func (d Duration) IsZero() bool { return d.Duration == 0 && d.invalid == "" }
+func D(d time.Duration) Duration { return quantity.D(d) }
 
 // DeviceCount is placement.devices: "all" or a number.
 type DeviceCount struct {
@@ -604,15 +535,11 @@ func (c *DeviceCount) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-var (
-	refPathRE   = lazyRegexp(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	refTagRE    = lazyRegexp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	refDomainRE = lazyRegexp(`^(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])$`)
-	refDigestRE = lazyRegexp(`^sha256:[0-9a-f]{64}$`)
-)
-
-// ValidImageRef checks an image reference as docker parses it:
-// [registry[:port]/]path[:tag][@sha256:hex].
+// ValidImageRef checks an image reference as docker parses it,
+// [registry[:port]/]path[:tag][@sha256:hex], with go-containerregistry's
+// name package, and refuses besides what it lets through: empty path
+// components, registry ports out of range, and digests other than sha256
+// with 64 lower-case hex digits (the only kind the runtime verifies).
 func ValidImageRef(s string) error {
 	if s == "" {
 		return errors.New("missing")
@@ -620,38 +547,51 @@ func ValidImageRef(s string) error {
 	if len(s) > 512 {
 		return errors.New("image reference longer than 512 characters")
 	}
-	name, dgst, hasDigest := strings.Cut(s, "@")
-	if hasDigest && !refDigestRE().MatchString(dgst) {
+	if err := noControl(s); err != nil {
+		return fmt.Errorf("%q: %v", s, err)
+	}
+	if _, dg, ok := strings.Cut(s, "@"); ok && !validSHA256(dg) {
 		return fmt.Errorf("%q: digest is not sha256 with 64 lower-case hex digits", s)
 	}
-	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
-		if !refTagRE().MatchString(name[i+1:]) {
-			return fmt.Errorf("%q: invalid tag", s)
-		}
-		name = name[:i]
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		return fmt.Errorf("%q: not an image reference: want [registry[:port]/]path[:tag][@sha256:<64 hex digits>], lower-case path", s)
 	}
-	comps := strings.Split(name, "/")
-	if len(comps) > 1 && (strings.ContainsAny(comps[0], ".:") || comps[0] == "localhost") {
-		host, port, hasPort := strings.Cut(comps[0], ":")
-		for _, dc := range strings.Split(host, ".") {
-			if !refDomainRE().MatchString(dc) {
-				return fmt.Errorf("%q: invalid registry", s)
-			}
-		}
-		if hasPort && !isPort(port) {
-			return fmt.Errorf("%q: invalid registry port", s)
-		}
-		comps = comps[1:]
+	repo := ref.Context()
+	if slices.Contains(strings.Split(repo.RepositoryStr(), "/"), "") {
+		return fmt.Errorf("%q: empty path component", s)
 	}
-	for _, c := range comps {
-		if !refPathRE().MatchString(c) {
-			return fmt.Errorf("%q: invalid path component %q", s, c)
-		}
+	if _, port, err := net.SplitHostPort(repo.RegistryStr()); err == nil && !isPort(port) {
+		return fmt.Errorf("%q: registry port %q out of 1-65535", s, port)
 	}
 	return nil
 }
 
-// lazyRegexp compiles on first use, not at every start of the binary.
-func lazyRegexp(expr string) func() *regexp.Regexp {
-	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+// validSHA256 is "sha256:" and 64 lower-case hex digits.
+func validSHA256(s string) bool {
+	hex, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hex) != 64 {
+		return false
+	}
+	for i := 0; i < len(hex); i++ {
+		if c := hex[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// noControl refuses strings that are not UTF-8 or hold control characters
+// (C0, DEL, C1: terminal escapes) or bidirectional overrides: names and
+// versions end up on operators' terminals and web pages.
+func noControl(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for i, r := range s {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) {
+			return fmt.Errorf("control character %U at byte %d", r, i)
+		}
+	}
+	return nil
 }

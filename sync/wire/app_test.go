@@ -3,9 +3,12 @@ package wire
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 const thermoYAML = `
@@ -142,8 +145,8 @@ func TestParseApp_Rejects(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted")
 			}
-			if !errors.Is(err, ErrInvalid) {
-				t.Errorf("%v: does not match ErrInvalid", err)
+			if !errdefs.IsInvalidArgument(err) {
+				t.Errorf("%v: not an invalid argument", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q does not contain %q", err, tc.want)
@@ -160,33 +163,66 @@ func TestParseApp_AllErrorsAtOnce(t *testing.T) {
 	}
 }
 
-func TestParseUnits(t *testing.T) {
-	for s, want := range map[string]int64{"": 0, "64Mi": 64 << 20, "64M": 64 << 20, "1.5Gi": 3 << 29, "1048576": 1 << 20, "512Ki": 512 << 10} {
-		if got, err := ParseMemory(s); err != nil || got != want {
-			t.Errorf("ParseMemory(%q) = %d, %v; want %d", s, got, err, want)
+func TestResources_OneGrammar(t *testing.T) {
+	// The forms issue 8 found runtime/spec accepting and the wire refusing
+	// are refused at validation, with the field and the value named.
+	for _, mem := range []string{"64MB", "64mb", "1e3", " 64Mi", "64m"} {
+		a := App{Name: "a", Version: "1", Containers: []Container{{Name: "c", Image: "busybox", Resources: Resources{Memory: mem}}}}
+		err := a.Validate()
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "containers[0].resources.memory") || !strings.Contains(err.Error(), fmt.Sprintf("%q", mem)) {
+			t.Errorf("memory %q: Validate = %v", mem, err)
 		}
 	}
-	for s, want := range map[string]int64{"": 0, "250m": 250, "0.5": 500, "2": 2000, "1.25": 1250} {
-		if got, err := ParseMilliCPU(s); err != nil || got != want {
-			t.Errorf("ParseMilliCPU(%q) = %d, %v; want %d", s, got, err, want)
-		}
-	}
-	for n, want := range map[int64]string{1 << 30: "1Gi", 300 << 20: "300Mi", 512 << 10: "512Ki", 3<<20 + 1<<19: "3.5Mi"} {
-		if got := FormatMemory(n); got != want {
-			t.Errorf("FormatMemory(%d) = %q, want %q", n, got, want)
-		}
+	r := Resources{Memory: "1.5Gi", CPU: "250m"}
+	if r.MemoryBytes() != 3<<29 || r.MilliCPU() != 250 || (Resources{}).MemoryBytes() != 0 || (Resources{}).MilliCPU() != 0 {
+		t.Errorf("MemoryBytes, MilliCPU = %d, %d", r.MemoryBytes(), r.MilliCPU())
 	}
 }
 
 func TestValidImageRef(t *testing.T) {
-	for _, ok := range []string{"busybox", "busybox:1.36", "localhost:5000/a/b:c", "tender.test/workload", "a/b@sha256:" + strings.Repeat("a", 64)} {
+	for _, ok := range []string{"busybox", "busybox:1.36", "localhost:5000/a/b:c", "tender.test/workload", "a/b@sha256:" + strings.Repeat("a", 64),
+		"registry.example.com/acme/thermo:1.4.2@sha256:" + strings.Repeat("0", 64), "[::1]:5000/a:b"} {
 		if err := ValidImageRef(ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "UPPER", "a//b", "a:", "reg:x/a", "a@sha256:" + strings.Repeat("A", 64)} {
-		if ValidImageRef(bad) == nil {
+	for _, bad := range []string{"", "UPPER", "a//b", "a:", "reg:x/a", "a@sha256:" + strings.Repeat("A", 64),
+		"a@sha256:abc", "a@sha512:" + strings.Repeat("a", 128), "reg.io:99999/a", "a:" + strings.Repeat("t", 129),
+		"a b", "a\x1b[2J", "busybox:1\x1b]0;owned\x07", strings.Repeat("a", 513)} {
+		if err := ValidImageRef(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		} else if strings.ContainsAny(err.Error(), "\x1b\x07") {
+			t.Errorf("%q: error %q carries the control characters raw", bad, err)
+		}
+	}
+}
+
+func TestValidate_ControlCharacters(t *testing.T) {
+	// Issue 9: a version with OSC/CSI escapes retitled or cleared the
+	// operator's terminal. Refused, with the field path, escaped.
+	for _, tt := range []struct {
+		field string
+		edit  func(*App)
+	}{
+		{"version", func(a *App) { a.Version = "1.0\x1b]0;owned\x07" }},
+		{"version", func(a *App) { a.Version = "1.0\u202e" }},
+		{"version", func(a *App) { a.Version = "1.0\xff" }},
+		{"name", func(a *App) { a.Name = "web\x1b[2J" }},
+		{"containers[0].name", func(a *App) { a.Containers[0].Name = "c\x9b2J" }},
+		{"containers[0].image", func(a *App) { a.Containers[0].Image = "busybox:1\x1b[2J" }},
+		{"containers[0].devices[0]", func(a *App) { a.Containers[0].Devices = []string{"/dev/tty\x1bc"} }},
+		{"containers[0].volumes[0].path", func(a *App) { a.Containers[0].Volumes = []Volume{{Name: "v", Path: "/data\x1b[2J"}} }},
+		{"placement.selector", func(a *App) { a.Placement = &Placement{Selector: map[string]string{"site": "b\x1b[2J"}} }},
+	} {
+		a := App{Name: "web", Version: "1.0", Containers: []Container{{Name: "c", Image: "busybox"}}}
+		tt.edit(&a)
+		err := a.Validate()
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tt.field+":") {
+			t.Errorf("%s: Validate = %v, want an invalid argument naming the field", tt.field, err)
+			continue
+		}
+		if strings.ContainsAny(err.Error(), "\x1b\x07\x9b\u202e") {
+			t.Errorf("%s: message %q carries the control characters raw", tt.field, err)
 		}
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/sync/topic"
 )
@@ -24,6 +27,7 @@ var (
 	kindReported      = kind{"reported", ReportedSchema, MaxReportedSize}
 	kindEvent         = kind{"event", EventSchema, MaxEventSize}
 	kindCommand       = kind{"command", CommandSchema, MaxCommandSize}
+	kindCommandEnv    = kind{"command envelope", 0, MaxCommandEnvelope}
 	kindCommandResult = kind{"command result", CommandResultSchema, MaxCommandResultSize}
 )
 
@@ -72,19 +76,31 @@ func decode(k kind, data []byte, v any) error {
 	return nil
 }
 
+// invalid is a value out of range in a message of kind k.
 func invalid(k kind, format string, args ...any) error {
-	return fmt.Errorf("%s message: %w: %s", k.name, ErrInvalid, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%s message: %s: %w", k.name, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
 }
 
 // DecodeEnvelope decodes a desired-state envelope. It does not verify the
 // signature (see sync/sign).
 func DecodeEnvelope(data []byte) (Envelope, error) {
+	return decodeEnvelope(kindEnvelope, data)
+}
+
+// DecodeCommandEnvelope decodes a command envelope (the payload of the
+// command topic), with the command's size cap. It does not verify the
+// signature (see sync/sign).
+func DecodeCommandEnvelope(data []byte) (Envelope, error) {
+	return decodeEnvelope(kindCommandEnv, data)
+}
+
+func decodeEnvelope(k kind, data []byte) (Envelope, error) {
 	var e Envelope
-	if err := decode(kindEnvelope, data, &e); err != nil {
+	if err := decode(k, data, &e); err != nil {
 		return Envelope{}, err
 	}
 	if len(e.Payload) == 0 || string(e.Payload) == "null" {
-		return Envelope{}, invalid(kindEnvelope, "payload missing")
+		return Envelope{}, invalid(k, "payload missing")
 	}
 	return e, nil
 }
@@ -113,6 +129,10 @@ func (d *Desired) Validate() error {
 	}
 	if d.Generation == 0 {
 		return invalid(kindDesired, "generation 0")
+	}
+	if d.Generation > MaxGeneration {
+		return fmt.Errorf("desired message: generation %d above %d (2^53), the largest a fleet issues: %w",
+			d.Generation, uint64(MaxGeneration), ErrGenerationRange)
 	}
 	if d.IssuedAt.IsZero() {
 		return invalid(kindDesired, "issuedAt missing")
@@ -163,30 +183,79 @@ func DecodeEvent(data []byte) (Event, error) {
 	return e, nil
 }
 
-// MaxCommandIDLen bounds Command.ID and CommandResult.ID.
+// MaxCommandIDLen bounds CommandResult.ID.
 const MaxCommandIDLen = 64
 
-// DecodeCommand decodes and validates a command.
+// DecodeCommand decodes and validates a command (the Payload of a command
+// envelope).
 func DecodeCommand(data []byte) (Command, error) {
 	var c Command
 	if err := decode(kindCommand, data, &c); err != nil {
 		return Command{}, err
 	}
-	if c.ID == "" || len(c.ID) > MaxCommandIDLen {
-		return Command{}, invalid(kindCommand, "id of %d bytes", len(c.ID))
+	if err := c.Validate(); err != nil {
+		return Command{}, err
+	}
+	return c, nil
+}
+
+// Validate checks a command: schema, device id, id, validity period
+// (at most MaxCommandLifetime), kind, app, container and lines.
+func (c *Command) Validate() error {
+	if c.Schema != CommandSchema {
+		return &SchemaError{Kind: kindCommand.name, Got: c.Schema, Want: CommandSchema}
+	}
+	if err := topic.ValidDeviceID(c.DeviceID); err != nil {
+		return invalid(kindCommand, "deviceId: %v", err)
+	}
+	if !validCommandID(c.ID) {
+		return invalid(kindCommand, "id %q: want %d lower-case hex digits", truncate(c.ID, 80), CommandIDLen)
+	}
+	if c.IssuedAt.IsZero() {
+		return invalid(kindCommand, "issuedAt missing")
+	}
+	if c.ExpiresAt.IsZero() {
+		return invalid(kindCommand, "expiresAt missing")
+	}
+	if life := c.ExpiresAt.Sub(c.IssuedAt); life <= 0 || life > MaxCommandLifetime {
+		return invalid(kindCommand, "expiresAt %s: want after issuedAt %s by at most %s",
+			c.ExpiresAt.UTC().Format(time.RFC3339), c.IssuedAt.UTC().Format(time.RFC3339), MaxCommandLifetime)
 	}
 	switch c.Kind {
 	case CommandLogs, CommandRestart:
 	default:
-		return Command{}, invalid(kindCommand, "kind %q", c.Kind)
+		return invalid(kindCommand, "kind %q: want %s or %s", truncate(string(c.Kind), 40), CommandLogs, CommandRestart)
 	}
-	if c.App == "" {
-		return Command{}, invalid(kindCommand, "app missing")
+	if !ValidName(c.App) {
+		return invalid(kindCommand, "app %q: want an app name", truncate(c.App, 80))
+	}
+	if c.Container != "" && !ValidName(c.Container) {
+		return invalid(kindCommand, "container %q: want a container name", truncate(c.Container, 80))
 	}
 	if c.Lines < 0 || c.Lines > MaxLogLines {
-		return Command{}, invalid(kindCommand, "lines %d out of [0, %d]", c.Lines, MaxLogLines)
+		return invalid(kindCommand, "lines %d out of [0, %d]", c.Lines, MaxLogLines)
 	}
-	return c, nil
+	return nil
+}
+
+func validCommandID(s string) bool {
+	if len(s) != CommandIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// truncate shortens s for an error message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // DecodeCommandResult decodes a command result.

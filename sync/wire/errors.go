@@ -1,18 +1,39 @@
 package wire
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/containerd/errdefs"
 )
 
 // Sentinel errors of the decoders; every decode error wraps exactly one.
+// They are the finer reasons the agent reports ("oversized", "malformed",
+// ...); each wraps errdefs.ErrInvalidArgument. Any other invalid value
+// (a field out of range, an invalid app spec) wraps
+// errdefs.ErrInvalidArgument directly.
 var (
-	ErrTooLarge     = errors.New("message too large")
-	ErrMalformed    = errors.New("malformed message")
-	ErrSchema       = errors.New("unsupported schema version")
-	ErrUnknownField = errors.New("unknown field")
-	ErrInvalid      = errors.New("invalid message")
+	ErrTooLarge     = reason("message too large", errdefs.ErrInvalidArgument)
+	ErrMalformed    = reason("malformed message", errdefs.ErrInvalidArgument)
+	ErrSchema       = reason("unsupported schema version", errdefs.ErrInvalidArgument)
+	ErrUnknownField = reason("unknown field", errdefs.ErrInvalidArgument)
+	// ErrGenerationRange refuses a generation no fleet issues (above
+	// MaxGeneration): accepting one would lock the device out of every
+	// later document.
+	ErrGenerationRange = reason("generation out of range", errdefs.ErrInvalidArgument)
 )
+
+// sentinel is an error whose message is its own and whose category (an
+// errdefs error) shows only to errors.Is, so that messages do not read
+// "malformed message: invalid argument: ...".
+type sentinel struct {
+	msg string
+	cat error
+}
+
+func reason(msg string, cat error) error { return &sentinel{msg: msg, cat: cat} }
+
+func (e *sentinel) Error() string { return e.msg }
+func (e *sentinel) Unwrap() error { return e.cat }
 
 // TooLargeError says which cap a message broke. It matches ErrTooLarge.
 type TooLargeError struct {
@@ -25,8 +46,8 @@ func (e *TooLargeError) Error() string {
 	return fmt.Sprintf("%s message of %d bytes: over the limit of %d", e.Kind, e.Size, e.Limit)
 }
 
-// Is makes errors.Is(err, ErrTooLarge) true.
-func (e *TooLargeError) Is(target error) bool { return target == ErrTooLarge }
+// Unwrap makes errors.Is(err, ErrTooLarge) true.
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
 
 // SchemaError names the schema version that was refused. It matches ErrSchema.
 type SchemaError struct {
@@ -42,5 +63,5 @@ func (e *SchemaError) Error() string {
 	return fmt.Sprintf("%s message: schema version %d, this build speaks %d", e.Kind, e.Got, e.Want)
 }
 
-// Is makes errors.Is(err, ErrSchema) true.
-func (e *SchemaError) Is(target error) bool { return target == ErrSchema }
+// Unwrap makes errors.Is(err, ErrSchema) true.
+func (e *SchemaError) Unwrap() error { return ErrSchema }

@@ -10,7 +10,7 @@ const (
 	DesiredSchema       = 1
 	ReportedSchema      = 1
 	EventSchema         = 1
-	CommandSchema       = 1
+	CommandSchema       = 2 // 2: signed, bound to the device, with an expiry
 	CommandResultSchema = 1
 )
 
@@ -21,8 +21,18 @@ const (
 	MaxReportedSize      = 256 << 10
 	MaxEventSize         = 16 << 10
 	MaxCommandSize       = 4 << 10
+	MaxCommandEnvelope   = MaxCommandSize + 1<<10 // payload plus signature and key id
 	MaxCommandResultSize = 256 << 10
+	// MaxMessageSize is the largest message of any kind: an MQTT client
+	// may refuse any packet whose payload is larger.
+	MaxMessageSize = max(MaxEnvelopeSize, MaxReportedSize, MaxEventSize, MaxCommandEnvelope, MaxCommandResultSize)
 )
+
+// MaxGeneration is the largest generation a fleet issues: 2^53, the
+// largest integer a JSON number keeps exactly in every language. A
+// generation above it is refused (ErrGenerationRange): accepting 2^64-1
+// would leave no newer generation for any later document.
+const MaxGeneration = 1 << 53
 
 // Desired is the state the fleet wants device DeviceID to converge on. It is
 // signed by the fleet and travels as the Payload of an Envelope.
@@ -39,8 +49,11 @@ type Desired struct {
 	Apps        []App     `json:"apps"`
 }
 
-// Envelope carries a signed Desired document. Signature is ed25519 over the
-// exact bytes of Payload; KeyID names the signing key (see sign.KeyID).
+// Envelope carries a signed Desired document or Command. For a Desired
+// document, Signature is ed25519 over the exact bytes of Payload; for a
+// Command, over a domain prefix and then Payload (see sync/sign), so that
+// neither can pass for the other. KeyID names the signing key (see
+// sign.KeyID).
 type Envelope struct {
 	Payload   json.RawMessage `json:"payload"`
 	Signature []byte          `json:"signature,omitempty"` // base64 in JSON
@@ -125,6 +138,7 @@ const (
 	EventUpdateDeferred  EventKind = "update-deferred"
 	EventAppliedDesired  EventKind = "applied-desired"
 	EventRejectedDesired EventKind = "rejected-desired"
+	EventRejectedCommand EventKind = "rejected-command"
 	EventClockUntrusted  EventKind = "clock-untrusted"
 )
 
@@ -163,10 +177,22 @@ const (
 // MaxLogLines bounds Command.Lines.
 const MaxLogLines = 10000
 
-// Command is an on-demand request from the fleet to a device.
+// CommandIDLen is the length of Command.ID: 16 random bytes in hex.
+const CommandIDLen = 32
+
+// MaxCommandLifetime bounds ExpiresAt-IssuedAt of a Command, and so how
+// long a device must remember a command's id to refuse its replay.
+const MaxCommandLifetime = 10 * time.Minute
+
+// Command is an on-demand request from the fleet to a device. It travels
+// signed, in an Envelope, and is valid for device DeviceID only, once,
+// until ExpiresAt (see sync/sign).
 type Command struct {
 	Schema    int         `json:"schema"`
-	ID        string      `json:"id"`
+	DeviceID  string      `json:"deviceId"`
+	ID        string      `json:"id"` // CommandIDLen lower-case hex digits, random
+	IssuedAt  time.Time   `json:"issuedAt"`
+	ExpiresAt time.Time   `json:"expiresAt"` // after IssuedAt, by at most MaxCommandLifetime
 	Kind      CommandKind `json:"kind"`
 	App       string      `json:"app"`
 	Container string      `json:"container,omitempty"`

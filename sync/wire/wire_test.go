@@ -3,9 +3,12 @@ package wire
 import (
 	"bytes"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 const testAppYAML = `
@@ -57,6 +60,10 @@ func TestDesired_RoundTrip(t *testing.T) {
 	}
 }
 
+// finer lists the wire's sentinels; every decode error matches at most one,
+// and all of them wrap errdefs.ErrInvalidArgument.
+var finer = []error{ErrMalformed, ErrUnknownField, ErrSchema, ErrTooLarge, ErrGenerationRange}
+
 func TestDecodeDesired_Rejects(t *testing.T) {
 	good, err := Encode(testDesired(t))
 	if err != nil {
@@ -88,20 +95,22 @@ func TestDecodeDesired_Rejects(t *testing.T) {
 		{"schema 2", replace(`"schema":1`, `"schema":2`), ErrSchema},
 		{"schema 2 with new fields", replace(`"schema":1`, `"schema":2,"future":{}`), ErrSchema},
 		{"schema not a number", replace(`"schema":1`, `"schema":"1"`), ErrMalformed},
-		{"bad device id", replace(`"gw-1"`, `"gw/+"`), ErrInvalid},
-		{"generation 0", replace(`"generation":7`, `"generation":0`), ErrInvalid},
-		{"no expiry", replace(`"expiresAt":"2026-03-02T10:00:00Z"`, `"expiresAt":"0001-01-01T00:00:00Z"`), ErrInvalid},
-		{"expiry before issue", replace(`"expiresAt":"2026-03-02T10:00:00Z"`, `"expiresAt":"2026-03-01T09:00:00Z"`), ErrInvalid},
-		{"invalid app", replace(`"name":"thermo"`, `"name":"Thermo!"`), ErrInvalid},
+		{"bad device id", replace(`"gw-1"`, `"gw/+"`), errdefs.ErrInvalidArgument},
+		{"generation 0", replace(`"generation":7`, `"generation":0`), errdefs.ErrInvalidArgument},
+		{"no expiry", replace(`"expiresAt":"2026-03-02T10:00:00Z"`, `"expiresAt":"0001-01-01T00:00:00Z"`), errdefs.ErrInvalidArgument},
+		{"expiry before issue", replace(`"expiresAt":"2026-03-02T10:00:00Z"`, `"expiresAt":"2026-03-01T09:00:00Z"`), errdefs.ErrInvalidArgument},
+		{"invalid app", replace(`"name":"thermo"`, `"name":"Thermo!"`), errdefs.ErrInvalidArgument},
+		{"generation 2^53+1", replace(`"generation":7`, `"generation":9007199254740993`), ErrGenerationRange},
+		{"generation 2^64-1", replace(`"generation":7`, `"generation":18446744073709551615`), ErrGenerationRange},
 		{"too large", append(append([]byte{}, good...), bytes.Repeat([]byte(" "), MaxDesiredSize)...), ErrTooLarge},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := DecodeDesired(tt.data)
-			if !errors.Is(err, tt.want) {
+			if !errors.Is(err, tt.want) || !errdefs.IsInvalidArgument(err) {
 				t.Fatalf("DecodeDesired = %v, want %v", err, tt.want)
 			}
-			for _, other := range []error{ErrMalformed, ErrUnknownField, ErrSchema, ErrInvalid, ErrTooLarge} {
+			for _, other := range finer {
 				if other != tt.want && errors.Is(err, other) {
 					t.Errorf("error %v also matches %v", err, other)
 				}
@@ -117,7 +126,7 @@ func TestDecodeDesired_DuplicateApp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := DecodeDesired(b); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "twice") {
+	if _, err := DecodeDesired(b); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "twice") {
 		t.Errorf("DecodeDesired = %v, want a duplicate app error", err)
 	}
 }
@@ -133,7 +142,7 @@ func TestErrorTypes(t *testing.T) {
 	if !errors.As(err, &se) || se.Got != 9 || se.Want != ReportedSchema {
 		t.Errorf("DecodeReported(schema 9) = %v", err)
 	}
-	_, err = DecodeCommand([]byte(`{"schema":1,"id":"c1","kind":"logs","app":"a","bogus":1}`))
+	_, err = DecodeCommand([]byte(`{"schema":2,"id":"c1","kind":"logs","app":"a","bogus":1}`))
 	if !errors.Is(err, ErrUnknownField) || !strings.Contains(err.Error(), `"bogus"`) {
 		t.Errorf("DecodeCommand(unknown field) = %v, want it named", err)
 	}
@@ -211,7 +220,7 @@ func TestEvent_RoundTrip(t *testing.T) {
 	if got != e {
 		t.Errorf("round trip = %+v, want %+v", got, e)
 	}
-	if _, err := DecodeEvent([]byte(`{"schema":1,"deviceId":"gw-1","seq":1}`)); !errors.Is(err, ErrInvalid) {
+	if _, err := DecodeEvent([]byte(`{"schema":1,"deviceId":"gw-1","seq":1}`)); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("event without kind: %v", err)
 	}
 	big := e
@@ -221,28 +230,49 @@ func TestEvent_RoundTrip(t *testing.T) {
 	}
 }
 
-func TestCommand(t *testing.T) {
-	c := Command{ID: "c-1", Kind: CommandLogs, App: "thermo", Container: "reader", Lines: 100}
+func TestCommand_RoundTripAndRejects(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	c := Command{DeviceID: "gw-1", ID: strings.Repeat("0a", 16), IssuedAt: t0, ExpiresAt: t0.Add(MaxCommandLifetime),
+		Kind: CommandLogs, App: "thermo", Container: "reader", Lines: 100}
 	b, err := Encode(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := DecodeCommand(b)
 	c.Schema = CommandSchema
-	if err != nil || got != c {
+	if err != nil || !reflect.DeepEqual(got, c) {
 		t.Errorf("round trip = %+v, %v", got, err)
 	}
-	for _, bad := range []string{
-		`{"schema":1,"id":"","kind":"logs","app":"a"}`,
-		`{"schema":1,"id":"c","kind":"exec","app":"a"}`,
-		`{"schema":1,"id":"c","kind":"logs","app":""}`,
-		`{"schema":1,"id":"c","kind":"logs","app":"a","lines":-1}`,
-		`{"schema":1,"id":"c","kind":"logs","app":"a","lines":10001}`,
-		`{"schema":1,"id":"` + strings.Repeat("c", 65) + `","kind":"logs","app":"a"}`,
+	good := string(b)
+	for _, tt := range []struct{ name, old, new string }{
+		{"schema 1 (unsigned commands)", `"schema":2`, `"schema":1`},
+		{"no device", `"deviceId":"gw-1",`, ``},
+		{"bad device", `"gw-1"`, `"gw/+"`},
+		{"id empty", `"id":"0a0a`, `"id":"`},
+		{"id short", `"id":"0a`, `"id":"`},
+		{"id upper case", `"id":"0a`, `"id":"0A`},
+		{"id not hex", `"id":"0a`, `"id":"zz`},
+		{"no issuedAt", `"issuedAt":"2026-03-01T10:00:00Z",`, ``},
+		{"no expiresAt", `"expiresAt":"2026-03-01T10:10:00Z",`, ``},
+		{"expiry before issue", `"expiresAt":"2026-03-01T10:10:00Z"`, `"expiresAt":"2026-03-01T09:59:59Z"`},
+		{"lifetime over the cap", `"expiresAt":"2026-03-01T10:10:00Z"`, `"expiresAt":"2026-03-01T10:10:01Z"`},
+		{"kind exec", `"kind":"logs"`, `"kind":"exec"`},
+		{"app empty", `"app":"thermo"`, `"app":""`},
+		{"app with escape", `"app":"thermo"`, `"app":"th\u001b[2J"`},
+		{"container with escape", `"container":"reader"`, `"container":"r\u001b]0;x\u0007"`},
+		{"lines negative", `"lines":100`, `"lines":-1`},
+		{"lines over the cap", `"lines":100`, `"lines":10001`},
 	} {
-		if _, err := DecodeCommand([]byte(bad)); !errors.Is(err, ErrInvalid) {
-			t.Errorf("DecodeCommand(%s) = %v, want ErrInvalid", bad, err)
+		if !strings.Contains(good, tt.old) {
+			t.Fatalf("%s: %s not in %s", tt.name, tt.old, good)
 		}
+		bad := strings.Replace(good, tt.old, tt.new, 1)
+		if _, err := DecodeCommand([]byte(bad)); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: DecodeCommand(%s) = %v, want an invalid argument", tt.name, bad, err)
+		}
+	}
+	if _, err := DecodeCommandEnvelope([]byte(`{"payload":"` + strings.Repeat("x", MaxCommandEnvelope) + `"}`)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("DecodeCommandEnvelope(oversized) = %v, want ErrTooLarge", err)
 	}
 	r := CommandResult{ID: "c-1", OK: false, Error: "no such container"}
 	b, err = Encode(r)
@@ -292,12 +322,10 @@ func FuzzDecodeDesired(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := DecodeDesired(data)
 		if err != nil {
-			for _, known := range []error{ErrMalformed, ErrUnknownField, ErrSchema, ErrInvalid, ErrTooLarge} {
-				if errors.Is(err, known) {
-					return
-				}
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("error %v is not an invalid argument", err)
 			}
-			t.Fatalf("error %v matches no sentinel", err)
+			return
 		}
 		// An accepted document re-encodes and decodes to an accepted document.
 		b, err := Encode(d)

@@ -33,6 +33,8 @@ type fleet struct {
 	priv ed25519.PrivateKey
 	pub  ed25519.PublicKey
 	send func(topic string, payload []byte, retained bool) error
+	// broker is the broker's URL when the test runs one outside.
+	broker string
 
 	mu      sync.Mutex
 	reports []wire.Reported
@@ -124,6 +126,27 @@ func (f *fleet) doc(gen uint64, apps ...wire.App) wire.Desired {
 	return wire.Desired{DeviceID: deviceID, Generation: gen, IssuedAt: now, ExpiresAt: now.Add(time.Hour), Apps: apps}
 }
 
+// signedCommand fills in c's device, id and validity and signs it as the
+// controller does.
+func (f *fleet) signedCommand(c *wire.Command) []byte {
+	f.t.Helper()
+	id, err := sign.NewCommandID(nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	now := time.Now()
+	c.DeviceID, c.ID, c.IssuedAt, c.ExpiresAt = deviceID, id, now, now.Add(5*time.Minute)
+	env, err := sign.SignCommand(f.priv, *c)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	b, err := wire.Encode(env)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return b
+}
+
 func (f *fleet) signed(d wire.Desired) []byte {
 	f.t.Helper()
 	env, err := sign.SignDesired(f.priv, d)
@@ -166,6 +189,19 @@ func (f *fleet) waitReport(d *daemon, gen uint64, app string) wire.Reported {
 		return false
 	})
 	return got
+}
+
+// resultsFor are the command results received for id.
+func (f *fleet) resultsFor(id string) []wire.CommandResult {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []wire.CommandResult
+	for _, r := range f.results {
+		if r.ID == id {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // eventsSnapshot copies the events received so far.
@@ -310,10 +346,7 @@ func TestFleet_Mochi(t *testing.T) {
 	t.Run("commands", func(t *testing.T) {
 		cmd := func(c wire.Command) wire.CommandResult {
 			t.Helper()
-			b, err := wire.Encode(&c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := f.signedCommand(&c)
 			if err := f.send(topic.MustBuild(deviceID, topic.Command), b, false); err != nil {
 				t.Fatal(err)
 			}
@@ -331,13 +364,13 @@ func TestFleet_Mochi(t *testing.T) {
 			})
 			return res
 		}
-		if r := cmd(wire.Command{ID: "logs-1", Kind: wire.CommandLogs, App: "sl", Lines: 5}); !r.OK {
+		if r := cmd(wire.Command{Kind: wire.CommandLogs, App: "sl", Lines: 5}); !r.OK {
 			t.Errorf("logs: %+v", r)
 		}
-		if r := cmd(wire.Command{ID: "logs-2", Kind: wire.CommandLogs, App: "nope"}); r.OK || r.Error == "" {
+		if r := cmd(wire.Command{Kind: wire.CommandLogs, App: "nope"}); r.OK || r.Error == "" {
 			t.Errorf("logs of an unknown app: %+v", r)
 		}
-		if r := cmd(wire.Command{ID: "restart-1", Kind: wire.CommandRestart, App: "sl", Container: "main"}); !r.OK {
+		if r := cmd(wire.Command{Kind: wire.CommandRestart, App: "sl", Container: "main"}); !r.OK {
 			t.Fatalf("restart: %+v", r)
 		}
 		waitFor(t, "sl restarted", 30*time.Second, func() bool {

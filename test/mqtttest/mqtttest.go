@@ -12,6 +12,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -231,8 +233,17 @@ func StartMosquitto(t testing.TB, repoRoot string, users map[string]string) *Mos
 		s = strings.ReplaceAll(s, r[0], r[1])
 	}
 	write("mosquitto.conf", []byte(s))
+	runMosquitto(t, filepath.Join(dir, "mosquitto.conf"))
+	m.CertAddr, m.PwAddr = "ssl://127.0.0.1:"+certPort, "ssl://127.0.0.1:"+pwPort
+	return m
+}
 
-	cmd := exec.Command(MosquittoBin, "-c", filepath.Join(dir, "mosquitto.conf"))
+// runMosquitto starts mosquitto with conf, waits until it says it is
+// running, and kills it when the test ends (showing its log if the test
+// failed).
+func runMosquitto(t testing.TB, conf string) {
+	t.Helper()
+	cmd := exec.Command(MosquittoBin, "-c", conf)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -275,6 +286,137 @@ func StartMosquitto(t testing.TB, repoRoot string, users map[string]string) *Mos
 	case <-time.After(10 * time.Second):
 		t.Fatal("mosquitto did not say it is running within 10s")
 	}
-	m.CertAddr, m.PwAddr = "ssl://127.0.0.1:"+certPort, "ssl://127.0.0.1:"+pwPort
-	return m
+}
+
+// StartPlainMosquitto runs mosquitto on a plain TCP listener on 127.0.0.1
+// that lets anyone in, with no limit on message sizes: a broker as an
+// attacker who controls it would run it. extra is appended to its config.
+// It returns the broker URL (tcp://127.0.0.1:PORT) and skips the test if
+// mosquitto is not installed.
+func StartPlainMosquitto(t testing.TB, extra string) string {
+	t.Helper()
+	if _, err := os.Stat(MosquittoBin); err != nil {
+		t.Skipf("%s missing (apt-get install mosquitto): %v", MosquittoBin, err)
+	}
+	dir := t.TempDir()
+	port := FreePort(t)
+	conf := strings.Join([]string{
+		"per_listener_settings false",
+		"allow_anonymous true",
+		"persistence false",
+		"message_size_limit 0",
+		"max_queued_messages 1000",
+		"user root",
+		"log_dest stderr",
+		"log_type error", "log_type warning", "log_type notice", "log_type information",
+		"listener " + port + " 127.0.0.1",
+		extra,
+	}, "\n") + "\n"
+	path := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runMosquitto(t, path)
+	return "tcp://127.0.0.1:" + port
+}
+
+// PublishStream publishes one message of size bytes (all fill) to topic on
+// the broker at addr (host:port, plain TCP) with QoS 0 or 1, as a client of
+// its own. It streams the payload from a small buffer, so a publish of
+// hundreds of megabytes costs the test process no memory, and returns once
+// the broker acknowledged it (QoS 1) or it was written (QoS 0).
+func PublishStream(addr, topic string, qos byte, size int, fill byte) error {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	w := bufio.NewWriterSize(conn, 64<<10)
+	str := func(b []byte, s string) []byte { return append(append(b, byte(len(s)>>8), byte(len(s))), s...) }
+	// CONNECT, MQTT 3.1.1, clean session, keepalive 60 s, a client id of its own.
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	body := str(nil, "MQTT")
+	body = append(body, 4, 0x02, 0, 60)
+	body = str(body, "streamer-"+strconv.FormatUint(uint64(id[0])<<8|uint64(id[1]), 16))
+	writePacket(w, 0x10, body, 0)
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	r := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if typ, b, err := readPacket(r); err != nil || typ != 0x20 || len(b) != 2 || b[1] != 0 {
+		return fmt.Errorf("connect to %s: CONNACK %#x %v: %v", addr, typ, b, err)
+	}
+	head := str(nil, topic)
+	if qos > 0 {
+		head = append(head, 0, 1) // packet id 1
+	}
+	writePacket(w, 0x30|qos<<1, head, size)
+	chunk := make([]byte, 64<<10)
+	for i := range chunk {
+		chunk[i] = fill
+	}
+	for left := size; left > 0; left -= min(left, len(chunk)) {
+		if _, err := w.Write(chunk[:min(left, len(chunk))]); err != nil {
+			return fmt.Errorf("publish to %s: %w", addr, err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("publish to %s: %w", addr, err)
+	}
+	if qos > 0 {
+		_ = conn.SetReadDeadline(time.Now().Add(60 * time.Second))
+		if typ, _, err := readPacket(r); err != nil || typ != 0x40 {
+			return fmt.Errorf("publish to %s: PUBACK %#x: %v", addr, typ, err)
+		}
+	}
+	writePacket(w, 0xe0, nil, 0) // DISCONNECT
+	return w.Flush()
+}
+
+// writePacket writes a fixed header for head plus extra more bytes, then head.
+func writePacket(w *bufio.Writer, typ byte, head []byte, extra int) {
+	_ = w.WriteByte(typ)
+	n := len(head) + extra
+	for {
+		b := byte(n & 0x7f)
+		n >>= 7
+		if n > 0 {
+			b |= 0x80
+		}
+		_ = w.WriteByte(b)
+		if n == 0 {
+			break
+		}
+	}
+	_, _ = w.Write(head)
+}
+
+// readPacket reads one small packet: its type (high nibble, flags dropped) and body.
+func readPacket(r *bufio.Reader) (byte, []byte, error) {
+	typ, err := r.ReadByte()
+	if err != nil {
+		return 0, nil, err
+	}
+	n, shift := 0, 0
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			return 0, nil, err
+		}
+		n |= int(b&0x7f) << shift
+		if b&0x80 == 0 {
+			break
+		}
+		if shift += 7; shift > 21 {
+			return 0, nil, errors.New("malformed remaining length")
+		}
+	}
+	if n > 1<<16 {
+		return 0, nil, fmt.Errorf("packet of %d bytes: not expected here", n)
+	}
+	b := make([]byte, n)
+	_, err = io.ReadFull(r, b)
+	return typ & 0xf0, b, err
 }
