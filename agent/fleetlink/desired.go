@@ -26,8 +26,8 @@ const rejectWindow = time.Minute
 
 // rejections counts refusals within the current window.
 type rejections struct {
-	until    time.Time                        // end of the window; zero: no window open
-	reported map[rejectKey]bool               // reported in this window already
+	until    time.Time                         // end of the window; zero: no window open
+	reported map[rejectKey]bool                // reported in this window already
 	counts   map[wire.EventKind]map[string]int // counted, not reported: by kind, by reason
 }
 

@@ -138,8 +138,8 @@ func New(cfg Config, agent Agent, db *store.DB, log zerolog.Logger) (*Link, erro
 	}
 	l := &Link{
 		agent: agent, db: db, id: cfg.DeviceID, pub: pub,
-		log:     log.With().Str("component", "fleet").Logger(),
-		beat:    cfg.Heartbeat,
+		log:      log.With().Str("component", "fleet").Logger(),
+		beat:     cfg.Heartbeat,
 		desired:  make(chan []byte, 8),
 		commands: make(chan []byte, 16),
 	}
