@@ -716,41 +716,85 @@ func (s *Store) unpackBlob(ctx context.Context, a *staged, desc ocispec.Descript
 const compressionAlarm = 100
 
 // commit makes the new layers and blobs durable, moves them into place and
-// only then records them in bbolt.
+// only then records them in bbolt (SECURITY.md §2.2 "Durability"). The
+// order is what makes a crash safe: data is synced before any rename, the
+// renames are synced before the bbolt update, so bbolt never names a layer
+// or blob whose content may be missing. A crash before the update leaves
+// uncommitted entries, which Open deletes; an error before it takes back
+// what was moved.
 func (s *Store) commit(a *staged, targets []target, order []*pendingLayer, usedDirs map[string]bool) ([]Image, error) {
 	if err := syncFS(s.root); err != nil {
 		return nil, err
 	}
-	var movedLayers, movedBlobs []string
-	rollback := func(err error) error {
-		var errs []error
-		for _, p := range movedLayers {
-			errs = append(errs, os.RemoveAll(p))
-		}
-		for _, p := range movedBlobs {
-			errs = append(errs, os.Remove(p))
-		}
-		if rbErr := errors.Join(errs...); rbErr != nil {
-			return fmt.Errorf("%w; rollback also failed: %v", err, rbErr)
-		}
-		return err
+	var mv moved
+	if err := s.placeLayers(order, usedDirs, &mv); err != nil {
+		return nil, mv.rollback(err)
 	}
+	blobs := s.blobsToRecord(a, targets)
+	if err := s.placeBlobs(a, blobs, &mv); err != nil {
+		return nil, mv.rollback(err)
+	}
+	if err := s.syncStoreDirs(); err != nil {
+		return nil, mv.rollback(err)
+	}
+	imgs, err := s.recordImages(targets, order, blobs)
+	if err != nil {
+		return nil, mv.rollback(fmt.Errorf("record images: %w", err))
+	}
+	return imgs, nil
+}
+
+// moved lists what commit renamed into layers/ and blobs/ so far, so that
+// a failure before the bbolt update can take it out again.
+type moved struct {
+	layers, blobs []string
+}
+
+// rollback removes what was moved and returns err, with the errors of the
+// removal if any.
+func (m *moved) rollback(err error) error {
+	var errs []error
+	for _, p := range m.layers {
+		errs = append(errs, os.RemoveAll(p))
+	}
+	for _, p := range m.blobs {
+		errs = append(errs, os.Remove(p))
+	}
+	if rbErr := errors.Join(errs...); rbErr != nil {
+		return fmt.Errorf("%w; rollback also failed: %v", err, rbErr)
+	}
+	return err
+}
+
+// placeLayers renames each unpacked layer from its temporary directory to
+// its final name under layers/, chosen among the names not in usedDirs,
+// and records the name in p.dir (p.tmp is cleared: the directory is no
+// longer the ingest's to remove, but mv's). The caller has synced the
+// layers' files; the renames themselves are synced by syncStoreDirs.
+func (s *Store) placeLayers(order []*pendingLayer, usedDirs map[string]bool, mv *moved) error {
 	for _, p := range order {
 		name, err := pickDirName(p.diffID, usedDirs)
 		if err != nil {
-			return nil, rollback(err)
+			return err
 		}
 		dst := s.layerPath(name)
 		if err := os.RemoveAll(dst); err != nil { // an uncommitted leftover
-			return nil, rollback(err)
+			return err
 		}
 		if err := os.Rename(p.tmp, dst); err != nil {
-			return nil, rollback(fmt.Errorf("commit layer %s: %w", p.diffID, err))
+			return fmt.Errorf("commit layer %s: %w", p.diffID, err)
 		}
 		usedDirs[name] = true
 		p.dir, p.tmp = name, ""
-		movedLayers = append(movedLayers, dst)
+		mv.layers = append(mv.layers, dst)
 	}
+	return nil
+}
+
+// blobsToRecord returns the blobs the images of targets keep: manifests
+// and configs always, compressed layers when the store or this ingest
+// keeps them and the blob is at hand (staged now, or already in blobs/).
+func (s *Store) blobsToRecord(a *staged, targets []target) map[digest.Digest]blobRecord {
 	blobs := map[digest.Digest]blobRecord{}
 	for _, t := range targets {
 		blobs[t.desc.Digest] = blobRecord{MediaType: t.desc.MediaType, Size: t.desc.Size}
@@ -764,22 +808,43 @@ func (s *Store) commit(a *staged, targets []target, order []*pendingLayer, usedD
 			}
 		}
 	}
+	return blobs
+}
+
+// placeBlobs renames the staged blobs of blobs into blobs/, in digest
+// order, leaving alone those already there (content-addressed: the same
+// bytes). The caller has synced their content; the renames are synced by
+// syncStoreDirs.
+func (s *Store) placeBlobs(a *staged, blobs map[digest.Digest]blobRecord, mv *moved) error {
 	for _, d := range slices.Sorted(maps.Keys(blobs)) {
 		dst := s.blobPath(d)
 		if _, err := os.Lstat(dst); err == nil {
 			continue // content-addressed: already there
 		}
 		if err := os.Rename(a.path(d), dst); err != nil {
-			return nil, rollback(fmt.Errorf("commit blob %s: %w", d, err))
+			return fmt.Errorf("commit blob %s: %w", d, err)
 		}
-		movedBlobs = append(movedBlobs, dst)
+		mv.blobs = append(mv.blobs, dst)
 	}
+	return nil
+}
+
+// syncStoreDirs fsyncs layers/ and blobs/, making the renames into them
+// durable before bbolt records their entries.
+func (s *Store) syncStoreDirs() error {
 	for _, d := range []string{filepath.Join(s.root, dirLayers), filepath.Join(s.root, dirBlobs)} {
 		if err := syncDir(d); err != nil {
-			return nil, rollback(err)
+			return err
 		}
 	}
+	return nil
+}
 
+// recordImages records, in one bbolt transaction, the layers of order
+// (moved into place, p.dir set), the blobs and the images of targets with
+// their names, and returns the images. Either all of it is recorded or
+// none.
+func (s *Store) recordImages(targets []target, order []*pendingLayer, blobs map[digest.Digest]blobRecord) ([]Image, error) {
 	now := time.Now().UTC()
 	var imgs []Image
 	err := s.db.Update(func(tx *bolt.Tx) error {
@@ -797,37 +862,47 @@ func (s *Store) commit(a *staged, targets []target, order []*pendingLayer, usedD
 		}
 		imgs = imgs[:0]
 		for _, t := range targets {
-			rec, err := getImage(v1, t.desc.Digest)
+			img, err := s.putImage(v1, t, now)
 			if err != nil {
 				return err
 			}
-			if rec == nil {
-				rec = &imageRecord{
-					Digest: t.desc.Digest, MediaType: t.desc.MediaType, ID: t.cfgDesc.Digest,
-					Config: t.config, Layers: t.config.RootFS.DiffIDs, Created: now,
-				}
-				for _, l := range t.manifest.Layers {
-					rec.LayerBlobs = append(rec.LayerBlobs, l.Digest)
-				}
-			}
-			if t.name != "" && !slices.Contains(rec.Names, t.name) {
-				if err := s.takeName(v1, t.name, t.desc.Digest); err != nil {
-					return err
-				}
-				rec.Names = append(rec.Names, t.name)
-				slices.Sort(rec.Names)
-			}
-			if err := putJSON(v1.Bucket(bktImages), string(rec.Digest), rec); err != nil {
-				return err
-			}
-			imgs = append(imgs, rec.image(t.name, imageSize(v1, rec)))
+			imgs = append(imgs, img)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, rollback(fmt.Errorf("record images: %w", err))
+		return nil, err
 	}
 	return imgs, nil
+}
+
+// putImage records the image of t, created now unless the store holds it
+// already, and gives it t's name, taking the name from any other image.
+func (s *Store) putImage(v1 *bolt.Bucket, t target, now time.Time) (Image, error) {
+	rec, err := getImage(v1, t.desc.Digest)
+	if err != nil {
+		return Image{}, err
+	}
+	if rec == nil {
+		rec = &imageRecord{
+			Digest: t.desc.Digest, MediaType: t.desc.MediaType, ID: t.cfgDesc.Digest,
+			Config: t.config, Layers: t.config.RootFS.DiffIDs, Created: now,
+		}
+		for _, l := range t.manifest.Layers {
+			rec.LayerBlobs = append(rec.LayerBlobs, l.Digest)
+		}
+	}
+	if t.name != "" && !slices.Contains(rec.Names, t.name) {
+		if err := s.takeName(v1, t.name, t.desc.Digest); err != nil {
+			return Image{}, err
+		}
+		rec.Names = append(rec.Names, t.name)
+		slices.Sort(rec.Names)
+	}
+	if err := putJSON(v1.Bucket(bktImages), string(rec.Digest), rec); err != nil {
+		return Image{}, err
+	}
+	return rec.image(t.name, imageSize(v1, rec)), nil
 }
 
 // takeName points name at the image d, removing it from the image that
