@@ -260,6 +260,8 @@ func (v *appValidator) duration(field string, d Duration) {
 	}
 }
 
+// container checks container c, whose fields are named under f
+// ("containers[0]"), group by group in the order of the spec.
 func (v *appValidator) container(f string, c *Container) {
 	if !ValidName(c.Name) {
 		v.add(f+".name", "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", c.Name)
@@ -267,42 +269,75 @@ func (v *appValidator) container(f string, c *Container) {
 	if err := ValidImageRef(c.Image); err != nil {
 		v.add(f+".image", "%v", err)
 	}
-	for i, s := range c.Args {
+	v.process(f, c.Args, c.Env)
+	v.resources(f+".resources", c.Resources)
+	v.devices(f, c.Devices)
+	v.volumes(f, c.Volumes)
+	v.network(f, c.Network, c.Ports)
+	switch c.Restart {
+	case "", RestartAlways, RestartOnFailure, RestartNever:
+	default:
+		v.add(f+".restart", "%q: want always, on-failure or never", c.Restart)
+	}
+	if c.Health != nil {
+		v.health(f+".health", c.Health)
+	}
+}
+
+// process checks the arguments and environment, which go to execve: no
+// NUL anywhere, no '=' in a variable's name.
+func (v *appValidator) process(f string, args []string, env map[string]string) {
+	for i, s := range args {
 		if strings.IndexByte(s, 0) >= 0 {
 			v.add(fmt.Sprintf("%s.args[%d]", f, i), "contains a NUL byte")
 		}
 	}
-	for k, val := range c.Env {
+	for k, val := range env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(val, 0) >= 0 {
 			v.add(f+".env", "variable %q: name empty or containing '=' or NUL, or value containing NUL", k)
 		}
 	}
-	if c.Resources.CPU != "" {
-		if m, err := quantity.ParseMilliCPU(c.Resources.CPU); err != nil {
-			v.add(f+".resources.cpu", "%v", err)
+}
+
+// resources checks the limits, named under f ("containers[0].resources"):
+// quantities that parse, CPU above 0, memory at least MinMemory.
+func (v *appValidator) resources(f string, r Resources) {
+	if r.CPU != "" {
+		if m, err := quantity.ParseMilliCPU(r.CPU); err != nil {
+			v.add(f+".cpu", "%v", err)
 		} else if m <= 0 {
-			v.add(f+".resources.cpu", "%q: must be more than 0", c.Resources.CPU)
+			v.add(f+".cpu", "%q: must be more than 0", r.CPU)
 		}
 	}
-	if c.Resources.Memory != "" {
-		if b, err := quantity.ParseBytes(c.Resources.Memory); err != nil {
-			v.add(f+".resources.memory", "%v", err)
+	if r.Memory != "" {
+		if b, err := quantity.ParseBytes(r.Memory); err != nil {
+			v.add(f+".memory", "%v", err)
 		} else if b < MinMemory {
-			v.add(f+".resources.memory", "%q is below the minimum of %s", c.Resources.Memory, quantity.FormatBytes(MinMemory))
+			v.add(f+".memory", "%q is below the minimum of %s", r.Memory, quantity.FormatBytes(MinMemory))
 		}
 	}
-	if c.Resources.Pids < 0 {
-		v.add(f+".resources.pids", "negative: %d", c.Resources.Pids)
+	if r.Pids < 0 {
+		v.add(f+".pids", "negative: %d", r.Pids)
 	}
-	for i, d := range c.Devices {
+}
+
+// devices checks the host device nodes passed through: clean absolute
+// paths under /dev/.
+func (v *appValidator) devices(f string, devices []string) {
+	for i, d := range devices {
 		if !path.IsAbs(d) || path.Clean(d) != d || !strings.HasPrefix(d, "/dev/") {
 			v.add(fmt.Sprintf("%s.devices[%d]", f, i), "%q: want a clean absolute path under /dev/", d)
 		} else if err := noControl(d); err != nil {
 			v.add(fmt.Sprintf("%s.devices[%d]", f, i), "%q: %v", d, err)
 		}
 	}
+}
+
+// volumes checks the named volumes: valid names, and mount paths that are
+// clean, absolute, not the runtime's own and not used twice.
+func (v *appValidator) volumes(f string, volumes []Volume) {
 	paths := map[string]bool{}
-	for i, vol := range c.Volumes {
+	for i, vol := range volumes {
 		vf := fmt.Sprintf("%s.volumes[%d]", f, i)
 		if !ValidName(vol.Name) {
 			v.add(vf+".name", "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", vol.Name)
@@ -319,55 +354,58 @@ func (v *appValidator) container(f string, c *Container) {
 		}
 		paths[vol.Path] = true
 	}
-	switch c.Network {
+}
+
+// network checks the network mode (host or none; bridge is not supported
+// yet) and that no ports are published without a bridge.
+func (v *appValidator) network(f, network string, ports []string) {
+	switch network {
 	case "", NetworkHost, NetworkNone:
-		if len(c.Ports) > 0 {
+		if len(ports) > 0 {
 			v.add(f+".ports", "ports need network bridge, which is not supported yet")
 		}
 	case NetworkBridge:
 		v.add(f+".network", "bridge is not supported yet: use host or none")
 	default:
-		v.add(f+".network", "%q: want host or none", c.Network)
+		v.add(f+".network", "%q: want host or none", network)
 	}
-	switch c.Restart {
-	case "", RestartAlways, RestartOnFailure, RestartNever:
+}
+
+// health checks the health check h, named under hf
+// ("containers[0].health"): exactly one well-formed probe, durations that
+// parse and are not negative, retries not negative.
+func (v *appValidator) health(hf string, h *Health) {
+	kinds := 0
+	if h.HTTP != "" {
+		kinds++
+		if u, err := url.Parse(h.HTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(hf+".http", "%q: want an http:// or https:// URL", h.HTTP)
+		}
+	}
+	if h.TCP != "" {
+		kinds++
+		if _, port, err := net.SplitHostPort(h.TCP); err != nil || !isPort(port) {
+			v.add(hf+".tcp", "%q: want host:port", h.TCP)
+		}
+	}
+	if len(h.Exec) > 0 {
+		kinds++
+		if h.Exec[0] == "" {
+			v.add(hf+".exec", "empty command")
+		}
+	}
+	switch kinds {
+	case 0:
+		v.add(hf, "no probe: give one of http, tcp or exec")
+	case 1:
 	default:
-		v.add(f+".restart", "%q: want always, on-failure or never", c.Restart)
+		v.add(hf, "more than one probe: give only one of http, tcp or exec")
 	}
-	if h := c.Health; h != nil {
-		hf := f + ".health"
-		kinds := 0
-		if h.HTTP != "" {
-			kinds++
-			if u, err := url.Parse(h.HTTP); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				v.add(hf+".http", "%q: want an http:// or https:// URL", h.HTTP)
-			}
-		}
-		if h.TCP != "" {
-			kinds++
-			if _, port, err := net.SplitHostPort(h.TCP); err != nil || !isPort(port) {
-				v.add(hf+".tcp", "%q: want host:port", h.TCP)
-			}
-		}
-		if len(h.Exec) > 0 {
-			kinds++
-			if h.Exec[0] == "" {
-				v.add(hf+".exec", "empty command")
-			}
-		}
-		switch kinds {
-		case 0:
-			v.add(hf, "no probe: give one of http, tcp or exec")
-		case 1:
-		default:
-			v.add(hf, "more than one probe: give only one of http, tcp or exec")
-		}
-		v.duration(hf+".interval", h.Interval)
-		v.duration(hf+".timeout", h.Timeout)
-		v.duration(hf+".startPeriod", h.StartPeriod)
-		if h.Retries < 0 {
-			v.add(hf+".retries", "negative: %d", h.Retries)
-		}
+	v.duration(hf+".interval", h.Interval)
+	v.duration(hf+".timeout", h.Timeout)
+	v.duration(hf+".startPeriod", h.StartPeriod)
+	if h.Retries < 0 {
+		v.add(hf+".retries", "negative: %d", h.Retries)
 	}
 }
 

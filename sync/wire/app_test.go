@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -224,5 +225,82 @@ func TestValidate_ControlCharacters(t *testing.T) {
 		if strings.ContainsAny(err.Error(), "\x1b\x07\x9b\u202e") {
 			t.Errorf("%s: message %q carries the control characters raw", tt.field, err)
 		}
+	}
+}
+
+// TestValidate_ContainerMessages pins every container-level message and
+// field path, in order, for a container wrong in every field at once: the
+// validator's split into field groups must not change what operators read.
+func TestValidate_ContainerMessages(t *testing.T) {
+	bad := func(c Container) App {
+		return App{Name: "a", Version: "1", Containers: []Container{c}}
+	}
+	for _, tc := range []struct {
+		name string
+		app  App
+		want []string
+	}{
+		{"every field", bad(Container{
+			Name: "C", Image: "Busy Box", Args: []string{"ok", "a\x00b"}, Env: map[string]string{"A=B": "x"},
+			Resources: Resources{CPU: "0m", Memory: "1Mi", Pids: -1},
+			Devices:   []string{"/etc/passwd", "/dev/tty\x1b"},
+			Volumes: []Volume{
+				{Name: "D", Path: "data"}, {Name: "d", Path: "/x\x1b"}, {Name: "e", Path: "/proc"},
+				{Name: "f", Path: "/data"}, {Name: "g", Path: "/data"},
+			},
+			Network: "y", Ports: []string{"80:80"}, Restart: "x",
+			Health: &Health{HTTP: "ftp://x/", TCP: "x", Exec: []string{""}, Interval: Duration{Duration: -1}, Retries: -1},
+		}), []string{
+			`app a: containers[0].name: "C": want 1-63 of a-z, 0-9 and '-', starting with a letter or digit`,
+			`app a: containers[0].image: "Busy Box": not an image reference: want [registry[:port]/]path[:tag][@sha256:<64 hex digits>], lower-case path`,
+			`app a: containers[0].args[1]: contains a NUL byte`,
+			`app a: containers[0].env: variable "A=B": name empty or containing '=' or NUL, or value containing NUL`,
+			`app a: containers[0].resources.cpu: "0m": must be more than 0`,
+			`app a: containers[0].resources.memory: "1Mi" is below the minimum of 6Mi`,
+			`app a: containers[0].resources.pids: negative: -1`,
+			`app a: containers[0].devices[0]: "/etc/passwd": want a clean absolute path under /dev/`,
+			`app a: containers[0].devices[1]: "/dev/tty\x1b": control character U+001B at byte 8`,
+			`app a: containers[0].volumes[0].name: "D": want 1-63 of a-z, 0-9 and '-', starting with a letter or digit`,
+			`app a: containers[0].volumes[0].path: "data": want a clean absolute path`,
+			`app a: containers[0].volumes[1].path: "/x\x1b": control character U+001B at byte 2`,
+			`app a: containers[0].volumes[2].path: "/proc": reserved for the runtime`,
+			`app a: containers[0].volumes[4].path: "/data": mounted twice`,
+			`app a: containers[0].network: "y": want host or none`,
+			`app a: containers[0].restart: "x": want always, on-failure or never`,
+			`app a: containers[0].health.http: "ftp://x/": want an http:// or https:// URL`,
+			`app a: containers[0].health.tcp: "x": want host:port`,
+			`app a: containers[0].health.exec: empty command`,
+			`app a: containers[0].health: more than one probe: give only one of http, tcp or exec`,
+			`app a: containers[0].health.interval: negative duration -1ns`,
+			`app a: containers[0].health.retries: negative: -1`,
+		}},
+		{"ports without bridge", bad(Container{Name: "c", Image: "busybox", Network: NetworkHost, Ports: []string{"80:80"}}), []string{
+			`app a: containers[0].ports: ports need network bridge, which is not supported yet`,
+		}},
+		{"bridge", bad(Container{Name: "c", Image: "busybox", Network: NetworkBridge}), []string{
+			`app a: containers[0].network: bridge is not supported yet: use host or none`,
+		}},
+		{"no probe", bad(Container{Name: "c", Image: "busybox", Health: &Health{}}), []string{
+			`app a: containers[0].health: no probe: give one of http, tcp or exec`,
+		}},
+		{"unparsable quantities", bad(Container{Name: "c", Image: "busybox", Resources: Resources{CPU: "lots", Memory: "lots"}}), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.app.Validate()
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			got := strings.Split(err.Error(), "\n")
+			if tc.want == nil { // parse errors come from internal/quantity: pin only the fields
+				if len(got) != 2 || !strings.HasPrefix(got[0], "app a: containers[0].resources.cpu: ") ||
+					!strings.HasPrefix(got[1], "app a: containers[0].resources.memory: ") {
+					t.Fatalf("got %q", got)
+				}
+				return
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("messages differ:\ngot  %q\nwant %q", got, tc.want)
+			}
+		})
 	}
 }
