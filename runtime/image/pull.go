@@ -565,17 +565,9 @@ func (s *Store) fetchBlob(ctx context.Context, ep *endpoint, desc ocispec.Descri
 		}
 	}
 	w := &countingWriter{f: f, h: sha256.New()}
-	restart := func() error {
-		w.h.Reset()
-		w.off = 0
-		if err := f.Truncate(0); err != nil {
-			return err
-		}
-		_, err := f.Seek(0, io.SeekStart)
-		return err
-	}
+	dl := &blobDownload{ep: ep, desc: desc, w: w, stallTimeout: opts.StallTimeout, progress: opts.progress}
 	if fi.Size() > desc.Size {
-		if err := restart(); err != nil {
+		if err := dl.restart(); err != nil {
 			return "", err
 		}
 	} else if fi.Size() > 0 {
@@ -588,17 +580,14 @@ func (s *Store) fetchBlob(ctx context.Context, ep *endpoint, desc ocispec.Descri
 			return "", err
 		}
 	}
-	resumed := w.off
-	if resumed > 0 && resumed < desc.Size {
-		s.log.Info().Str("blob", string(desc.Digest)).Int64("bytes", resumed).Msg("resuming partial download")
-	}
-	report := func(kind ProgressKind, msg string) {
-		opts.progress(ProgressEvent{Kind: kind, Digest: desc.Digest, Current: w.off, Total: desc.Size, Resumed: resumed, Message: msg})
+	dl.resumed = w.off
+	if dl.resumed > 0 && dl.resumed < desc.Size {
+		s.log.Info().Str("blob", string(desc.Digest)).Int64("bytes", dl.resumed).Msg("resuming partial download")
 	}
 	failures, total := 0, 0
 	for w.off < desc.Size {
 		start := w.off
-		err := s.fetchRange(ctx, ep, desc, w, opts.StallTimeout, restart, report)
+		err := s.fetchRange(ctx, dl)
 		if err == nil {
 			continue
 		}
@@ -624,7 +613,7 @@ func (s *Store) fetchBlob(ctx context.Context, ep *endpoint, desc ocispec.Descri
 		}
 		delay := min(opts.RetryDelay<<min(failures-1, 16), 10*time.Second)
 		s.log.Warn().Err(err).Str("blob", string(desc.Digest)).Int64("offset", w.off).Dur("backoff", delay).Msg("download interrupted, retrying")
-		report(ProgressRetry, err.Error())
+		dl.report(ProgressRetry, err.Error())
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -640,7 +629,7 @@ func (s *Store) fetchBlob(ctx context.Context, ep *endpoint, desc ocispec.Descri
 	if err := f.Sync(); err != nil {
 		return "", err
 	}
-	report(ProgressDownloaded, "")
+	dl.report(ProgressDownloaded, "")
 	return pf.path, nil
 }
 
@@ -674,10 +663,44 @@ func retryable(err error) bool {
 	return true
 }
 
+// blobDownload is one blob on its way into its partial file, across the
+// requests fetchBlob makes for it.
+type blobDownload struct {
+	ep   *endpoint
+	desc ocispec.Descriptor
+	// w appends to the partial file and hashes what it appends: the file
+	// holds w.off good bytes.
+	w *countingWriter
+	// stallTimeout: a response that sends nothing for this long is given
+	// up, and the download resumed with a new request.
+	stallTimeout time.Duration
+	// resumed is how much of the blob the partial file held when the
+	// download started.
+	resumed  int64
+	progress func(ProgressEvent)
+}
+
+// restart empties the partial file and the hash, for a download of the
+// blob from its start.
+func (dl *blobDownload) restart() error {
+	dl.w.h.Reset()
+	dl.w.off = 0
+	if err := dl.w.f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := dl.w.f.Seek(0, io.SeekStart)
+	return err
+}
+
+// report tells the pull's progress callback where the download stands.
+func (dl *blobDownload) report(kind ProgressKind, msg string) {
+	dl.progress(ProgressEvent{Kind: kind, Digest: dl.desc.Digest, Current: dl.w.off, Total: dl.desc.Size, Resumed: dl.resumed, Message: msg})
+}
+
 // fetchRange makes one GET for the rest of the blob and appends what it
 // receives.
-func (s *Store) fetchRange(ctx context.Context, ep *endpoint, desc ocispec.Descriptor, w *countingWriter,
-	stallTimeout time.Duration, restart func() error, report func(ProgressKind, string)) (err error) {
+func (s *Store) fetchRange(ctx context.Context, dl *blobDownload) (err error) {
+	ep, desc, w, stallTimeout := dl.ep, dl.desc, dl.w, dl.stallTimeout
 	what := "blob " + shortDigest(desc.Digest)
 	// A response that stops sending is given up after stallTimeout; the
 	// caller then resumes with a new request.
@@ -706,7 +729,7 @@ func (s *Store) fetchRange(ctx context.Context, ep *endpoint, desc ocispec.Descr
 	case http.StatusPartialContent:
 		if w.off == 0 || !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(w.off, 10)+"-") {
 			s.log.Warn().Str("blob", string(desc.Digest)).Str("contentRange", resp.Header.Get("Content-Range")).Msg("registry answered another range, downloading the blob from the start")
-			if err := restart(); err != nil {
+			if err := dl.restart(); err != nil {
 				return err
 			}
 			return fmt.Errorf("%s: unexpected Content-Range %q", what, resp.Header.Get("Content-Range"))
@@ -714,12 +737,12 @@ func (s *Store) fetchRange(ctx context.Context, ep *endpoint, desc ocispec.Descr
 	case http.StatusOK:
 		if w.off > 0 {
 			s.log.Warn().Str("blob", string(desc.Digest)).Int64("had", w.off).Msg("registry ignored the Range request (200, not 206): downloading the blob from the start")
-			if err := restart(); err != nil {
+			if err := dl.restart(); err != nil {
 				return err
 			}
 		}
 	case http.StatusRequestedRangeNotSatisfiable:
-		if err := restart(); err != nil {
+		if err := dl.restart(); err != nil {
 			return err
 		}
 		return fmt.Errorf("%s: range not satisfiable", what)
@@ -731,14 +754,14 @@ func (s *Store) fetchRange(ctx context.Context, ep *endpoint, desc ocispec.Descr
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {
 			if w.off+int64(n) > desc.Size {
-				_ = restart()
+				_ = dl.restart()
 				return categoryf(ErrDigestMismatch, "%s: registry sent more than the %d bytes the manifest gives", what, desc.Size)
 			}
 			if _, err := w.Write(buf[:n]); err != nil {
 				return err
 			}
 			stall.Reset(stallTimeout)
-			report(ProgressDownload, "")
+			dl.report(ProgressDownload, "")
 		}
 		if rerr == io.EOF {
 			if w.off < desc.Size {
