@@ -30,6 +30,11 @@
 // "250m" or "0.5", durations as "10s". Names, versions, images, devices,
 // volume paths and placement labels with control characters are refused.
 //
+// Fields with a fixed set of values have a type listing the set once:
+// ContainerState, HealthState, EventKind, CommandKind, Presence. A
+// receiver accepts container states, health states and event kinds it
+// does not know: a newer agent may send them.
+//
 // Presence is a bare "online"/"offline" string so that it can be the MQTT
 // Last Will.
 package wire

@@ -89,26 +89,47 @@ type AppStatus struct {
 
 // ContainerStatus is the state of one container of an app.
 type ContainerStatus struct {
-	Name      string    `json:"name"`
-	Image     string    `json:"image,omitempty"` // by digest
-	State     string    `json:"state"`           // created, running, exited, restarting, ...
-	Health    string    `json:"health,omitempty"`
-	Restarts  uint32    `json:"restarts"`
-	ExitCode  int       `json:"exitCode,omitempty"`
-	OOMKilled bool      `json:"oomKilled,omitempty"`
-	StartedAt time.Time `json:"startedAt,omitzero"`
+	Name      string         `json:"name"`
+	Image     string         `json:"image,omitempty"` // by digest
+	State     ContainerState `json:"state"`
+	Health    HealthState    `json:"health,omitempty"`
+	Restarts  uint32         `json:"restarts"`
+	ExitCode  int            `json:"exitCode,omitempty"`
+	OOMKilled bool           `json:"oomKilled,omitempty"`
+	StartedAt time.Time      `json:"startedAt,omitzero"`
 	// CPUNanos is the cumulative CPU time used; the fleet derives rates.
 	CPUNanos    uint64 `json:"cpuNanos,omitempty"`
 	MemoryBytes uint64 `json:"memoryBytes,omitempty"`
 	MemoryLimit uint64 `json:"memoryLimit,omitempty"`
 }
 
-// Health values of ContainerStatus.Health.
+// ContainerState is a container's state in ContainerStatus, as the agent
+// decides it. Receivers must accept states they do not know (a newer
+// agent may send them).
+type ContainerState string
+
+// Container states.
 const (
-	HealthNone      = ""
-	HealthStarting  = "starting"
-	HealthHealthy   = "healthy"
-	HealthUnhealthy = "unhealthy"
+	ContainerRunning   ContainerState = "running"
+	ContainerStarting  ContainerState = "starting"   // to be started, created, or health check not passed yet
+	ContainerUnhealthy ContainerState = "unhealthy"  // running, health check failing
+	ContainerBackoff   ContainerState = "backoff"    // failed, waiting to be restarted
+	ContainerCrashLoop ContainerState = "crash-loop" // failed too often recently; still restarted, at the capped backoff
+	ContainerExited    ContainerState = "exited"     // failed, and the restart policy says never
+	ContainerCompleted ContainerState = "completed"  // exited 0, and the restart policy does not restart it
+)
+
+// HealthState is a container's health check verdict in
+// ContainerStatus.Health. (Health, the check itself, is part of the app
+// spec.)
+type HealthState string
+
+// Health states.
+const (
+	HealthNone      HealthState = "" // no health check, or no verdict yet
+	HealthStarting  HealthState = "starting"
+	HealthHealthy   HealthState = "healthy"
+	HealthUnhealthy HealthState = "unhealthy"
 )
 
 // DeviceFacts describes the device itself.

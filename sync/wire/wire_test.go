@@ -182,7 +182,7 @@ func TestReported_RoundTrip(t *testing.T) {
 		DeviceID:           "gw-1",
 		ObservedGeneration: 7,
 		Apps: []AppStatus{{Name: "thermo", Version: "1.4.2", State: "running", Containers: []ContainerStatus{{
-			Name: "reader", State: "running", Health: HealthHealthy, Restarts: 2, CPUNanos: 5e9, MemoryBytes: 1 << 20,
+			Name: "reader", State: ContainerRunning, Health: HealthHealthy, Restarts: 2, CPUNanos: 5e9, MemoryBytes: 1 << 20,
 		}}}},
 		Device:         DeviceFacts{Arch: "arm64", Kernel: "6.1.0", CgroupVersion: 1, MemoryBytes: 512 << 20, CPUs: 4, AgentVersion: "v0.1"},
 		DroppedEvents:  3,
@@ -336,4 +336,43 @@ func FuzzDecodeDesired(f *testing.F) {
 			t.Fatalf("re-decode accepted document %s: %v", b, err)
 		}
 	})
+}
+
+// TestReported_EncodingUnchanged pins a report's bytes as the agent sent
+// them while container states and health were plain strings: typing them
+// changed no byte on the wire (no-health omitted, states as before).
+func TestReported_EncodingUnchanged(t *testing.T) {
+	r := Reported{
+		DeviceID: "gw-1", ObservedGeneration: 7, DesiredDigest: "sha256:ab",
+		Apps: []AppStatus{{Name: "thermo", Version: "1.4.2", State: "degraded", Message: "reader restarting", Containers: []ContainerStatus{
+			{Name: "reader", Image: "r@sha256:cd", State: ContainerCrashLoop, Health: HealthUnhealthy, Restarts: 4, ExitCode: 137, OOMKilled: true,
+				StartedAt: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), CPUNanos: 5e9, MemoryBytes: 1 << 20, MemoryLimit: 64 << 20},
+			{Name: "side", State: ContainerStarting, Health: HealthNone},
+			{Name: "web", State: ContainerRunning, Health: HealthHealthy},
+		}}},
+		Device:        DeviceFacts{Arch: "arm64", Kernel: "6.1.0", CgroupVersion: 2, MemoryBytes: 512 << 20, CPUs: 4, AgentVersion: "v0.1"},
+		DroppedEvents: 3, ClockUntrusted: true, Time: time.Date(2026, 5, 1, 12, 0, 1, 0, time.UTC),
+	}
+	const want = `{"schema":1,"deviceId":"gw-1","observedGeneration":7,"desiredDigest":"sha256:ab",` +
+		`"apps":[{"name":"thermo","version":"1.4.2","state":"degraded","message":"reader restarting","containers":[` +
+		`{"name":"reader","image":"r@sha256:cd","state":"crash-loop","health":"unhealthy","restarts":4,"exitCode":137,"oomKilled":true,` +
+		`"startedAt":"2026-05-01T12:00:00Z","cpuNanos":5000000000,"memoryBytes":1048576,"memoryLimit":67108864},` +
+		`{"name":"side","state":"starting","restarts":0},` +
+		`{"name":"web","state":"running","health":"healthy","restarts":0}]}],` +
+		`"device":{"arch":"arm64","kernel":"6.1.0","cgroupVersion":2,"memoryBytes":536870912,"cpus":4,"agentVersion":"v0.1"},` +
+		`"droppedEvents":3,"clockUntrusted":true,"time":"2026-05-01T12:00:01Z"}`
+	b, err := Encode(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != want {
+		t.Errorf("encoding changed:\ngot  %s\nwant %s", b, want)
+	}
+	got, err := DecodeReported(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := got.Apps[0].Containers; c[0].State != ContainerCrashLoop || c[0].Health != HealthUnhealthy || c[1].Health != HealthNone {
+		t.Errorf("decoded containers = %+v", c)
+	}
 }
