@@ -33,8 +33,7 @@ func (a *Agent) Containers(stats bool) map[string]fleetlink.Container {
 			ExitCode: c.State.ExitCode, OOMKilled: c.State.OOMKilled, StartedAt: c.State.StartedAt,
 		}
 		if fc.Running {
-			h, _ := a.health.status(c.ID)
-			fc.Health = string(h)
+			fc.Health, _ = a.health.status(c.ID)
 			if stats {
 				if s, err := a.rt.Stats(c); err == nil {
 					fc.CPUNanos, fc.MemoryBytes, fc.MemoryLimit = s.CPUUsageNanos, s.MemoryUsage, s.MemoryLimit

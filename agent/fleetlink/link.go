@@ -58,7 +58,7 @@ type Container struct {
 	ExitCode                           int
 	OOMKilled                          bool
 	StartedAt                          time.Time
-	Health                             string
+	Health                             wire.HealthState
 	CPUNanos, MemoryBytes, MemoryLimit uint64
 }
 

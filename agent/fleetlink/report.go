@@ -135,7 +135,7 @@ func (l *Link) report(st store.FleetState, apps []reconcile.AppStatus, ctrs map[
 	for _, a := range apps {
 		as := wire.AppStatus{Name: a.Name, Version: a.Version, State: string(a.Phase), Message: a.Message, Containers: []wire.ContainerStatus{}}
 		for _, c := range a.Containers {
-			cs := wire.ContainerStatus{Name: c.Name, State: wire.ContainerState(c.State), Restarts: uint32(c.Restarts), Health: wire.HealthState(ctrs[c.ID].Health)}
+			cs := wire.ContainerStatus{Name: c.Name, State: c.State, Restarts: uint32(c.Restarts), Health: ctrs[c.ID].Health}
 			if c.State == reconcile.StateUnhealthy {
 				cs.Health = wire.HealthUnhealthy
 			}

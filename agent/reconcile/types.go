@@ -44,14 +44,14 @@ const (
 
 // Health is a container's health as the health checker reports it; ""
 // means no check result (yet), which counts as HealthStarting for a
-// container with a check.
-type Health string
+// container with a check. It is the wire's type: the values are listed once.
+type Health = wire.HealthState
 
 // Health states.
 const (
-	HealthStarting  Health = "starting"
-	HealthHealthy   Health = "healthy"
-	HealthUnhealthy Health = "unhealthy"
+	HealthStarting  = wire.HealthStarting
+	HealthHealthy   = wire.HealthHealthy
+	HealthUnhealthy = wire.HealthUnhealthy
 )
 
 // Observed is one runtime container as plain data.
@@ -233,18 +233,19 @@ type AppStatus struct {
 	Containers      []ContainerStatus
 }
 
-// State is a container's state in ContainerStatus.
-type State string
+// State is a container's state in ContainerStatus: the wire's type, so
+// the values are listed once (sync/wire) and reports carry them as they are.
+type State = wire.ContainerState
 
 // Container states in ContainerStatus.
 const (
-	StateRunning   State = "running"
-	StateStarting  State = "starting"   // to be started, created, or health check not passed yet
-	StateUnhealthy State = "unhealthy"  // running, health check failing
-	StateBackoff   State = "backoff"    // failed, waiting for NextRestart
-	StateCrashLoop State = "crash-loop" // failed too often recently; still restarted at the capped backoff
-	StateExited    State = "exited"     // failed, and the restart policy says never
-	StateCompleted State = "completed"  // exited 0 and the policy does not restart it
+	StateRunning   = wire.ContainerRunning
+	StateStarting  = wire.ContainerStarting  // to be started, created, or health check not passed yet
+	StateUnhealthy = wire.ContainerUnhealthy // running, health check failing
+	StateBackoff   = wire.ContainerBackoff   // failed, waiting for NextRestart
+	StateCrashLoop = wire.ContainerCrashLoop // failed too often recently; still restarted at the capped backoff
+	StateExited    = wire.ContainerExited    // failed, and the restart policy says never
+	StateCompleted = wire.ContainerCompleted // exited 0 and the policy does not restart it
 )
 
 // ContainerStatus is one container of an AppStatus.
