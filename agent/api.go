@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/containerd/errdefs"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,9 +19,7 @@ import (
 
 	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/agent/store"
-	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
-	"github.com/tender-edge/tender/runtime/spec"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
@@ -176,7 +176,7 @@ func (s *apiServer) pullImage(w http.ResponseWriter, r *http.Request) {
 	if p := q.Get("platform"); p != "" {
 		var plat ocispec.Platform
 		if err := json.Unmarshal([]byte(p), &plat); err != nil {
-			replyErr(w, fmt.Errorf("%w: platform: %v", spec.ErrInvalid, err))
+			replyErr(w, fmt.Errorf("%w: platform: %v", errdefs.ErrInvalidArgument, err))
 			return
 		}
 		opts.Platform = &plat
@@ -214,7 +214,7 @@ func (s *apiServer) removeImage(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, c := range ctrs {
 		if c.ImageID == img.ID.String() {
-			replyErr(w, fmt.Errorf("%w: image %s is in use by container %s", container.ErrConflict, ref, c.Name))
+			replyErr(w, fmt.Errorf("%w: image %s is in use by container %s", errdefs.ErrConflict, ref, c.Name))
 			return
 		}
 	}
@@ -300,11 +300,11 @@ func (e *apiError) Error() string { return e.Msg }
 func (e *apiError) Is(target error) bool {
 	switch e.Kind {
 	case "invalid":
-		return target == spec.ErrInvalid || target == wire.ErrInvalid || target == image.ErrInvalid
+		return target == errdefs.ErrInvalidArgument || target == wire.ErrInvalid || target == image.ErrInvalid
 	case "notfound":
-		return target == ErrNotFound || target == image.ErrNotFound || target == container.ErrNotFound
+		return target == ErrNotFound || target == image.ErrNotFound || target == errdefs.ErrNotFound
 	case "conflict":
-		return target == container.ErrConflict
+		return target == errdefs.ErrConflict
 	case "unauthorized":
 		return target == image.ErrUnauthorized
 	case "noplatform":
@@ -322,11 +322,11 @@ func classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, image.ErrNoPlatform):
 		return http.StatusBadRequest, "noplatform"
-	case errors.Is(err, spec.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, image.ErrInvalid):
+	case errors.Is(err, errdefs.ErrInvalidArgument), errors.Is(err, wire.ErrInvalid), errors.Is(err, image.ErrInvalid):
 		return http.StatusBadRequest, "invalid"
-	case errors.Is(err, ErrNotFound), errors.Is(err, image.ErrNotFound), errors.Is(err, container.ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, image.ErrNotFound), errors.Is(err, errdefs.ErrNotFound):
 		return http.StatusNotFound, "notfound"
-	case errors.Is(err, container.ErrConflict):
+	case errors.Is(err, errdefs.ErrConflict):
 		return http.StatusConflict, "conflict"
 	case errors.Is(err, image.ErrUnauthorized):
 		return http.StatusUnauthorized, "unauthorized"

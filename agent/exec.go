@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"github.com/containerd/errdefs"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,7 +60,7 @@ func (a *Agent) apply(ctx context.Context, act reconcile.Action) error {
 // one that is already gone is fine.
 func (a *Agent) removeContainer(name string) error {
 	c, err := a.rt.Get(name)
-	if errors.Is(err, container.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
 	if err != nil {

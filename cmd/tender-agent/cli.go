@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/containerd/errdefs"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -333,14 +335,14 @@ func memLimit(ctr *container.Container) string {
 func parseVolume(v string) (spec.Volume, error) {
 	parts := strings.Split(v, ":")
 	if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
-		return spec.Volume{}, fmt.Errorf("%w: volume %q: want HOST:CONTAINER[:ro]", spec.ErrInvalid, v)
+		return spec.Volume{}, fmt.Errorf("%w: volume %q: want HOST:CONTAINER[:ro]", errdefs.ErrInvalidArgument, v)
 	}
 	src, err := filepath.Abs(parts[0])
 	if err != nil {
 		return spec.Volume{}, err
 	}
 	if _, err := os.Stat(src); err != nil {
-		return spec.Volume{}, fmt.Errorf("%w: volume %q: %v", spec.ErrInvalid, v, err)
+		return spec.Volume{}, fmt.Errorf("%w: volume %q: %v", errdefs.ErrInvalidArgument, v, err)
 	}
 	return spec.Volume{Source: src, Target: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"}, nil
 }

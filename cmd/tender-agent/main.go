@@ -3,6 +3,8 @@
 package main
 
 import (
+	"github.com/containerd/errdefs"
+
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +16,6 @@ import (
 	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
-	"github.com/tender-edge/tender/runtime/spec"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
@@ -48,7 +49,7 @@ func main() {
 // a command needs the daemon and it is not running (systemctl's "inactive").
 func exitCode(err error) int {
 	switch {
-	case errors.Is(err, errUsage), errors.Is(err, container.ErrNotFound), errors.Is(err, container.ErrNotRunning), errors.Is(err, spec.ErrInvalid),
+	case errors.Is(err, errUsage), errors.Is(err, errdefs.ErrNotFound), errors.Is(err, container.ErrNotRunning), errors.Is(err, errdefs.ErrInvalidArgument),
 		errors.Is(err, image.ErrNotFound), errors.Is(err, image.ErrUnauthorized), errors.Is(err, image.ErrNoPlatform),
 		errors.Is(err, image.ErrInvalid), errors.Is(err, wire.ErrInvalid), errors.Is(err, agent.ErrNotFound):
 		return 1

@@ -1,6 +1,8 @@
 package cgroups
 
 import (
+	"github.com/containerd/errdefs"
+
 	"bufio"
 	"bytes"
 	"errors"
@@ -85,7 +87,7 @@ func Create(path string, res *specs.LinuxResources) (*Cgroup, error) {
 	case V2:
 		c, err = createV2(mountpoint, path, res)
 	default:
-		err = fmt.Errorf("no cgroup mount: %w", ErrUnavailable)
+		err = fmt.Errorf("no cgroup mount: %w", errdefs.ErrNotImplemented)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
@@ -94,7 +96,7 @@ func Create(path string, res *specs.LinuxResources) (*Cgroup, error) {
 }
 
 // Load returns the existing cgroup at path (after an agent restart). It
-// wraps ErrNotFound when no directory of it exists.
+// wraps errdefs.ErrNotFound when no directory of it exists.
 func Load(path string) (*Cgroup, error) {
 	if err := checkPath(path); err != nil {
 		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
@@ -109,7 +111,7 @@ func Load(path string) (*Cgroup, error) {
 	case V2:
 		c, err = loadV2(mountpoint, path)
 	default:
-		err = fmt.Errorf("no cgroup mount: %w", ErrUnavailable)
+		err = fmt.Errorf("no cgroup mount: %w", errdefs.ErrNotImplemented)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
@@ -119,7 +121,7 @@ func Load(path string) (*Cgroup, error) {
 
 func checkPath(path string) error {
 	if err := cgroup2.VerifyGroupPath(path); err != nil || path == "/" {
-		return fmt.Errorf("invalid cgroup path %q: must be clean, absolute and not the root", path)
+		return fmt.Errorf("cgroup path %q: must be clean, absolute and not the root: %w", path, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

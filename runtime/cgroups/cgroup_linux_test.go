@@ -1,6 +1,8 @@
 package cgroups
 
 import (
+	"github.com/containerd/errdefs"
+
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -76,7 +78,7 @@ func testPath(t *testing.T) string {
 	p := "/tender-test-" + hex.EncodeToString(b)
 	t.Cleanup(func() {
 		c, err := Load(p)
-		if errors.Is(err, ErrNotFound) {
+		if errdefs.IsNotFound(err) {
 			return
 		}
 		if err != nil {
@@ -321,7 +323,7 @@ func TestCgroup_V1AddProcsStatsKillDelete(t *testing.T) {
 	if err := c.Delete(); err != nil {
 		t.Errorf("second Delete: %v", err)
 	}
-	if _, err := Load(path); !errors.Is(err, ErrNotFound) {
+	if _, err := Load(path); !errdefs.IsNotFound(err) {
 		t.Errorf("Load after Delete: %v, want ErrNotFound", err)
 	}
 	if err := c.Kill(); err != nil {

@@ -11,5 +11,6 @@
 //
 // A controller missing on the host is not applicable and skipped, except
 // memory, cpu and pids when a limit for them is asked: Create then fails
-// with an error wrapping ErrUnavailable that names the controller.
+// with an error wrapping errdefs.ErrNotImplemented that names the controller.
+// Load of a cgroup that does not exist wraps errdefs.ErrNotFound.
 package cgroups

@@ -1,6 +1,8 @@
 package cgroups
 
 import (
+	"github.com/containerd/errdefs"
+
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -24,7 +26,7 @@ func createV1(path string, res *specs.LinuxResources) (*Cgroup, error) {
 	c := &Cgroup{path: path, mode: V1, dirs: dirs}
 	for _, name := range required(vals) {
 		if c.dir(name) == "" {
-			return nil, fmt.Errorf("%s controller: %w", name, ErrUnavailable)
+			return nil, fmt.Errorf("%s controller: the host has none: %w", name, errdefs.ErrNotImplemented)
 		}
 	}
 	cg, err := cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{},
@@ -43,7 +45,7 @@ func loadV1(path string) (*Cgroup, error) {
 	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
 	if err != nil {
 		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-			return nil, ErrNotFound
+			return nil, fmt.Errorf("no such cgroup: %w", errdefs.ErrNotFound)
 		}
 		return nil, err
 	}

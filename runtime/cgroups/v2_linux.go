@@ -1,6 +1,8 @@
 package cgroups
 
 import (
+	"github.com/containerd/errdefs"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,7 +25,7 @@ func createV2(root, path string, res *specs.LinuxResources) (*Cgroup, error) {
 	vals := valuesV2(res)
 	for _, name := range required(vals) {
 		if !slices.Contains(have, name) {
-			return nil, fmt.Errorf("%s controller: %w", name, ErrUnavailable)
+			return nil, fmt.Errorf("%s controller: the host has none: %w", name, errdefs.ErrNotImplemented)
 		}
 	}
 	var ctrls []string
@@ -67,7 +69,7 @@ func loadV2(root, path string) (*Cgroup, error) {
 	dir := filepath.Join(root, path)
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
 		if os.IsNotExist(err) {
-			return nil, ErrNotFound
+			return nil, fmt.Errorf("no such cgroup: %w", errdefs.ErrNotFound)
 		}
 		return nil, err
 	}

@@ -1,7 +1,8 @@
 package cgroups
 
 import (
-	"errors"
+	"github.com/containerd/errdefs"
+
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,7 +82,7 @@ func TestCreateV2_WritesValuesAndEnablesControllers(t *testing.T) {
 	if l.Dirs()[""] != c.Dirs()[""] {
 		t.Errorf("load found %v, want %v", l.Dirs(), c.Dirs())
 	}
-	if _, err := loadV2(root, "/tender/nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := loadV2(root, "/tender/nope"); !errdefs.IsNotFound(err) {
 		t.Errorf("load missing: %v, want ErrNotFound", err)
 	}
 }
@@ -123,8 +124,8 @@ func TestCreateV2_RequiredControllerMissing(t *testing.T) {
 			const group = "/c3"
 			root := fakeV2(t, strings.Join(have, " "), group, nil)
 			_, err := createV2(root, group, tt.res)
-			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), tt.missing) {
-				t.Fatalf("err = %v, want ErrUnavailable naming %s", err, tt.missing)
+			if !errdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), tt.missing) {
+				t.Fatalf("err = %v, want ErrNotImplemented naming %s", err, tt.missing)
 			}
 			if _, err := os.Stat(filepath.Join(root, group)); !os.IsNotExist(err) {
 				t.Errorf("group directory left behind: %v", err)

@@ -14,20 +14,22 @@
 package container
 
 import (
-	"errors"
+	"fmt"
 	"time"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tender-edge/tender/runtime/initproc"
 )
 
-// Sentinels callers branch on.
+// Errors wrap the categories of github.com/containerd/errdefs (an unknown
+// name is errdefs.ErrNotFound, a name in use errdefs.ErrConflict, bad
+// options errdefs.ErrInvalidArgument). These two are finer, for callers
+// that branch on them.
 var (
-	ErrNotFound   = errors.New("no such container")
-	ErrConflict   = errors.New("conflict")
-	ErrNotRunning = errors.New("container is not running")
-	ErrRunning    = errors.New("container is running")
+	ErrNotRunning = fmt.Errorf("container is not running: %w", errdefs.ErrFailedPrecondition)
+	ErrRunning    = fmt.Errorf("container is running: %w", errdefs.ErrFailedPrecondition)
 )
 
 // Status is where a container is in its life.

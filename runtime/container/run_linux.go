@@ -44,7 +44,7 @@ func (r *Runtime) Start(ctx context.Context, ref string, cio IO) (*Monitor, erro
 		return nil, err
 	}
 	if c.State.Status == Running {
-		return nil, fmt.Errorf("%w: %s", ErrRunning, c.Name)
+		return nil, fmt.Errorf("start %s: %w", c.Name, ErrRunning)
 	}
 	m := &Monitor{r: r, c: c}
 	if err := m.start(cio); err != nil {
@@ -220,7 +220,7 @@ func (r *Runtime) Kill(ref string, sig unix.Signal) error {
 		return err
 	}
 	if c.State.Status != Running {
-		return fmt.Errorf("%w: %s", ErrNotRunning, c.Name)
+		return fmt.Errorf("kill %s: %w", c.Name, ErrNotRunning)
 	}
 	fd, err := pidfdFor(c.State.Pid, c.State.PidStart)
 	if err != nil {
@@ -333,7 +333,7 @@ func (r *Runtime) Delete(ref string, force bool) error {
 	}
 	if c.State.Status == Running {
 		if !force {
-			return fmt.Errorf("%w: %s: stop it first or force removal", ErrRunning, c.Name)
+			return fmt.Errorf("remove %s: stop it first or force removal: %w", c.Name, ErrRunning)
 		}
 		if err := signalAndWait(c.State.Pid, c.State.PidStart, unix.SIGKILL, 10*time.Second); err != nil {
 			return fmt.Errorf("remove %s: %w", c.Name, err)
@@ -359,7 +359,7 @@ func (r *Runtime) remove(c *Container) error {
 // Stats reads a running container's resource use from its cgroup.
 func (r *Runtime) Stats(c *Container) (cgroups.Stats, error) {
 	if c.State.Status != Running {
-		return cgroups.Stats{}, fmt.Errorf("%w: %s", ErrNotRunning, c.Name)
+		return cgroups.Stats{}, fmt.Errorf("stats %s: %w", c.Name, ErrNotRunning)
 	}
 	cg, err := cgroups.Load(c.Cgroup)
 	if err != nil {

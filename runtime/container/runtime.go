@@ -1,6 +1,8 @@
 package container
 
 import (
+	"github.com/containerd/errdefs"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -98,7 +100,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 		name = ShortID(id)
 	}
 	if !validName(name) {
-		return nil, fmt.Errorf("%w: container name %q: want [a-zA-Z0-9][a-zA-Z0-9_.-], at most 63 characters", spec.ErrInvalid, name)
+		return nil, fmt.Errorf("container name %q: want [a-zA-Z0-9][a-zA-Z0-9_.-], at most 63 characters: %w", name, errdefs.ErrInvalidArgument)
 	}
 	so := o.Options
 	if so.Hostname == "" {
@@ -130,7 +132,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 	}
 	defer unlock()
 	if _, err := r.getLocked(name); err == nil {
-		return nil, fmt.Errorf("%w: the container name %q is already in use", ErrConflict, name)
+		return nil, fmt.Errorf("the container name %q is already in use: %w", name, errdefs.ErrConflict)
 	}
 	for _, d := range []string{"upper", "work", "rootfs", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
@@ -192,7 +194,7 @@ func (r *Runtime) Get(ref string) (*Container, error) {
 
 func (r *Runtime) getLocked(ref string) (*Container, error) {
 	if ref == "" {
-		return nil, fmt.Errorf("%w: empty name", ErrNotFound)
+		return nil, fmt.Errorf("no such container: empty name: %w", errdefs.ErrNotFound)
 	}
 	all, err := r.List()
 	if err != nil {
@@ -209,11 +211,11 @@ func (r *Runtime) getLocked(ref string) (*Container, error) {
 	}
 	switch len(byPrefix) {
 	case 0:
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
+		return nil, fmt.Errorf("no such container %q: %w", ref, errdefs.ErrNotFound)
 	case 1:
 		return byPrefix[0], nil
 	}
-	return nil, fmt.Errorf("%w: %s matches %d containers", ErrConflict, ref, len(byPrefix))
+	return nil, fmt.Errorf("%q matches %d containers: give more of the ID: %w", ref, len(byPrefix), errdefs.ErrInvalidArgument)
 }
 
 // List returns every container, newest first, with its state refreshed

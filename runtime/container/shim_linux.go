@@ -27,7 +27,7 @@ func (r *Runtime) StartDetached(ref string) (*Container, error) {
 		return nil, err
 	}
 	if c.State.Status == Running {
-		return nil, fmt.Errorf("%w: %s", ErrRunning, c.Name)
+		return nil, fmt.Errorf("start %s: %w", c.Name, ErrRunning)
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -1,6 +1,8 @@
 package spec
 
 import (
+	"github.com/containerd/errdefs"
+
 	"fmt"
 	"math"
 	"strconv"
@@ -30,7 +32,7 @@ func ParseBytes(s string) (int64, error) {
 	}
 	f, err := strconv.ParseFloat(t, 64)
 	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f*mult > math.MaxInt64/2 {
-		return 0, fmt.Errorf("%w: size %q: want a number with an optional unit (Ki, Mi, Gi)", ErrInvalid, s)
+		return 0, fmt.Errorf("size %q: want a number with an optional unit (Ki, Mi, Gi): %w", s, errdefs.ErrInvalidArgument)
 	}
 	return int64(f * mult), nil
 }

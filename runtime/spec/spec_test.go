@@ -1,7 +1,8 @@
 package spec
 
 import (
-	"errors"
+	"github.com/containerd/errdefs"
+
 	"reflect"
 	"slices"
 	"testing"
@@ -128,12 +129,12 @@ func TestBuild_Rejects(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Build(img, o)
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("err = %v, want ErrInvalid", err)
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("err = %v, want ErrInvalidArgument", err)
 			}
 		})
 	}
-	if _, err := Build(ocispec.ImageConfig{}, Options{}); !errors.Is(err, ErrInvalid) {
+	if _, err := Build(ocispec.ImageConfig{}, Options{}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("an image without a command must be refused, got %v", err)
 	}
 }
