@@ -1,13 +1,13 @@
 package agent
 
 import (
-	"github.com/containerd/errdefs"
-
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/runtime/container"

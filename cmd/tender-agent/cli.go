@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/containerd/errdefs"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/containerd/errdefs"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/rs/zerolog"
 
@@ -337,11 +336,9 @@ func parseVolume(v string) (spec.Volume, error) {
 	if len(parts) < 2 || len(parts) > 3 || (len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
 		return spec.Volume{}, fmt.Errorf("%w: volume %q: want HOST:CONTAINER[:ro]", errdefs.ErrInvalidArgument, v)
 	}
-	src, err := filepath.Abs(parts[0])
-	if err != nil {
-		return spec.Volume{}, err
-	}
-	if _, err := os.Stat(src); err != nil {
+	// An empty or relative host path is refused by spec.Build, not resolved.
+	src := parts[0]
+	if _, err := os.Stat(src); filepath.IsAbs(src) && err != nil {
 		return spec.Volume{}, fmt.Errorf("%w: volume %q: %v", errdefs.ErrInvalidArgument, v, err)
 	}
 	return spec.Volume{Source: src, Target: parts[1], ReadOnly: len(parts) == 3 && parts[2] == "ro"}, nil

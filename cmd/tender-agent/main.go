@@ -3,8 +3,6 @@
 package main
 
 import (
-	"github.com/containerd/errdefs"
-
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/agent"
 	"github.com/tender-edge/tender/runtime/container"

@@ -1,8 +1,6 @@
 package cgroups
 
 import (
-	"github.com/containerd/errdefs"
-
 	"bufio"
 	"bytes"
 	"errors"
@@ -17,6 +15,7 @@ import (
 	cgroupsv3 "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )

@@ -1,8 +1,6 @@
 package cgroups
 
 import (
-	"github.com/containerd/errdefs"
-
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -17,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // childEnv makes the test binary act as a helper child (see TestMain).

@@ -1,13 +1,12 @@
 package cgroups
 
 import (
-	"github.com/containerd/errdefs"
-
 	"errors"
 	"fmt"
 	"path/filepath"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 

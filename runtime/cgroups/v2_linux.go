@@ -1,8 +1,6 @@
 package cgroups
 
 import (
-	"github.com/containerd/errdefs"
-
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 

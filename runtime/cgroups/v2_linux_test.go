@@ -1,14 +1,13 @@
 package cgroups
 
 import (
-	"github.com/containerd/errdefs"
-
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 

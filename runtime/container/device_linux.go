@@ -1,11 +1,10 @@
 package container
 
 import (
-	"github.com/containerd/errdefs"
-
 	"fmt"
 	"path/filepath"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/tender-edge/tender/runtime/spec"

@@ -1,8 +1,6 @@
 package container
 
 import (
-	"github.com/containerd/errdefs"
-
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 

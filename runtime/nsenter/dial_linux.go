@@ -1,8 +1,6 @@
 package nsenter
 
 import (
-	"github.com/containerd/errdefs"
-
 	"context"
 	"fmt"
 	"net"
@@ -11,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 

@@ -1,8 +1,6 @@
 package nsenter
 
 import (
-	"github.com/containerd/errdefs"
-
 	"bytes"
 	"context"
 	"fmt"
@@ -12,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/tender-edge/tender/runtime/initproc"

@@ -1,8 +1,6 @@
 package nsenter
 
 import (
-	"github.com/containerd/errdefs"
-
 	"bufio"
 	"context"
 	"errors"
@@ -19,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 

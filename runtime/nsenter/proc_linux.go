@@ -1,14 +1,13 @@
 package nsenter
 
 import (
-	"github.com/containerd/errdefs"
-
 	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 

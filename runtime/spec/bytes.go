@@ -1,12 +1,12 @@
 package spec
 
 import (
-	"github.com/containerd/errdefs"
-
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/containerd/errdefs"
 )
 
 var units = []struct {

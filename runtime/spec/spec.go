@@ -4,8 +4,6 @@
 package spec
 
 import (
-	"github.com/containerd/errdefs"
-
 	"fmt"
 	"io/fs"
 	"math"
@@ -13,8 +11,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tender-edge/tender/internal/mountpath"
 )
 
 // Network modes.
@@ -84,10 +85,6 @@ var MaskedPaths = []string{
 var ReadonlyPaths = []string{
 	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 }
-
-// forbiddenTargets may not be the target of a volume: they are the
-// runtime's own mounts.
-var forbiddenTargets = []string{"/", "/proc", "/sys", "/dev"}
 
 func u32(v uint32) *uint32 { return &v }
 
@@ -285,14 +282,8 @@ func (o Options) validate() error {
 		}
 	}
 	for _, v := range o.Volumes {
-		if !path.IsAbs(v.Source) || !path.IsAbs(v.Target) {
-			return fmt.Errorf("volume %s:%s: both paths must be absolute: %w", v.Source, v.Target, errdefs.ErrInvalidArgument)
-		}
-		t := path.Clean(v.Target)
-		for _, f := range forbiddenTargets {
-			if t == f || strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/sys/") {
-				return fmt.Errorf("volume target %s: the runtime owns %s: %w", v.Target, f, errdefs.ErrInvalidArgument)
-			}
+		if err := validateVolume(v); err != nil {
+			return err
 		}
 	}
 	for _, d := range o.Devices {
@@ -302,6 +293,23 @@ func (o Options) validate() error {
 		if !strings.HasPrefix(path.Clean(d.Path), "/dev/") {
 			return fmt.Errorf("device %s is not under /dev: %w", d.Path, errdefs.ErrInvalidArgument)
 		}
+	}
+	return nil
+}
+
+// validateVolume checks a bind: its host path absolute and clean (an empty
+// or relative one would be resolved against whatever directory the agent
+// runs in), its container path absolute and not one the runtime manages.
+func validateVolume(v Volume) error {
+	if v.Source == "" || !path.IsAbs(v.Source) || path.Clean(v.Source) != v.Source {
+		return fmt.Errorf("volume %s:%s: the host path %q must be absolute and clean, like /srv/data: %w",
+			v.Source, v.Target, v.Source, errdefs.ErrInvalidArgument)
+	}
+	if !path.IsAbs(v.Target) {
+		return fmt.Errorf("volume %s:%s: the container path %q must be absolute: %w", v.Source, v.Target, v.Target, errdefs.ErrInvalidArgument)
+	}
+	if reason, reserved := mountpath.ReservedPath(v.Target); reserved {
+		return fmt.Errorf("volume %s:%s: %s: %w", v.Source, v.Target, reason, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
