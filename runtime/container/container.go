@@ -32,14 +32,29 @@ var (
 	ErrRunning    = fmt.Errorf("container is running: %w", errdefs.ErrFailedPrecondition)
 )
 
-// Status is where a container is in its life.
+// Status is where a container is in its life: Created, then Running, then
+// Exited (and Running again when restarted).
 type Status string
 
+// The statuses; Statuses lists them all.
 const (
 	Created Status = "created"
 	Running Status = "running"
 	Exited  Status = "exited"
 )
+
+// Statuses are the valid values of Status.
+var Statuses = []Status{Created, Running, Exited}
+
+// Valid reports whether s is one of Statuses.
+func (s Status) Valid() bool {
+	for _, v := range Statuses {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
 
 // Config is what a container is; written once at create.
 type Config struct {
