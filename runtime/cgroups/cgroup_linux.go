@@ -150,6 +150,38 @@ func (c *Cgroup) dir(name string) string {
 	return ""
 }
 
+// Update writes the limits of res into the cgroup, as Create does (the
+// values of Values, in order); a controller they need and the host lacks
+// fails with an error wrapping errdefs.ErrNotImplemented. A container's
+// pids limit is written this way, right before its workload execs (see
+// SplitExec).
+func (c *Cgroup) Update(res *specs.LinuxResources) error {
+	vals := Values(c.mode, res)
+	for _, name := range required(vals) {
+		if c.dirOf(name) == "" {
+			return fmt.Errorf("update cgroup %s: %s controller: the host has none: %w", c.path, name, errdefs.ErrNotImplemented)
+		}
+	}
+	if err := writeValues(vals, c.dirOf); err != nil {
+		return fmt.Errorf("update cgroup %s: %w", c.path, err)
+	}
+	return nil
+}
+
+// dirOf is the directory of controller: its v1 hierarchy's, or on v2 the
+// group's when the controller is enabled there.
+func (c *Cgroup) dirOf(controller string) string {
+	if c.mode != V2 {
+		return c.dir(controller)
+	}
+	dir := c.dir("")
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil || !slices.Contains(strings.Fields(string(b)), controller) {
+		return ""
+	}
+	return dir
+}
+
 // Add moves process pid into the cgroup, in every v1 hierarchy.
 func (c *Cgroup) Add(pid int) error {
 	var err error

@@ -405,3 +405,32 @@ func TestCreateV2_DeviceFilterOnHybridMount(t *testing.T) {
 		t.Errorf("child printed %q, want %q", got, want)
 	}
 }
+
+// A pids limit written after Create (right before a workload execs) lands
+// in pids.max of the v1 pids hierarchy and is in force for new processes.
+func TestUpdate_PidsLimitV1(t *testing.T) {
+	needV1(t)
+	path := testPath(t)
+	atCreate, atExec := SplitExec(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(2)}})
+	c, err := Create(path, atCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidsMax := filepath.Join(c.Dirs()["pids"], "pids.max")
+	if got := strings.TrimSpace(string(must(os.ReadFile(pidsMax)))); got != "max" {
+		t.Fatalf("pids.max after Create = %q, want max (the limit waits for exec)", got)
+	}
+	if err := c.Update(atExec); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(must(os.ReadFile(pidsMax)))); got != "2" {
+		t.Errorf("pids.max after Update = %q, want 2", got)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -33,6 +33,11 @@ func createV2(root, path string, res *specs.LinuxResources) (*Cgroup, error) {
 			ctrls = append(ctrls, v.Controller)
 		}
 	}
+	// pids is enabled even without a limit now: the limit comes later, at
+	// exec (SplitExec), and pids.current feeds Stats.
+	if slices.Contains(have, "pids") && !slices.Contains(ctrls, "pids") {
+		ctrls = append(ctrls, "pids")
+	}
 	dir := filepath.Join(root, path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

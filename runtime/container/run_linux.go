@@ -65,7 +65,8 @@ func (m *Monitor) start(cio IO) error {
 		_ = old.Kill()
 		_ = old.Delete()
 	}
-	cg, err := cgroups.Create(c.Cgroup, c.Spec.Linux.Resources)
+	atCreate, atExec := cgroups.SplitExec(c.Spec.Linux.Resources)
+	cg, err := cgroups.Create(c.Cgroup, atCreate)
 	if err != nil {
 		return fmt.Errorf("cgroup: %w", err)
 	}
@@ -88,7 +89,11 @@ func (m *Monitor) start(cio IO) error {
 	m.pipes = []*os.File{outR, errR}
 	stdio := initproc.Stdio{Stdin: cio.Stdin, Stdout: outW, Stderr: errW}
 	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp}
-	proc, err := initproc.Start(cfg, stdio, cg.Add)
+	hooks := initproc.Hooks{Place: cg.Add}
+	if atExec != nil {
+		hooks.BeforeExec = func(int) error { return cg.Update(atExec) }
+	}
+	proc, err := initproc.StartWith(cfg, stdio, hooks)
 	outW.Close()
 	errW.Close()
 	if err != nil {

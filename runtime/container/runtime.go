@@ -110,6 +110,9 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := initproc.CheckExecSize(s.Process.Args, s.Process.Env, s.Process.Rlimits); err != nil {
+		return nil, err
+	}
 	grace := o.StopGrace
 	if grace <= 0 {
 		grace = 10 * time.Second

@@ -56,6 +56,9 @@ func StartExec(ctx context.Context, cfg *ExecConfig, pidfd int, stdio Stdio, pla
 	if cfg.Process.Terminal {
 		return nil, errors.New("terminal: not supported")
 	}
+	if err := CheckExecSize(cfg.Process.Args, cfg.Process.Env, cfg.Process.Rlimits); err != nil {
+		return nil, err
+	}
 	payload, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("encode exec config: %w", err)
@@ -120,7 +123,7 @@ func StartExec(ctx context.Context, cfg *ExecConfig, pidfd int, stdio Stdio, pla
 	// reads EOF.
 	stop := context.AfterFunc(ctx, func() { _ = proc.Kill() })
 	defer stop()
-	msg, err := handshake(parent, payload)
+	msg, err := handshake(parent, payload, nil)
 	if ctx.Err() != nil {
 		return abort(fmt.Errorf("exec helper: %w", ctx.Err()))
 	}
@@ -213,7 +216,7 @@ func execChild() (err error) {
 			return fmt.Errorf("descriptor %d: %w", fd, err)
 		}
 	}
-	raw, err := readAll(syncFd)
+	raw, err := readConfig(syncFd)
 	if err != nil {
 		return fmt.Errorf("read exec config: %w", err)
 	}
