@@ -1,8 +1,11 @@
 // Package container is the parent side of Tender's runtime: it creates
 // containers from images, starts them through initproc under their cgroup,
-// watches them until they exit (as the foreground CLI or a detached shim),
-// stops them, and keeps their state on disk so any later process, an
-// upgraded agent included, can find them again.
+// each under its own shim (a re-executed monitor that records the exit and
+// removes an AutoRemove container, whether whoever started it, a foreground
+// CLI or the agent, is still there or not), stops them, and keeps their
+// state on disk so any later process, an upgraded agent included, can find
+// them again. A container is written in a hidden directory and renamed into
+// place, so a listing never sees half of one.
 //
 // On disk, under ROOT/containers/ID:
 //

@@ -109,6 +109,14 @@ func TestCreate_RefusesBadNamesAndConflicts(t *testing.T) {
 	if !errdefs.IsInvalidArgument(err) {
 		t.Errorf("empty volume source: err = %v, want ErrInvalidArgument", err)
 	}
+	_, err = r.Create(context.Background(), CreateOptions{Image: "test:latest", Options: spec.Options{Volumes: []spec.Volume{{Source: "/srv", Target: "/sys/fs/cgroup"}}}})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "/sys/fs/cgroup is managed by the runtime") {
+		t.Errorf("volume on /sys/fs/cgroup: err = %v, want ErrInvalidArgument naming the path", err)
+	}
+	_, err = r.Create(context.Background(), CreateOptions{Image: "test:latest", Options: spec.Options{Args: []string{"env"}, Env: []string{"BIG=" + strings.Repeat("x", 200<<10)}}})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "environment variable BIG") {
+		t.Errorf("a 200 KiB environment value: err = %v, want ErrInvalidArgument naming it", err)
+	}
 	all, err := r.List()
 	if err != nil || len(all) != 1 {
 		t.Errorf("after refusals: %d containers, %v; want only web", len(all), err)
@@ -227,5 +235,35 @@ func TestList_DuringCreate(t *testing.T) {
 	}
 	if lists < 2 {
 		t.Errorf("List ran %d times: no overlap with the creates", lists)
+	}
+}
+
+// The shim's copy to the CLI stops at the first failed write (the reader
+// went away) and never fails the log's copy.
+func TestTolerantWriter(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	tw := &tolerant{w: w}
+	for i := 0; i < 3; i++ {
+		if n, err := tw.Write([]byte("tick\n")); n != 5 || err != nil {
+			t.Fatalf("write %d to a closed pipe: %d, %v", i, n, err)
+		}
+	}
+	if !tw.broken {
+		t.Error("not marked broken after EPIPE")
+	}
+	w.Close()
+}
+
+// A start failure travels from the shim to its starter with its category.
+func TestReportedError(t *testing.T) {
+	if err := (&reportedError{Msg: "bad", Invalid: true}); !errdefs.IsInvalidArgument(err) || err.Error() != "bad" {
+		t.Errorf("invalid: %v", err)
+	}
+	if err := (&reportedError{Msg: "broke"}); errdefs.IsInvalidArgument(err) {
+		t.Errorf("runtime failure classified as invalid input: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -932,4 +933,53 @@ func TestStart_BeforeExecHook(t *testing.T) {
 		t.Errorf("failing BeforeExec: err = %v", err)
 	}
 	e.checkNoLeak(t)
+}
+
+// a file of the image carrying file capabilities (setcap
+// cap_sys_admin+ei: inheritable, with the effective bit) gives the process
+// that runs it nothing: its inheritable set is empty, no_new_privs ignores
+// file capabilities, and the ambient set stays empty, as root and as
+// another user. (With +eip the kernel refuses the exec, CAP_SYS_ADMIN
+// being outside the bounding set.)
+func TestStart_FileCapabilitiesGainNothing(t *testing.T) {
+	const capSysAdmin = 21
+	for _, user := range []string{"", "app"} {
+		t.Run("user "+user, func(t *testing.T) {
+			e := newEnv(t)
+			e.layer(t, func(d string) error {
+				bin, err := os.ReadFile(filepath.Join(e.lowers[len(e.lowers)-1], "workload"))
+				if err != nil {
+					return err
+				}
+				p := filepath.Join(d, "capbin")
+				if err := os.WriteFile(p, bin, 0o755); err != nil {
+					return err
+				}
+				// struct vfs_cap_data, revision 2, little-endian:
+				// magic_etc (revision | effective), then permitted and
+				// inheritable of the low and high 32 capabilities.
+				xattr := make([]byte, 20)
+				le := func(off int, v uint32) {
+					xattr[off], xattr[off+1], xattr[off+2], xattr[off+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+				}
+				le(0, 0x02000000|0x1)
+				le(8, 1<<capSysAdmin) // inheritable
+				return unix.Setxattr(p, "security.capability", xattr, 0)
+			})
+			e.cfg.Spec.Process.Args = []string{"/capbin", "cat", "/proc/self/status"}
+			e.cfg.User = user
+			st := e.mustRun(t)
+			for _, key := range []string{"CapInh", "CapAmb"} {
+				if got := statusField(t, st, key); got != "0000000000000000" {
+					t.Errorf("%s = %s, want 0", key, got)
+				}
+			}
+			for _, key := range []string{"CapEff", "CapPrm"} {
+				v, err := strconv.ParseUint(statusField(t, st, key), 16, 64)
+				if err != nil || v&(1<<capSysAdmin) != 0 {
+					t.Errorf("%s = %x, %v: has CAP_SYS_ADMIN", key, v, err)
+				}
+			}
+		})
+	}
 }
