@@ -186,7 +186,7 @@ func TestExec(t *testing.T) {
 }
 
 // TestExec_Cgroup checks that Place runs with the helper in the container's
-// pid namespace, before it starts, and that the command lands in the
+// pid namespace, before the command runs, and that the command lands in the
 // container's cgroup (a real v1 pids hierarchy).
 func TestExec_Cgroup(t *testing.T) {
 	baseLayer(t)

@@ -303,6 +303,21 @@ func TestRun_SmallPidsLimit(t *testing.T) {
 	}
 }
 
+// An exec into a container that fills its pids limit runs: the Go exec
+// helper joins the container's cgroup only right before it execs the
+// command (joining earlier, its threads could not start: about half the
+// execs failed with "read status: connection reset by peer").
+func TestExec_FullPidsLimit(t *testing.T) {
+	bb := busybox(t)
+	ok(t, "run", "-d", "--name", "pidsfull", "--pids", "2", bb, "exec sleep 1000")
+	t.Cleanup(func() { agent(t, "rm", "-f", "pidsfull") })
+	for i := 0; i < 12; i++ {
+		if r := agent(t, "exec", "pidsfull", "/bin/busybox", "echo", "hi"); r.code != 0 || r.stdout != "hi\n" {
+			t.Fatalf("exec %d into a container at its pids limit: %s", i, r)
+		}
+	}
+}
+
 // Issue 9: a container config over 64 KiB (long environment values, many
 // of them, a long argv) broke the start ("init: read status: connection
 // reset by peer").
