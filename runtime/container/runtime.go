@@ -137,6 +137,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 	if _, err := r.getLocked(name); err == nil {
 		return nil, fmt.Errorf("the container name %q is already in use: %w", name, errdefs.ErrConflict)
 	}
+	r.removeAbandonedLocked()
 	// The container is made in a directory List does not look at and
 	// renamed into place once whole: a concurrent List sees all of it or
 	// nothing.
@@ -154,6 +155,23 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 
 // creatingPrefix names a container directory still being written.
 const creatingPrefix = ".creating-"
+
+// removeAbandonedLocked removes the directories of creates that died half
+// way (a crash, a power cut): creates hold the lock, so under it none is in
+// progress.
+func (r *Runtime) removeAbandonedLocked() {
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), creatingPrefix) {
+			if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
+				r.log.Warn().Err(err).Str("dir", e.Name()).Msg("removing an abandoned container directory")
+			}
+		}
+	}
+}
 
 // makeDir writes a new container's directory at dir. A container removed
 // when it exits does not outlive a power cut anyway: unless durable, its

@@ -267,3 +267,20 @@ func TestReportedError(t *testing.T) {
 		t.Errorf("runtime failure classified as invalid input: %v", err)
 	}
 }
+
+// A create that died half way leaves a hidden directory that List never
+// shows and the next create removes.
+func TestCreate_RemovesAbandonedCreates(t *testing.T) {
+	r := newRuntime(t, nil)
+	left := filepath.Join(r.dir, creatingPrefix+strings.Repeat("a", 64))
+	if err := os.MkdirAll(filepath.Join(left, "upper"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if all, err := r.List(); err != nil || len(all) != 0 {
+		t.Errorf("List = %d containers, %v; want none", len(all), err)
+	}
+	create(t, r, "next")
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("abandoned create still there: %v", err)
+	}
+}
