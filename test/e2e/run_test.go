@@ -160,6 +160,9 @@ func TestDetached_Lifecycle(t *testing.T) {
 	if r := agent(t, "rm", "svc"); r.code == 0 {
 		t.Fatalf("rm of a running container succeeded: %s", r)
 	}
+	// The workload says "got terminated" only once its handler is in
+	// place: wait for the kernel to show SIGTERM caught before stopping.
+	waitFor(t, "the workload to catch SIGTERM", 30*time.Second, func() bool { return catches(t, "svc", syscall.SIGTERM) })
 	ok(t, "stop", "-t", "5s", "svc")
 	var got []struct{ State struct{ Status string } }
 	json.Unmarshal([]byte(ok(t, "inspect", "svc")), &got)
@@ -434,4 +437,25 @@ func TestRun_RmOutlivesCLI(t *testing.T) {
 			}
 		}
 	})
+}
+
+// catches reports whether the workload of container name has a handler for
+// sig (SigCgt in its /proc status).
+func catches(t *testing.T, name string, sig syscall.Signal) bool {
+	t.Helper()
+	var got []struct{ State struct{ Pid int } }
+	if err := json.Unmarshal([]byte(ok(t, "inspect", name)), &got); err != nil || len(got) != 1 {
+		t.Fatalf("inspect %s: %v", name, err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", got[0].State.Pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }
