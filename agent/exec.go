@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/spec"
@@ -59,7 +61,7 @@ func (a *Agent) apply(ctx context.Context, act reconcile.Action) error {
 // one that is already gone is fine.
 func (a *Agent) removeContainer(name string) error {
 	c, err := a.rt.Get(name)
-	if errors.Is(err, container.ErrNotFound) {
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
 	if err != nil {

@@ -7,10 +7,6 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/agent/api"
-	"github.com/tender-edge/tender/runtime/container"
-	"github.com/tender-edge/tender/runtime/image"
-	"github.com/tender-edge/tender/runtime/nsenter"
-	"github.com/tender-edge/tender/runtime/spec"
 )
 
 // Exit codes, as docker and systemctl use them.
@@ -37,10 +33,6 @@ var exitCodes = []struct {
 	{errdefs.IsUnauthorized, exitBadInput},
 	{errdefs.IsPermissionDenied, exitBadInput},
 	{isNoDaemon, exitNoDaemon},
-	// TODO(merge): the packages' own sentinels, until they wrap the
-	// categories above (issue 8); the lead removes these rows.
-	{is(container.ErrNotFound, container.ErrNotRunning, container.ErrRunning, container.ErrConflict, spec.ErrInvalid,
-		image.ErrNoPlatform, nsenter.ErrInvalid), exitBadInput},
 }
 
 // isNoDaemon is the daemon not running: that error only, not every

@@ -15,6 +15,7 @@ import (
 	cgroupsv3 "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -85,7 +86,7 @@ func Create(path string, res *specs.LinuxResources) (*Cgroup, error) {
 	case V2:
 		c, err = createV2(mountpoint, path, res)
 	default:
-		err = fmt.Errorf("no cgroup mount: %w", ErrUnavailable)
+		err = fmt.Errorf("no cgroup mount: %w", errdefs.ErrNotImplemented)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create cgroup %s: %w", path, err)
@@ -94,7 +95,7 @@ func Create(path string, res *specs.LinuxResources) (*Cgroup, error) {
 }
 
 // Load returns the existing cgroup at path (after an agent restart). It
-// wraps ErrNotFound when no directory of it exists.
+// wraps errdefs.ErrNotFound when no directory of it exists.
 func Load(path string) (*Cgroup, error) {
 	if err := checkPath(path); err != nil {
 		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
@@ -109,7 +110,7 @@ func Load(path string) (*Cgroup, error) {
 	case V2:
 		c, err = loadV2(mountpoint, path)
 	default:
-		err = fmt.Errorf("no cgroup mount: %w", ErrUnavailable)
+		err = fmt.Errorf("no cgroup mount: %w", errdefs.ErrNotImplemented)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load cgroup %s: %w", path, err)
@@ -119,7 +120,7 @@ func Load(path string) (*Cgroup, error) {
 
 func checkPath(path string) error {
 	if err := cgroup2.VerifyGroupPath(path); err != nil || path == "/" {
-		return fmt.Errorf("invalid cgroup path %q: must be clean, absolute and not the root", path)
+		return fmt.Errorf("cgroup path %q: must be clean, absolute and not the root: %w", path, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -147,6 +148,38 @@ func (c *Cgroup) dir(name string) string {
 		}
 	}
 	return ""
+}
+
+// Update writes the limits of res into the cgroup, as Create does (the
+// values of Values, in order); a controller they need and the host lacks
+// fails with an error wrapping errdefs.ErrNotImplemented. A container's
+// pids limit is written this way, right before its workload execs (see
+// SplitExec).
+func (c *Cgroup) Update(res *specs.LinuxResources) error {
+	vals := Values(c.mode, res)
+	for _, name := range required(vals) {
+		if c.dirOf(name) == "" {
+			return fmt.Errorf("update cgroup %s: %s controller: the host has none: %w", c.path, name, errdefs.ErrNotImplemented)
+		}
+	}
+	if err := writeValues(vals, c.dirOf); err != nil {
+		return fmt.Errorf("update cgroup %s: %w", c.path, err)
+	}
+	return nil
+}
+
+// dirOf is the directory of controller: its v1 hierarchy's, or on v2 the
+// group's when the controller is enabled there.
+func (c *Cgroup) dirOf(controller string) string {
+	if c.mode != V2 {
+		return c.dir(controller)
+	}
+	dir := c.dir("")
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil || !slices.Contains(strings.Fields(string(b)), controller) {
+		return ""
+	}
+	return dir
 }
 
 // Add moves process pid into the cgroup, in every v1 hierarchy.

@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // childEnv makes the test binary act as a helper child (see TestMain).
@@ -76,7 +76,7 @@ func testPath(t *testing.T) string {
 	p := "/tender-test-" + hex.EncodeToString(b)
 	t.Cleanup(func() {
 		c, err := Load(p)
-		if errors.Is(err, ErrNotFound) {
+		if errdefs.IsNotFound(err) {
 			return
 		}
 		if err != nil {
@@ -321,7 +321,7 @@ func TestCgroup_V1AddProcsStatsKillDelete(t *testing.T) {
 	if err := c.Delete(); err != nil {
 		t.Errorf("second Delete: %v", err)
 	}
-	if _, err := Load(path); !errors.Is(err, ErrNotFound) {
+	if _, err := Load(path); !errdefs.IsNotFound(err) {
 		t.Errorf("Load after Delete: %v, want ErrNotFound", err)
 	}
 	if err := c.Kill(); err != nil {
@@ -404,4 +404,33 @@ func TestCreateV2_DeviceFilterOnHybridMount(t *testing.T) {
 	if got, want := out.String(), "/dev/null ok\n/dev/zero denied\n"; got != want {
 		t.Errorf("child printed %q, want %q", got, want)
 	}
+}
+
+// A pids limit written after Create (right before a workload execs) lands
+// in pids.max of the v1 pids hierarchy and is in force for new processes.
+func TestUpdate_PidsLimitV1(t *testing.T) {
+	needV1(t)
+	path := testPath(t)
+	atCreate, atExec := SplitExec(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: i64(2)}})
+	c, err := Create(path, atCreate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pidsMax := filepath.Join(c.Dirs()["pids"], "pids.max")
+	if got := strings.TrimSpace(string(must(os.ReadFile(pidsMax)))); got != "max" {
+		t.Fatalf("pids.max after Create = %q, want max (the limit waits for exec)", got)
+	}
+	if err := c.Update(atExec); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(must(os.ReadFile(pidsMax)))); got != "2" {
+		t.Errorf("pids.max after Update = %q, want 2", got)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -11,5 +11,10 @@
 //
 // A controller missing on the host is not applicable and skipped, except
 // memory, cpu and pids when a limit for them is asked: Create then fails
-// with an error wrapping ErrUnavailable that names the controller.
+// with an error wrapping errdefs.ErrNotImplemented that names the controller.
+// Load of a cgroup that does not exist wraps errdefs.ErrNotFound.
+//
+// A container's pids limit is not written by Create: SplitExec sets it
+// apart and Update writes it right before the workload execs, so that the
+// runtime's own set-up (a Go init and its threads) never runs under it.
 package cgroups

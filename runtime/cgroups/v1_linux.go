@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -24,7 +25,7 @@ func createV1(path string, res *specs.LinuxResources) (*Cgroup, error) {
 	c := &Cgroup{path: path, mode: V1, dirs: dirs}
 	for _, name := range required(vals) {
 		if c.dir(name) == "" {
-			return nil, fmt.Errorf("%s controller: %w", name, ErrUnavailable)
+			return nil, fmt.Errorf("%s controller: the host has none: %w", name, errdefs.ErrNotImplemented)
 		}
 	}
 	cg, err := cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{},
@@ -43,7 +44,7 @@ func loadV1(path string) (*Cgroup, error) {
 	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
 	if err != nil {
 		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
-			return nil, ErrNotFound
+			return nil, fmt.Errorf("no such cgroup: %w", errdefs.ErrNotFound)
 		}
 		return nil, err
 	}

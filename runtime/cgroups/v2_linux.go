@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -23,7 +24,7 @@ func createV2(root, path string, res *specs.LinuxResources) (*Cgroup, error) {
 	vals := valuesV2(res)
 	for _, name := range required(vals) {
 		if !slices.Contains(have, name) {
-			return nil, fmt.Errorf("%s controller: %w", name, ErrUnavailable)
+			return nil, fmt.Errorf("%s controller: the host has none: %w", name, errdefs.ErrNotImplemented)
 		}
 	}
 	var ctrls []string
@@ -31,6 +32,11 @@ func createV2(root, path string, res *specs.LinuxResources) (*Cgroup, error) {
 		if slices.Contains(have, v.Controller) && !slices.Contains(ctrls, v.Controller) {
 			ctrls = append(ctrls, v.Controller)
 		}
+	}
+	// pids is enabled even without a limit now: the limit comes later, at
+	// exec (SplitExec), and pids.current feeds Stats.
+	if slices.Contains(have, "pids") && !slices.Contains(ctrls, "pids") {
+		ctrls = append(ctrls, "pids")
 	}
 	dir := filepath.Join(root, path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -67,7 +73,7 @@ func loadV2(root, path string) (*Cgroup, error) {
 	dir := filepath.Join(root, path)
 	if _, err := os.Stat(filepath.Join(dir, "cgroup.procs")); err != nil {
 		if os.IsNotExist(err) {
-			return nil, ErrNotFound
+			return nil, fmt.Errorf("no such cgroup: %w", errdefs.ErrNotFound)
 		}
 		return nil, err
 	}

@@ -1,13 +1,13 @@
 package cgroups
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -81,7 +81,7 @@ func TestCreateV2_WritesValuesAndEnablesControllers(t *testing.T) {
 	if l.Dirs()[""] != c.Dirs()[""] {
 		t.Errorf("load found %v, want %v", l.Dirs(), c.Dirs())
 	}
-	if _, err := loadV2(root, "/tender/nope"); !errors.Is(err, ErrNotFound) {
+	if _, err := loadV2(root, "/tender/nope"); !errdefs.IsNotFound(err) {
 		t.Errorf("load missing: %v, want ErrNotFound", err)
 	}
 }
@@ -123,8 +123,8 @@ func TestCreateV2_RequiredControllerMissing(t *testing.T) {
 			const group = "/c3"
 			root := fakeV2(t, strings.Join(have, " "), group, nil)
 			_, err := createV2(root, group, tt.res)
-			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), tt.missing) {
-				t.Fatalf("err = %v, want ErrUnavailable naming %s", err, tt.missing)
+			if !errdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), tt.missing) {
+				t.Fatalf("err = %v, want ErrNotImplemented naming %s", err, tt.missing)
 			}
 			if _, err := os.Stat(filepath.Join(root, group)); !os.IsNotExist(err) {
 				t.Errorf("group directory left behind: %v", err)
@@ -172,5 +172,37 @@ func TestValuesV2_MatchContainerd(t *testing.T) {
 				t.Errorf("containerd wrote %s = %q, Values says %q", v.File, got, v.Value)
 			}
 		}
+	}
+}
+
+// On v2 the pids controller is enabled at Create even without a limit, so
+// that Update can write pids.max right before the workload execs; a group
+// without the controller says so.
+func TestUpdate_PidsLimitV2(t *testing.T) {
+	const group = "/tender/c2"
+	root := fakeV2(t, "cpu memory pids", group, []string{"cgroup.procs", "pids.max", "memory.max", "memory.swap.max"})
+	atCreate, atExec := SplitExec(v2Res)
+	if atCreate.Pids != nil || atExec.Pids == nil || *atExec.Pids.Limit != 64 || v2Res.Pids == nil {
+		t.Fatalf("SplitExec = %+v, %+v", atCreate, atExec)
+	}
+	c, err := createV2(root, group, &specs.LinuxResources{Memory: v2Res.Memory})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readTrim(t, filepath.Join(root, "tender", "cgroup.subtree_control")); !strings.Contains(got, "+pids") {
+		t.Errorf("subtree_control = %q, want pids enabled", got)
+	}
+	if err := c.Update(atExec); !errdefs.IsNotImplemented(err) {
+		t.Errorf("update of a group without pids: %v, want ErrNotImplemented", err)
+	}
+	// The kernel lists the enabled controllers in the group's own file.
+	if err := os.WriteFile(filepath.Join(root, group, "cgroup.controllers"), []byte("memory pids\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Update(atExec); err != nil {
+		t.Fatal(err)
+	}
+	if got := readTrim(t, filepath.Join(root, group, "pids.max")); got != "64" {
+		t.Errorf("pids.max = %q, want 64", got)
 	}
 }

@@ -231,3 +231,18 @@ func devNum(n int64) string {
 	}
 	return strconv.FormatInt(n, 10)
 }
+
+// SplitExec splits a container's resources into those Create writes and
+// those written right before the workload execs (Update): the pids limit.
+// The runtime's own set-up runs in the cgroup first (a Go init, whose
+// threads count as pids until execve ends them), and a limit meant for the
+// workload (pids 1 for a single process) must not break it. res is not
+// modified.
+func SplitExec(res *specs.LinuxResources) (atCreate, atExec *specs.LinuxResources) {
+	if res == nil || res.Pids == nil {
+		return res, nil
+	}
+	c := *res
+	c.Pids = nil
+	return &c, &specs.LinuxResources{Pids: res.Pids}
+}

@@ -120,3 +120,13 @@ func TestDeviceRules_Normalises(t *testing.T) {
 		t.Error("no rules must mean devices are not controlled")
 	}
 }
+
+func TestSplitExec(t *testing.T) {
+	if a, b := SplitExec(nil); a != nil || b != nil {
+		t.Errorf("nil: %v %v", a, b)
+	}
+	res := &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(1 << 24)}}
+	if a, b := SplitExec(res); a != res || b != nil {
+		t.Errorf("no pids: %v %v", a, b)
+	}
+}

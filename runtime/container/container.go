@@ -1,8 +1,11 @@
 // Package container is the parent side of Tender's runtime: it creates
 // containers from images, starts them through initproc under their cgroup,
-// watches them until they exit (as the foreground CLI or a detached shim),
-// stops them, and keeps their state on disk so any later process, an
-// upgraded agent included, can find them again.
+// each under its own shim (a re-executed monitor that records the exit and
+// removes an AutoRemove container, whether whoever started it, a foreground
+// CLI or the agent, is still there or not), stops them, and keeps their
+// state on disk so any later process, an upgraded agent included, can find
+// them again. A container is written in a hidden directory and renamed into
+// place, so a listing never sees half of one.
 //
 // On disk, under ROOT/containers/ID:
 //
@@ -14,30 +17,47 @@
 package container
 
 import (
-	"errors"
+	"fmt"
 	"time"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tender-edge/tender/runtime/initproc"
 )
 
-// Sentinels callers branch on.
+// Errors wrap the categories of github.com/containerd/errdefs (an unknown
+// name is errdefs.ErrNotFound, a name in use errdefs.ErrConflict, bad
+// options errdefs.ErrInvalidArgument). These two are finer, for callers
+// that branch on them.
 var (
-	ErrNotFound   = errors.New("no such container")
-	ErrConflict   = errors.New("conflict")
-	ErrNotRunning = errors.New("container is not running")
-	ErrRunning    = errors.New("container is running")
+	ErrNotRunning = fmt.Errorf("container is not running: %w", errdefs.ErrFailedPrecondition)
+	ErrRunning    = fmt.Errorf("container is running: %w", errdefs.ErrFailedPrecondition)
 )
 
-// Status is where a container is in its life.
+// Status is where a container is in its life: Created, then Running, then
+// Exited (and Running again when restarted).
 type Status string
 
+// The statuses; Statuses lists them all.
 const (
 	Created Status = "created"
 	Running Status = "running"
 	Exited  Status = "exited"
 )
+
+// Statuses are the valid values of Status.
+var Statuses = []Status{Created, Running, Exited}
+
+// Valid reports whether s is one of Statuses.
+func (s Status) Valid() bool {
+	for _, v := range Statuses {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
 
 // Config is what a container is; written once at create.
 type Config struct {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/tender-edge/tender/runtime/spec"
@@ -14,7 +15,7 @@ import (
 func HostDevice(p string) (spec.Device, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(p, &st); err != nil {
-		return spec.Device{}, fmt.Errorf("%w: device %s: %v", spec.ErrInvalid, p, err)
+		return spec.Device{}, fmt.Errorf("device %s: %v: %w", p, err, errdefs.ErrInvalidArgument)
 	}
 	d := spec.Device{Path: filepath.Clean(p), Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev)),
 		FileMode: st.Mode & 0o777, UID: st.Uid, GID: st.Gid}
@@ -24,7 +25,7 @@ func HostDevice(p string) (spec.Device, error) {
 	case unix.S_IFBLK:
 		d.Type = "b"
 	default:
-		return spec.Device{}, fmt.Errorf("%w: device %s is not a device node", spec.ErrInvalid, p)
+		return spec.Device{}, fmt.Errorf("device %s is not a device node: %w", p, errdefs.ErrInvalidArgument)
 	}
 	return d, nil
 }

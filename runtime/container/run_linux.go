@@ -24,9 +24,9 @@ type IO struct {
 	Stdout, Stderr io.Writer
 }
 
-// Monitor is a container started by this process, which is its parent and
-// must Wait for it.
-type Monitor struct {
+// monitor is a container started by this process (its shim), which is its
+// parent and must Wait for it.
+type monitor struct {
 	r      *Runtime
 	c      *Container
 	proc   *os.Process
@@ -36,36 +36,42 @@ type Monitor struct {
 	pipes  []*os.File
 }
 
-// Start starts a created or exited container and returns once its
-// workload has been exec'd.
-func (r *Runtime) Start(ctx context.Context, ref string, cio IO) (*Monitor, error) {
+// startHere starts a created or exited container as a child of this
+// process (the shim) and returns once its workload has been exec'd. A
+// start that fails is recorded, or the container removed if AutoRemove.
+func (r *Runtime) startHere(ctx context.Context, ref string, cio IO) (*monitor, error) {
 	c, err := r.Get(ref)
 	if err != nil {
 		return nil, err
 	}
 	if c.State.Status == Running {
-		return nil, fmt.Errorf("%w: %s", ErrRunning, c.Name)
+		return nil, fmt.Errorf("start %s: %w", c.Name, ErrRunning)
 	}
-	m := &Monitor{r: r, c: c}
+	m := &monitor{r: r, c: c}
 	if err := m.start(cio); err != nil {
 		m.release()
 		c.State = State{Status: Exited, ExitCode: 125, Error: err.Error(), FinishedAt: time.Now().UTC()}
-		if serr := r.saveState(c); serr != nil {
-			err = fmt.Errorf("%w; saving state also failed: %v", err, serr)
+		serr := r.saveState(c)
+		if c.AutoRemove {
+			serr = r.remove(c)
+		}
+		if serr != nil {
+			err = fmt.Errorf("%w; recording the failure also failed: %v", err, serr)
 		}
 		return nil, fmt.Errorf("start container %s: %w", c.Name, err)
 	}
 	return m, nil
 }
 
-func (m *Monitor) start(cio IO) error {
+func (m *monitor) start(cio IO) error {
 	c := m.c
 	// A cgroup left from a crash of an earlier run is taken down first.
 	if old, err := cgroups.Load(c.Cgroup); err == nil {
 		_ = old.Kill()
 		_ = old.Delete()
 	}
-	cg, err := cgroups.Create(c.Cgroup, c.Spec.Linux.Resources)
+	atCreate, atExec := cgroups.SplitExec(c.Spec.Linux.Resources)
+	cg, err := cgroups.Create(c.Cgroup, atCreate)
 	if err != nil {
 		return fmt.Errorf("cgroup: %w", err)
 	}
@@ -88,7 +94,11 @@ func (m *Monitor) start(cio IO) error {
 	m.pipes = []*os.File{outR, errR}
 	stdio := initproc.Stdio{Stdin: cio.Stdin, Stdout: outW, Stderr: errW}
 	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp}
-	proc, err := initproc.Start(cfg, stdio, cg.Add)
+	hooks := initproc.Hooks{Place: cg.Add}
+	if atExec != nil {
+		hooks.BeforeExec = func(int) error { return cg.Update(atExec) }
+	}
+	proc, err := initproc.StartWith(cfg, stdio, hooks)
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -108,9 +118,10 @@ func (m *Monitor) start(cio IO) error {
 	return nil
 }
 
-func (m *Monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
+func (m *monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
 	w := log
 	if extra != nil {
+		// extra must not fail the log: it is a tolerant writer.
 		w = io.MultiWriter(log, extra)
 	}
 	m.copies.Add(1)
@@ -120,20 +131,11 @@ func (m *Monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
 	}()
 }
 
-// Container is the container being watched.
-func (m *Monitor) Container() *Container { return m.c }
-
-// Pid is the workload's host pid.
-func (m *Monitor) Pid() int { return m.proc.Pid }
-
-// Signal sends sig to the workload.
-func (m *Monitor) Signal(sig os.Signal) error { return m.proc.Signal(sig) }
-
 // Wait blocks until the workload exits, records how it ended (the exit
 // code, 128+N for a signal, OOMKilled from the cgroup's OOM counter),
 // removes the cgroup, and deletes the container if it was created with
 // AutoRemove.
-func (m *Monitor) Wait() (State, error) {
+func (m *monitor) Wait() (State, error) {
 	ps, werr := m.proc.Wait()
 	m.waitCopies()
 	c := m.c
@@ -159,7 +161,7 @@ func (m *Monitor) Wait() (State, error) {
 // waitCopies lets the output copiers drain. Every writer of the pipes was
 // in the container's pid namespace, which died with its init; the bound
 // only guards against a descriptor passed out of it.
-func (m *Monitor) waitCopies() {
+func (m *monitor) waitCopies() {
 	done := make(chan struct{})
 	go func() { m.copies.Wait(); close(done) }()
 	select {
@@ -172,7 +174,7 @@ func (m *Monitor) waitCopies() {
 	}
 }
 
-func (m *Monitor) release() {
+func (m *monitor) release() {
 	for _, p := range m.pipes {
 		p.Close()
 	}
@@ -220,7 +222,7 @@ func (r *Runtime) Kill(ref string, sig unix.Signal) error {
 		return err
 	}
 	if c.State.Status != Running {
-		return fmt.Errorf("%w: %s", ErrNotRunning, c.Name)
+		return fmt.Errorf("kill %s: %w", c.Name, ErrNotRunning)
 	}
 	fd, err := pidfdFor(c.State.Pid, c.State.PidStart)
 	if err != nil {
@@ -333,7 +335,7 @@ func (r *Runtime) Delete(ref string, force bool) error {
 	}
 	if c.State.Status == Running {
 		if !force {
-			return fmt.Errorf("%w: %s: stop it first or force removal", ErrRunning, c.Name)
+			return fmt.Errorf("remove %s: stop it first or force removal: %w", c.Name, ErrRunning)
 		}
 		if err := signalAndWait(c.State.Pid, c.State.PidStart, unix.SIGKILL, 10*time.Second); err != nil {
 			return fmt.Errorf("remove %s: %w", c.Name, err)
@@ -359,7 +361,7 @@ func (r *Runtime) remove(c *Container) error {
 // Stats reads a running container's resource use from its cgroup.
 func (r *Runtime) Stats(c *Container) (cgroups.Stats, error) {
 	if c.State.Status != Running {
-		return cgroups.Stats{}, fmt.Errorf("%w: %s", ErrNotRunning, c.Name)
+		return cgroups.Stats{}, fmt.Errorf("stats %s: %w", c.Name, ErrNotRunning)
 	}
 	cg, err := cgroups.Load(c.Cgroup)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
@@ -98,7 +100,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 		name = ShortID(id)
 	}
 	if !validName(name) {
-		return nil, fmt.Errorf("%w: container name %q: want [a-zA-Z0-9][a-zA-Z0-9_.-], at most 63 characters", spec.ErrInvalid, name)
+		return nil, fmt.Errorf("container name %q: want [a-zA-Z0-9][a-zA-Z0-9_.-], at most 63 characters: %w", name, errdefs.ErrInvalidArgument)
 	}
 	so := o.Options
 	if so.Hostname == "" {
@@ -106,6 +108,9 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 	}
 	s, err := spec.Build(img.Config.Config, so)
 	if err != nil {
+		return nil, err
+	}
+	if err := initproc.CheckExecSize(s.Process.Args, s.Process.Env, s.Process.Rlimits); err != nil {
 		return nil, err
 	}
 	grace := o.StopGrace
@@ -130,31 +135,61 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 	}
 	defer unlock()
 	if _, err := r.getLocked(name); err == nil {
-		return nil, fmt.Errorf("%w: the container name %q is already in use", ErrConflict, name)
+		return nil, fmt.Errorf("the container name %q is already in use: %w", name, errdefs.ErrConflict)
 	}
+	r.removeAbandonedLocked()
+	// The container is made in a directory List does not look at and
+	// renamed into place once whole: a concurrent List sees all of it or
+	// nothing.
+	tmp := filepath.Join(r.dir, creatingPrefix+id)
+	if err := r.makeDir(tmp, c, !o.AutoRemove); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("create container %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return nil, fmt.Errorf("create container %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// creatingPrefix names a container directory still being written.
+const creatingPrefix = ".creating-"
+
+// removeAbandonedLocked removes the directories of creates that died half
+// way (a crash, a power cut): creates hold the lock, so under it none is in
+// progress.
+func (r *Runtime) removeAbandonedLocked() {
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), creatingPrefix) {
+			if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
+				r.log.Warn().Err(err).Str("dir", e.Name()).Msg("removing an abandoned container directory")
+			}
+		}
+	}
+}
+
+// makeDir writes a new container's directory at dir. A container removed
+// when it exits does not outlive a power cut anyway: unless durable, its
+// files skip the fsync.
+func (r *Runtime) makeDir(dir string, c *Container, durable bool) error {
 	for _, d := range []string{"upper", "work", "rootfs", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("create container %s: %w", name, err)
+			return err
 		}
 	}
 	// The upper dir's mode becomes the container's / mode.
 	if err := os.Chmod(filepath.Join(dir, "upper"), 0o755); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("create container %s: %w", name, err)
+		return err
 	}
-	// A container removed when it exits does not outlive a power cut
-	// anyway: its files skip the fsync.
-	durable := !o.AutoRemove
 	if err := writeJSON(filepath.Join(dir, "config.json"), &c.Config, durable); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("create container %s: %w", name, err)
+		return err
 	}
-	if err := writeJSON(filepath.Join(dir, "state.json"), &c.State, durable); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("create container %s: %w", name, err)
-	}
-	return c, nil
+	return writeJSON(filepath.Join(dir, "state.json"), &c.State, durable)
 }
 
 func overlay(lowers []string, upper, work string) initproc.Mount {
@@ -192,7 +227,7 @@ func (r *Runtime) Get(ref string) (*Container, error) {
 
 func (r *Runtime) getLocked(ref string) (*Container, error) {
 	if ref == "" {
-		return nil, fmt.Errorf("%w: empty name", ErrNotFound)
+		return nil, fmt.Errorf("no such container: empty name: %w", errdefs.ErrNotFound)
 	}
 	all, err := r.List()
 	if err != nil {
@@ -209,11 +244,11 @@ func (r *Runtime) getLocked(ref string) (*Container, error) {
 	}
 	switch len(byPrefix) {
 	case 0:
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
+		return nil, fmt.Errorf("no such container %q: %w", ref, errdefs.ErrNotFound)
 	case 1:
 		return byPrefix[0], nil
 	}
-	return nil, fmt.Errorf("%w: %s matches %d containers", ErrConflict, ref, len(byPrefix))
+	return nil, fmt.Errorf("%q matches %d containers: give more of the ID: %w", ref, len(byPrefix), errdefs.ErrInvalidArgument)
 }
 
 // List returns every container, newest first, with its state refreshed
@@ -230,6 +265,9 @@ func (r *Runtime) List() ([]*Container, error) {
 			continue
 		}
 		c, err := r.load(e.Name())
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed since ReadDir
+		}
 		if err != nil {
 			r.log.Warn().Err(err).Str("container", e.Name()).Msg("skipping unreadable container")
 			continue
@@ -246,15 +284,33 @@ func (r *Runtime) load(id string) (*Container, error) {
 	if err := readJSON(filepath.Join(dir, "config.json"), &c.Config); err != nil {
 		return nil, err
 	}
-	if err := readJSON(filepath.Join(dir, "state.json"), &c.State); err != nil {
+	statePath := filepath.Join(dir, "state.json")
+	if err := readJSON(statePath, &c.State); err != nil {
 		return nil, err
 	}
+	if !c.State.Status.Valid() {
+		return nil, fmt.Errorf("%s: unknown status %q", statePath, c.State.Status)
+	}
 	if c.State.Status == Running && !alive(c.State.Pid, c.State.PidStart) && !alive(c.State.MonitorPid, 0) {
-		c.State.Status = Exited
-		c.State.ExitCode = -1
-		c.State.Error = "the container's process and its monitor are gone"
+		c.State = lostState(c.State, statePath)
 	}
 	return c, nil
+}
+
+// lostState is what is known of a container recorded as running whose
+// process and monitor are both gone (killed with them, or a reboot): it
+// exited, when is unknown, and the last record of it is the best bound.
+func lostState(st State, statePath string) State {
+	st.Status = Exited
+	st.ExitCode = -1
+	st.Error = "the container's process and its monitor are gone"
+	if fi, err := os.Stat(statePath); err == nil {
+		st.FinishedAt = fi.ModTime().UTC()
+	}
+	if st.FinishedAt.IsZero() || st.FinishedAt.Before(st.StartedAt) {
+		st.FinishedAt = st.StartedAt
+	}
+	return st
 }
 
 func (r *Runtime) root() string { return r.top }

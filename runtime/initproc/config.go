@@ -12,7 +12,8 @@ import specs "github.com/opencontainers/runtime-spec/specs-go"
 const Arg = "__tender_init__"
 
 // Config is everything the child needs; the parent sends it as JSON over the
-// sync socket once the child has been placed in its cgroup.
+// sync socket (its length first; see the protocol in start_linux.go) once
+// the child has been placed in its cgroup.
 type Config struct {
 	// Spec drives the child: Root.Path is the host path of the (empty)
 	// mountpoint for the root filesystem; Process (args, env, cwd,

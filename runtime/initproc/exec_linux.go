@@ -22,13 +22,13 @@ import (
 //     namespace for its children (setns on a pidfd with CLONE_NEWPID), forks
 //     the protected copy of its executable as the exec helper, and returns
 //     the thread to its own pid namespace. The helper is in the container's
-//     pid namespace; the parent then places it in the container's cgroup and
-//     sends it its ExecConfig.
+//     pid namespace; the parent then sends it its ExecConfig.
 //  2. The helper (ExecMain), on its locked main thread, unshares its fs
 //     attributes, joins the container's mount, uts, ipc, net and cgroup
 //     namespaces through the same pidfd, applies rlimits, user and groups,
 //     capabilities, no_new_privs and seccomp as the init does, closes extra
-//     descriptors and execs the command.
+//     descriptors, and once the parent has placed it in the container's
+//     cgroup, execs the command.
 //
 // The helper's descriptors: 0, 1, 2 the command's stdio, 3 the sync socket
 // (the same protocol as the init's), 4 the pidfd of the container's init.
@@ -44,8 +44,10 @@ const execNamespaces = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC 
 // StartExec starts cfg's command inside the namespaces of the process pidfd
 // refers to (the container's init: the caller opens the pidfd and checks it
 // is the right process). It calls place with the helper's host pid (to put
-// it into the container's cgroup) before the helper does anything, and
-// returns once the command runs: its process, which leads its own process
+// it into the container's cgroup) once the helper has joined the container
+// and set itself up, right before it execs the command: the container's
+// limits (a pids limit the container already fills) apply to the command,
+// not to the Go helper's threads. It returns once the command runs: its process, which leads its own process
 // group, or the helper's error (an *ExecError when the helper reported it),
 // after killing and reaping the helper. ctx bounds
 // the start only. The caller Waits on the returned process.
@@ -55,6 +57,9 @@ func StartExec(ctx context.Context, cfg *ExecConfig, pidfd int, stdio Stdio, pla
 	}
 	if cfg.Process.Terminal {
 		return nil, errors.New("terminal: not supported")
+	}
+	if err := CheckExecSize(cfg.Process.Args, cfg.Process.Env, cfg.Process.Rlimits); err != nil {
+		return nil, err
 	}
 	payload, err := json.Marshal(cfg)
 	if err != nil {
@@ -111,16 +116,11 @@ func StartExec(ctx context.Context, cfg *ExecConfig, pidfd int, stdio Stdio, pla
 		_, _ = proc.Wait()
 		return nil, err
 	}
-	if place != nil {
-		if err := place(proc.Pid); err != nil {
-			return abort(fmt.Errorf("place exec helper: %w", err))
-		}
-	}
 	// A helper stuck before exec is killed at ctx's end; its socket then
 	// reads EOF.
 	stop := context.AfterFunc(ctx, func() { _ = proc.Kill() })
 	defer stop()
-	msg, err := handshake(parent, payload)
+	msg, err := handshake(parent, payload, beforeExec(place, proc.Pid))
 	if ctx.Err() != nil {
 		return abort(fmt.Errorf("exec helper: %w", ctx.Err()))
 	}
@@ -213,7 +213,7 @@ func execChild() (err error) {
 			return fmt.Errorf("descriptor %d: %w", fd, err)
 		}
 	}
-	raw, err := readAll(syncFd)
+	raw, err := readConfig(syncFd)
 	if err != nil {
 		return fmt.Errorf("read exec config: %w", err)
 	}

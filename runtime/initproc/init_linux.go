@@ -58,7 +58,7 @@ func initChild() (err error) {
 		return fmt.Errorf("sync socket: %w", err)
 	}
 	unix.Umask(0)
-	raw, err := readAll(syncFd)
+	raw, err := readConfig(syncFd)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)
 	}

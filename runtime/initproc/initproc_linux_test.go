@@ -8,10 +8,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tender-edge/tender/runtime/spec"
@@ -853,5 +855,131 @@ func TestStart_Sysctl(t *testing.T) {
 	e.cfg.Spec.Linux.Sysctl = map[string]string{"kernel.core_pattern": "|/pwn"}
 	if _, err := e.run(t); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Errorf("host sysctl: err = %v", err)
+	}
+}
+
+// A config past the status message's 64 KiB (long environment values, many
+// of them, a long argv) reaches the child whole: the sync socket carries
+// what execve can take, not what fits a status.
+func TestStart_LargeConfig(t *testing.T) {
+	val := strings.Repeat("v", 100<<10)
+	arg := strings.Repeat("a", 100<<10)
+	e := newEnv(t, "env", arg)
+	for _, k := range []string{"BIG1", "BIG2", "BIG3"} {
+		e.cfg.Spec.Process.Env = append(e.cfg.Spec.Process.Env, k+"="+val)
+	}
+	out := e.mustRun(t)
+	for _, k := range []string{"BIG1", "BIG2", "BIG3"} {
+		if !strings.Contains(out, "\n"+k+"="+val+"\n") {
+			t.Errorf("%s missing from the workload's environment (output %d bytes)", k, len(out))
+		}
+	}
+}
+
+// Beyond what execve takes, nothing starts and the error says why.
+func TestStart_RefusesOversizedExec(t *testing.T) {
+	args := []string{"echo"}
+	for i := 0; i < 30; i++ {
+		args = append(args, strings.Repeat("a", 100<<10))
+	}
+	e := newEnv(t, args...)
+	placed := false
+	_, _, err := e.start(t, func(int) error { placed = true; return nil })
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "ARG_MAX") || placed {
+		t.Errorf("3 MiB of arguments: err = %v, placed %v; want ErrInvalidArgument naming ARG_MAX before any start", err, placed)
+	}
+}
+
+// BeforeExec runs once, after the child's set-up and before the workload
+// runs; its error stops the start.
+func TestStart_BeforeExecHook(t *testing.T) {
+	e := newEnv(t, "echo", "ran")
+	var calls []int
+	var placed int
+	out, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	proc, err := StartWith(e.config(), Stdio{Stdout: outW}, Hooks{
+		Place: func(pid int) error { placed = pid; return nil },
+		BeforeExec: func(pid int) error {
+			// The child is set up (its root is the container's) and has
+			// not exec'd: it is still the init.
+			exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+			if strings.Contains(exe, "workload") {
+				t.Errorf("BeforeExec ran after exec: exe %s", exe)
+			}
+			calls = append(calls, pid)
+			return nil
+		},
+	})
+	outW.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(out)
+	if _, err := proc.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 1 || calls[0] != placed || string(b) != "ran\n" {
+		t.Errorf("BeforeExec calls %v (placed %d), output %q", calls, placed, b)
+	}
+	e.checkNoLeak(t)
+
+	e = newEnv(t, "echo", "ran")
+	_, err = StartWith(e.config(), Stdio{}, Hooks{BeforeExec: func(int) error { return errors.New("no limit for you") }})
+	if err == nil || !strings.Contains(err.Error(), "no limit for you") {
+		t.Errorf("failing BeforeExec: err = %v", err)
+	}
+	e.checkNoLeak(t)
+}
+
+// a file of the image carrying file capabilities (setcap
+// cap_sys_admin+ei: inheritable, with the effective bit) gives the process
+// that runs it nothing: its inheritable set is empty, no_new_privs ignores
+// file capabilities, and the ambient set stays empty, as root and as
+// another user. (With +eip the kernel refuses the exec, CAP_SYS_ADMIN
+// being outside the bounding set.)
+func TestStart_FileCapabilitiesGainNothing(t *testing.T) {
+	const capSysAdmin = 21
+	for _, user := range []string{"", "app"} {
+		t.Run("user "+user, func(t *testing.T) {
+			e := newEnv(t)
+			e.layer(t, func(d string) error {
+				bin, err := os.ReadFile(filepath.Join(e.lowers[len(e.lowers)-1], "workload"))
+				if err != nil {
+					return err
+				}
+				p := filepath.Join(d, "capbin")
+				if err := os.WriteFile(p, bin, 0o755); err != nil {
+					return err
+				}
+				// struct vfs_cap_data, revision 2, little-endian:
+				// magic_etc (revision | effective), then permitted and
+				// inheritable of the low and high 32 capabilities.
+				xattr := make([]byte, 20)
+				le := func(off int, v uint32) {
+					xattr[off], xattr[off+1], xattr[off+2], xattr[off+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+				}
+				le(0, 0x02000000|0x1)
+				le(8, 1<<capSysAdmin) // inheritable
+				return unix.Setxattr(p, "security.capability", xattr, 0)
+			})
+			e.cfg.Spec.Process.Args = []string{"/capbin", "cat", "/proc/self/status"}
+			e.cfg.User = user
+			st := e.mustRun(t)
+			for _, key := range []string{"CapInh", "CapAmb"} {
+				if got := statusField(t, st, key); got != "0000000000000000" {
+					t.Errorf("%s = %s, want 0", key, got)
+				}
+			}
+			for _, key := range []string{"CapEff", "CapPrm"} {
+				v, err := strconv.ParseUint(statusField(t, st, key), 16, 64)
+				if err != nil || v&(1<<capSysAdmin) != 0 {
+					t.Errorf("%s = %x, %v: has CAP_SYS_ADMIN", key, v, err)
+				}
+			}
+		})
 	}
 }

@@ -5,6 +5,8 @@ package initproc
 import (
 	"errors"
 	"os"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // Stdio are the workload's standard streams; a nil file becomes /dev/null.
@@ -22,3 +24,17 @@ func Main() {
 func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, error) {
 	return nil, errUnsupported
 }
+
+// Hooks are the parent's steps around the child's set-up.
+type Hooks struct {
+	Place      func(pid int) error
+	BeforeExec func(pid int) error
+}
+
+// StartWith fails: containers need Linux.
+func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
+	return nil, errUnsupported
+}
+
+// CheckExecSize accepts anything: nothing is exec'd here.
+func CheckExecSize(args, env []string, rlimits []specs.POSIXRlimit) error { return nil }

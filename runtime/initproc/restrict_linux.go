@@ -52,6 +52,9 @@ func restrictAndExec(profile string, p *specs.Process, u execUser, argv0 string,
 			return fmt.Errorf("seccomp: %w", err)
 		}
 	}
+	if err := awaitGo(); err != nil {
+		return err
+	}
 	writeStatus(string(execByte))
 	err := unix.Exec(argv0, p.Args, env)
 	return fmt.Errorf("exec %s: %w", argv0, err)

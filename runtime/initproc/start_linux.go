@@ -1,9 +1,11 @@
 package initproc
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -16,9 +18,31 @@ import (
 // Stdio are the workload's standard streams; a nil file becomes /dev/null.
 type Stdio struct{ Stdin, Stdout, Stderr *os.File }
 
-// Bytes of the sync protocol, child to parent. The child sends execByte
-// right before execve; anything after it (or instead of it) is an error text.
-const execByte = 'X'
+// The sync protocol over the socket on the child's descriptor 3:
+//
+//  1. parent to child: the config's length (8 bytes, little-endian), then
+//     the config as JSON;
+//  2. child to parent, once its set-up is done: readyByte; it then waits;
+//  3. parent to child: goByte, once it has applied what must not
+//     constrain the set-up (Hooks.BeforeExec: the pids limit);
+//  4. child to parent: execByte, right before execve. The socket closes on
+//     exec (close-on-exec).
+//
+// Instead of readyByte or execByte the child may send an error text and
+// exit.
+const (
+	readyByte = 0x01
+	goByte    = 0x02
+	execByte  = 'X'
+)
+
+// maxConfig bounds the config a child accepts. The parent sends what
+// CheckExecSize allowed (at most 6 MiB of arguments and environment) plus
+// mounts and the rest; JSON escaping at most sextuples a byte.
+const maxConfig = 64 << 20
+
+// maxStatus bounds an error text from the child.
+const maxStatus = 64 << 10
 
 // minExeFd is the lowest descriptor number the sealed executable may have in
 // the parent: the fork child dup2s the passed files onto 0..3 (and moves
@@ -144,13 +168,36 @@ func cloneFlags(s *specs.Spec) (uintptr, error) {
 	return flags, nil
 }
 
+// Hooks are the parent's steps around the child's set-up; both get the
+// child's host pid and either may be nil.
+type Hooks struct {
+	// Place runs before the child reads its config (to put it into its
+	// cgroup, so that its set-up is accounted and confined there).
+	Place func(pid int) error
+	// BeforeExec runs once the child has set everything up and waits to
+	// exec: limits that apply to the workload but must not constrain the
+	// set-up (the Go init's threads count against a pids limit until
+	// execve ends them).
+	BeforeExec func(pid int) error
+}
+
 // Start runs the init in new namespaces, calls place with its pid (to put it
 // into its cgroup), sends it cfg, and waits until it has exec'd the workload
 // (it returns the workload's process) or failed (it kills and reaps it and
 // returns its error). The caller Waits on the returned process.
 func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, error) {
+	return StartWith(cfg, stdio, Hooks{Place: place})
+}
+
+// StartWith is Start with a hook before the exec as well. A command and
+// environment too large to exec are refused before anything starts, with
+// an error wrapping errdefs.ErrInvalidArgument.
+func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 	if cfg == nil || cfg.Spec == nil || cfg.Spec.Process == nil || cfg.Spec.Root == nil {
 		return nil, errors.New("config needs a spec with process and root")
+	}
+	if err := CheckExecSize(cfg.Spec.Process.Args, cfg.Spec.Process.Env, cfg.Spec.Process.Rlimits); err != nil {
+		return nil, err
 	}
 	if cfg.Spec.Process.Terminal {
 		return nil, errors.New("terminal: not supported")
@@ -206,12 +253,12 @@ func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, er
 		_, _ = proc.Wait()
 		return nil, err
 	}
-	if place != nil {
-		if err := place(proc.Pid); err != nil {
+	if h.Place != nil {
+		if err := h.Place(proc.Pid); err != nil {
 			return abort(fmt.Errorf("place init: %w", err))
 		}
 	}
-	msg, err := handshake(parent, payload)
+	msg, err := handshake(parent, payload, beforeExec(h.BeforeExec, proc.Pid))
 	if err != nil {
 		return abort(fmt.Errorf("init: %w", err))
 	}
@@ -221,20 +268,31 @@ func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, er
 	return proc, nil
 }
 
+func beforeExec(f func(pid int) error, pid int) func() error {
+	if f == nil {
+		return nil
+	}
+	return func() error { return f(pid) }
+}
+
 // handshake is the parent's half of the sync protocol: it sends the
-// config, then waits for the child's verdict. An empty message means the
-// child exec'd; otherwise it is the child's error text.
-func handshake(sock *os.File, payload []byte) (string, error) {
-	if _, err := sock.Write(payload); err != nil {
-		return "", fmt.Errorf("send config: %w", err)
-	}
+// config, runs ready when the child is about to exec and lets it go on,
+// then waits for the child's verdict. An empty message means the child
+// exec'd; otherwise it is the child's error text.
+func handshake(sock *os.File, payload []byte, ready func() error) (string, error) {
 	fd := int(sock.Fd())
-	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+	var hdr [8]byte
+	binary.LittleEndian.PutUint64(hdr[:], uint64(len(payload)))
+	if err := writeAll(fd, append(hdr[:], payload...)); err != nil {
+		// The child died early; what it said is the better error.
+		if msg, rerr := readAll(fd); rerr == nil && len(msg) > 0 {
+			return string(msg), nil
+		}
 		return "", fmt.Errorf("send config: %w", err)
 	}
-	msg, err := readAll(fd)
+	msg, err := readStatus(fd, ready)
 	if err != nil {
-		return "", fmt.Errorf("read status: %w", err)
+		return "", err
 	}
 	switch {
 	case len(msg) == 1 && msg[0] == execByte:
@@ -253,8 +311,46 @@ type InitError struct{ Msg string }
 
 func (e *InitError) Error() string { return "container init: " + e.Msg }
 
-// readAll reads fd to EOF with plain read(2) calls (the parent's end of the
-// socket is blocking and not in the runtime's poller).
+// readStatus reads the child's messages to EOF. A lone readyByte (the
+// child then waits for an answer, so nothing follows it) runs ready and is
+// answered with goByte; what remains is returned.
+func readStatus(fd int, ready func() error) ([]byte, error) {
+	var buf []byte
+	var chunk [512]byte
+	answered := false
+	for {
+		n, err := unix.Read(fd, chunk[:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return buf, fmt.Errorf("read status: %w", err)
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = append(buf, chunk[:n]...)
+		if !answered && len(buf) == 1 && buf[0] == readyByte {
+			answered, buf = true, buf[:0]
+			if ready != nil {
+				if err := ready(); err != nil {
+					return nil, fmt.Errorf("before exec: %w", err)
+				}
+			}
+			if err := writeAll(fd, []byte{goByte}); err != nil {
+				return nil, fmt.Errorf("let exec proceed: %w", err)
+			}
+			continue
+		}
+		if len(buf) > maxStatus {
+			return buf, errors.New("init status too long")
+		}
+	}
+}
+
+// readAll reads fd to EOF, at most maxStatus bytes, with plain read(2)
+// calls (the parent's end of the socket is blocking and not in the
+// runtime's poller).
 func readAll(fd int) ([]byte, error) {
 	var buf []byte
 	var chunk [512]byte
@@ -270,8 +366,73 @@ func readAll(fd int) ([]byte, error) {
 			return buf, nil
 		}
 		buf = append(buf, chunk[:n]...)
-		if len(buf) > 1<<16 {
-			return buf, errors.New("init status too long")
+		if len(buf) > maxStatus {
+			return buf, errors.New("status too long")
 		}
 	}
+}
+
+// readFull reads exactly len(b) bytes from fd.
+func readFull(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Read(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// writeAll writes b to fd with plain write(2) calls.
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// readConfig is the child's step 1 of the sync protocol: the config's
+// length, then the config.
+func readConfig(fd int) ([]byte, error) {
+	var hdr [8]byte
+	if err := readFull(fd, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.LittleEndian.Uint64(hdr[:])
+	if n > maxConfig {
+		return nil, fmt.Errorf("config of %d bytes is over the %d bytes accepted", n, maxConfig)
+	}
+	b := make([]byte, n)
+	if err := readFull(fd, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// awaitGo is the child's steps 2 and 3: it says it is ready to exec and
+// waits for the parent's go-ahead.
+func awaitGo() error {
+	writeStatus(string(rune(readyByte)))
+	var b [1]byte
+	if err := readFull(syncFd, b[:]); err != nil {
+		return fmt.Errorf("wait for the runtime before exec: %w", err)
+	}
+	if b[0] != goByte {
+		return fmt.Errorf("wait for the runtime before exec: unexpected byte %#x", b[0])
+	}
+	return nil
 }

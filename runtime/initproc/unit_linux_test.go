@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/elastic/go-seccomp-bpf/arch"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -120,5 +122,42 @@ func TestSeccompSyscallList(t *testing.T) {
 	}
 	if _, err := f.filter.Policy.Assemble(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// What execve takes is bounded per string (MAX_ARG_STRLEN) and in total (a
+// quarter of the stack rlimit, at most 6 MiB, at least 128 KiB); beyond
+// either the start is refused up front, with a message naming the bound.
+func TestCheckExecSize(t *testing.T) {
+	stack := func(n uint64) []specs.POSIXRlimit {
+		return []specs.POSIXRlimit{{Type: "RLIMIT_STACK", Soft: n, Hard: n}}
+	}
+	for _, tt := range []struct {
+		rl   uint64
+		want int64
+	}{{8 << 20, 2 << 20}, {64 << 20, 6 << 20}, {1 << 20, 256 << 10}, {256 << 10, 128 << 10}, {^uint64(0), 6 << 20}} {
+		if got := ArgMax(stack(tt.rl)); got != tt.want {
+			t.Errorf("ArgMax(stack %d) = %d, want %d", tt.rl, got, tt.want)
+		}
+	}
+	big := func(n int) string { return strings.Repeat("a", n) }
+	env := []string{"A=" + big(100<<10), "B=" + big(100<<10), "C=" + big(100<<10)}
+	if err := CheckExecSize([]string{"/bin/x"}, env, stack(8<<20)); err != nil {
+		t.Errorf("300 KiB of environment in 100 KiB values: %v", err)
+	}
+	err := CheckExecSize([]string{"/bin/x"}, []string{"LONG=" + big(200<<10)}, stack(8<<20))
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "environment variable LONG is 204805 bytes") {
+		t.Errorf("one 200 KiB value: %v", err)
+	}
+	args := []string{"/bin/x"}
+	for i := 0; i < 30; i++ {
+		args = append(args, big(100<<10))
+	}
+	err = CheckExecSize(args, nil, stack(8<<20))
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "at most 2097152 (ARG_MAX") {
+		t.Errorf("3 MiB of arguments: %v", err)
+	}
+	if err := CheckExecSize(args, nil, stack(64<<20)); err != nil {
+		t.Errorf("3 MiB of arguments under a 64 MiB stack limit: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,7 +29,7 @@ func Dial(ctx context.Context, pid int, start uint64, network, addr string) (net
 	switch network {
 	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
 	default:
-		return nil, fmt.Errorf("dial %s %s: network: %w", network, addr, ErrInvalid)
+		return nil, fmt.Errorf("dial %s %s: network: %w", network, addr, errdefs.ErrInvalidArgument)
 	}
 	ap, err := literalAddr(addr)
 	if err != nil {
@@ -58,18 +59,18 @@ func Dial(ctx context.Context, pid int, start uint64, network, addr string) (net
 func literalAddr(addr string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%v: %w", err, ErrInvalid)
+		return netip.AddrPort{}, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	p, err := strconv.ParseUint(port, 10, 16)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("port %q: %w", port, ErrInvalid)
+		return netip.AddrPort{}, fmt.Errorf("port %q: %w", port, errdefs.ErrInvalidArgument)
 	}
 	if host == "localhost" {
 		host = "127.0.0.1"
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("host %q: not an IP address: %w", host, ErrInvalid)
+		return netip.AddrPort{}, fmt.Errorf("host %q: not an IP address: %w", host, errdefs.ErrInvalidArgument)
 	}
 	return netip.AddrPortFrom(ip, uint16(p)), nil
 }

@@ -1,12 +1,13 @@
 package nsenter
 
-import "errors"
+import (
+	"fmt"
 
-// Sentinels callers branch on.
-var (
-	// ErrNotRunning: the process is gone, or its pid now belongs to
-	// another process.
-	ErrNotRunning = errors.New("process is not running")
-	// ErrInvalid: the request cannot be carried out as given.
-	ErrInvalid = errors.New("invalid argument")
+	"github.com/containerd/errdefs"
 )
+
+// ErrNotRunning: the process is gone, or its pid now belongs to another
+// process. Callers branch on it (a health probe of a container that just
+// exited is not a failed probe). Requests that cannot be carried out as
+// given wrap errdefs.ErrInvalidArgument.
+var ErrNotRunning = fmt.Errorf("process is not running: %w", errdefs.ErrFailedPrecondition)

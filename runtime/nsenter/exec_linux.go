@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/tender-edge/tender/runtime/initproc"
@@ -29,10 +30,10 @@ import (
 // error, not an exit status.
 func Exec(ctx context.Context, o ExecOptions) (int, []byte, error) {
 	if len(o.Args) == 0 || o.Args[0] == "" {
-		return -1, nil, fmt.Errorf("exec: no command: %w", ErrInvalid)
+		return -1, nil, fmt.Errorf("exec: no command: %w", errdefs.ErrInvalidArgument)
 	}
 	if o.Process == nil {
-		return -1, nil, fmt.Errorf("exec %s: no container process: %w", o.Args[0], ErrInvalid)
+		return -1, nil, fmt.Errorf("exec %s: no container process: %w", o.Args[0], errdefs.ErrInvalidArgument)
 	}
 	code, out, err := execIn(ctx, o)
 	if err != nil {

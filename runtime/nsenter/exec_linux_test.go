@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -185,7 +186,7 @@ func TestExec(t *testing.T) {
 }
 
 // TestExec_Cgroup checks that Place runs with the helper in the container's
-// pid namespace, before it starts, and that the command lands in the
+// pid namespace, before the command runs, and that the command lands in the
 // container's cgroup (a real v1 pids hierarchy).
 func TestExec_Cgroup(t *testing.T) {
 	baseLayer(t)
@@ -249,5 +250,25 @@ func TestExec_Cgroup(t *testing.T) {
 	o.Place = func(int) error { return unix.EPERM }
 	if _, _, err := c.exec(t, context.Background(), o); !errors.Is(err, unix.EPERM) {
 		t.Errorf("exec with a failing Place: %v, want EPERM", err)
+	}
+}
+
+// An exec's command and environment past 64 KiB reach the command whole;
+// past what execve takes, Exec refuses before starting anything.
+func TestExec_LargeCommand(t *testing.T) {
+	c := startContainer(t, nil, "sleep", "60")
+	val := strings.Repeat("v", 100<<10)
+	o := ExecOptions{Args: []string{"workload", "env", strings.Repeat("a", 100<<10)}, Env: []string{"BIG1=" + val, "BIG2=" + val}, MaxOutput: 1 << 20}
+	out := c.mustExec(t, o)
+	if !strings.Contains(out, "\nBIG1="+val+"\n") || !strings.Contains(out, "\nBIG2="+val+"\n") {
+		t.Errorf("large environment missing from the command's (output %d bytes)", len(out))
+	}
+	args := []string{"workload", "echo"}
+	for i := 0; i < 30; i++ {
+		args = append(args, strings.Repeat("a", 100<<10))
+	}
+	_, _, err := c.exec(t, context.Background(), ExecOptions{Args: args})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "ARG_MAX") {
+		t.Errorf("3 MiB of arguments: %v, want ErrInvalidArgument naming ARG_MAX", err)
 	}
 }

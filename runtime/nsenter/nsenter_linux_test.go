@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -287,12 +288,12 @@ func TestDial_RefusesReusedPid(t *testing.T) {
 		t.Errorf("dial with a wrong start time: %v, want ErrNotRunning", err)
 	}
 	_, err = Dial(context.Background(), self, 0, "tcp", "127.0.0.1:1")
-	if !errors.Is(err, ErrInvalid) {
-		t.Errorf("dial without a start time: %v, want ErrInvalid", err)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("dial without a start time: %v, want ErrInvalidArgument", err)
 	}
 	_, err = Dial(context.Background(), self, start, "tcp", "example.com:80")
-	if !errors.Is(err, ErrInvalid) {
-		t.Errorf("dial of a host name: %v, want ErrInvalid", err)
+	if !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("dial of a host name: %v, want ErrInvalidArgument", err)
 	}
 	_, _, err = Exec(context.Background(), ExecOptions{Pid: self, PidStart: start + 1, Args: []string{"x"}, Process: &specs.Process{}})
 	if !errors.Is(err, ErrNotRunning) {
@@ -320,7 +321,7 @@ func TestStartTime(t *testing.T) {
 	if a == 0 || b < a {
 		t.Errorf("start times: self %d, child %d", a, b)
 	}
-	if _, err := StartTime(-1); !errors.Is(err, ErrInvalid) {
+	if _, err := StartTime(-1); !errors.Is(err, errdefs.ErrInvalidArgument) {
 		t.Errorf("StartTime(-1): %v", err)
 	}
 }

@@ -32,7 +32,9 @@ type ExecOptions struct {
 	Cwd string
 	// Place puts a pid into the container's cgroup (for example the
 	// container's cgroups Add). It is called with the helper's host pid
-	// before the helper does anything inside the container. Nil leaves the
+	// once the helper has set itself up inside the container, right before
+	// it execs the command (so that a pids limit the container fills
+	// applies to the command, not to the helper's threads). Nil leaves the
 	// command in the caller's cgroup.
 	Place func(pid int) error
 	// MaxOutput caps the combined stdout and stderr kept; the rest is read

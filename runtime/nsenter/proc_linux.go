@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,7 +16,7 @@ import (
 // reuses its pid.
 func StartTime(pid int) (uint64, error) {
 	if pid <= 0 {
-		return 0, fmt.Errorf("pid %d: %w", pid, ErrInvalid)
+		return 0, fmt.Errorf("pid %d: %w", pid, errdefs.ErrInvalidArgument)
 	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
@@ -47,7 +48,7 @@ func StartTime(pid int) (uint64, error) {
 // check: what they opened then belongs to the right process.
 func checkStart(pid int, start uint64) error {
 	if start == 0 {
-		return fmt.Errorf("pid %d: no start time: %w", pid, ErrInvalid)
+		return fmt.Errorf("pid %d: no start time: %w", pid, errdefs.ErrInvalidArgument)
 	}
 	got, err := StartTime(pid)
 	if err != nil {
@@ -63,7 +64,7 @@ func checkStart(pid int, start uint64) error {
 // at start.
 func openPidfd(pid int, start uint64) (int, error) {
 	if pid <= 0 {
-		return -1, fmt.Errorf("pid %d: %w", pid, ErrInvalid)
+		return -1, fmt.Errorf("pid %d: %w", pid, errdefs.ErrInvalidArgument)
 	}
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if errors.Is(err, unix.ESRCH) {

@@ -4,7 +4,6 @@
 package spec
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"math"
@@ -12,12 +11,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-)
 
-// ErrInvalid marks options that can never produce a valid container.
-var ErrInvalid = errors.New("invalid")
+	"github.com/tender-edge/tender/internal/mountpath"
+)
 
 // Network modes.
 const (
@@ -87,10 +86,6 @@ var ReadonlyPaths = []string{
 	"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 }
 
-// forbiddenTargets may not be the target of a volume: they are the
-// runtime's own mounts.
-var forbiddenTargets = []string{"/", "/proc", "/sys", "/dev"}
-
 func u32(v uint32) *uint32 { return &v }
 
 // defaultDevices are the nodes of the container's minimal /dev.
@@ -121,7 +116,7 @@ func Build(img ocispec.ImageConfig, o Options) (*specs.Spec, error) {
 	}
 	args = append(append([]string{}, args...), cmd...)
 	if len(args) == 0 {
-		return nil, fmt.Errorf("%w: no command: the image has no entrypoint or cmd and none was given", ErrInvalid)
+		return nil, fmt.Errorf("no command: the image has no entrypoint or cmd and none was given: %w", errdefs.ErrInvalidArgument)
 	}
 	cwd := img.WorkingDir
 	if o.Workdir != "" {
@@ -131,7 +126,7 @@ func Build(img ocispec.ImageConfig, o Options) (*specs.Spec, error) {
 		cwd = "/"
 	}
 	if !path.IsAbs(cwd) {
-		return nil, fmt.Errorf("%w: working directory %q is not absolute", ErrInvalid, cwd)
+		return nil, fmt.Errorf("working directory %q is not absolute: %w", cwd, errdefs.ErrInvalidArgument)
 	}
 	user := img.User
 	if o.User != "" {
@@ -257,16 +252,16 @@ func deviceRules(extra []Device) []specs.LinuxDeviceCgroup {
 
 func (o Options) validate() error {
 	if o.Memory < 0 || (o.Memory > 0 && o.Memory < MinMemory) {
-		return fmt.Errorf("%w: memory limit %d bytes is below the minimum of %d (6Mi)", ErrInvalid, o.Memory, MinMemory)
+		return fmt.Errorf("memory limit %d bytes is below the minimum of %d (6Mi): %w", o.Memory, MinMemory, errdefs.ErrInvalidArgument)
 	}
 	if o.CPUs < 0 || o.CPUs > 1024 || math.IsNaN(o.CPUs) {
-		return fmt.Errorf("%w: cpus %v out of range (0 < cpus <= 1024)", ErrInvalid, o.CPUs)
+		return fmt.Errorf("cpus %v out of range (0 < cpus <= 1024): %w", o.CPUs, errdefs.ErrInvalidArgument)
 	}
 	if o.CPUs > 0 && o.CPUs*CPUPeriod < 1000 {
-		return fmt.Errorf("%w: cpus %v is below the minimum of 0.01", ErrInvalid, o.CPUs)
+		return fmt.Errorf("cpus %v is below the minimum of 0.01: %w", o.CPUs, errdefs.ErrInvalidArgument)
 	}
 	if o.Pids < 0 {
-		return fmt.Errorf("%w: pids limit %d is negative", ErrInvalid, o.Pids)
+		return fmt.Errorf("pids limit %d is negative: %w", o.Pids, errdefs.ErrInvalidArgument)
 	}
 	if o.Cpuset != "" {
 		if err := validateCpuset(o.Cpuset); err != nil {
@@ -276,34 +271,45 @@ func (o Options) validate() error {
 	switch o.Network {
 	case "", NetNone, NetHost:
 	default:
-		return fmt.Errorf("%w: network %q: want host or none", ErrInvalid, o.Network)
+		return fmt.Errorf("network %q: want host or none: %w", o.Network, errdefs.ErrInvalidArgument)
 	}
 	if len(o.Hostname) > 64 {
-		return fmt.Errorf("%w: hostname longer than 64 bytes", ErrInvalid)
+		return fmt.Errorf("hostname longer than 64 bytes: %w", errdefs.ErrInvalidArgument)
 	}
 	for _, e := range o.Env {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" || strings.ContainsRune(e, 0) {
-			return fmt.Errorf("%w: environment entry %q: want KEY=VALUE", ErrInvalid, e)
+			return fmt.Errorf("environment entry %q: want KEY=VALUE: %w", e, errdefs.ErrInvalidArgument)
 		}
 	}
 	for _, v := range o.Volumes {
-		if !path.IsAbs(v.Source) || !path.IsAbs(v.Target) {
-			return fmt.Errorf("%w: volume %s:%s: both paths must be absolute", ErrInvalid, v.Source, v.Target)
-		}
-		t := path.Clean(v.Target)
-		for _, f := range forbiddenTargets {
-			if t == f || strings.HasPrefix(t, "/proc/") || strings.HasPrefix(t, "/sys/") {
-				return fmt.Errorf("%w: volume target %s: the runtime owns %s", ErrInvalid, v.Target, f)
-			}
+		if err := validateVolume(v); err != nil {
+			return err
 		}
 	}
 	for _, d := range o.Devices {
 		if d.Type != "c" && d.Type != "b" {
-			return fmt.Errorf("%w: device %s is not a character or block device", ErrInvalid, d.Path)
+			return fmt.Errorf("device %s is not a character or block device: %w", d.Path, errdefs.ErrInvalidArgument)
 		}
 		if !strings.HasPrefix(path.Clean(d.Path), "/dev/") {
-			return fmt.Errorf("%w: device %s is not under /dev", ErrInvalid, d.Path)
+			return fmt.Errorf("device %s is not under /dev: %w", d.Path, errdefs.ErrInvalidArgument)
 		}
+	}
+	return nil
+}
+
+// validateVolume checks a bind: its host path absolute and clean (an empty
+// or relative one would be resolved against whatever directory the agent
+// runs in), its container path absolute and not one the runtime manages.
+func validateVolume(v Volume) error {
+	if v.Source == "" || !path.IsAbs(v.Source) || path.Clean(v.Source) != v.Source {
+		return fmt.Errorf("volume %s:%s: the host path %q must be absolute and clean, like /srv/data: %w",
+			v.Source, v.Target, v.Source, errdefs.ErrInvalidArgument)
+	}
+	if !path.IsAbs(v.Target) {
+		return fmt.Errorf("volume %s:%s: the container path %q must be absolute: %w", v.Source, v.Target, v.Target, errdefs.ErrInvalidArgument)
+	}
+	if reason, reserved := mountpath.ReservedPath(v.Target); reserved {
+		return fmt.Errorf("volume %s:%s: %s: %w", v.Source, v.Target, reason, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -318,7 +324,7 @@ func validateCpuset(s string) error {
 			b, err2 = strconv.ParseUint(hi, 10, 16)
 		}
 		if err1 != nil || err2 != nil || b < a {
-			return fmt.Errorf("%w: cpuset %q: want a list like 0-1,3", ErrInvalid, s)
+			return fmt.Errorf("cpuset %q: want a list like 0-1,3: %w", s, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil
@@ -337,16 +343,16 @@ func ValidateUser(u string) error {
 		}
 		if isDigits(part) || strings.HasPrefix(part, "-") || strings.HasPrefix(part, "+") {
 			if _, err := parseID(part); err != nil {
-				return fmt.Errorf("%w: user %q: %v", ErrInvalid, u, err)
+				return fmt.Errorf("user %q: %v: %w", u, err, errdefs.ErrInvalidArgument)
 			}
 			continue
 		}
 		if strings.ContainsAny(part, "/\x00\n ") {
-			return fmt.Errorf("%w: user %q: bad name %q", ErrInvalid, u, part)
+			return fmt.Errorf("user %q: bad name %q: %w", u, part, errdefs.ErrInvalidArgument)
 		}
 	}
 	if name == "" {
-		return fmt.Errorf("%w: user %q: empty user name", ErrInvalid, u)
+		return fmt.Errorf("user %q: empty user name: %w", u, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -425,7 +431,7 @@ func capSet(drop []string) ([]string, error) {
 			known = known || k == c
 		}
 		if !known {
-			return nil, fmt.Errorf("%w: cap-drop %s: not in the default set", ErrInvalid, d)
+			return nil, fmt.Errorf("cap-drop %s: not in the default set: %w", d, errdefs.ErrInvalidArgument)
 		}
 		dropped[c] = true
 	}

@@ -1,11 +1,12 @@
 package spec
 
 import (
-	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -128,12 +129,41 @@ func TestBuild_Rejects(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Build(img, o)
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("err = %v, want ErrInvalid", err)
+			if !errdefs.IsInvalidArgument(err) {
+				t.Fatalf("err = %v, want ErrInvalidArgument", err)
 			}
 		})
 	}
-	if _, err := Build(ocispec.ImageConfig{}, Options{}); !errors.Is(err, ErrInvalid) {
+	if _, err := Build(ocispec.ImageConfig{}, Options{}); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("an image without a command must be refused, got %v", err)
+	}
+}
+
+// A volume's host path must be absolute and clean: an empty one (-v :/x)
+// or a relative one would bind whatever directory the agent runs in; its
+// container path must not be one the runtime manages. The message says
+// which path and why.
+func TestBuild_RejectsVolumes(t *testing.T) {
+	for _, tt := range []struct {
+		v    Volume
+		want string
+	}{
+		{Volume{Source: "", Target: "/x"}, `the host path "" must be absolute`},
+		{Volume{Source: ".", Target: "/x"}, `the host path "." must be absolute`},
+		{Volume{Source: "data", Target: "/x"}, `the host path "data" must be absolute`},
+		{Volume{Source: "/srv/../etc", Target: "/x"}, `the host path "/srv/../etc" must be absolute and clean`},
+		{Volume{Source: "/srv/", Target: "/x"}, `the host path "/srv/" must be absolute and clean`},
+		{Volume{Source: "/srv", Target: "x"}, `the container path "x" must be absolute`},
+		{Volume{Source: "/srv", Target: "/proc/sys"}, "/proc/sys is managed by the runtime"},
+		{Volume{Source: "/srv", Target: "/sys/fs/cgroup"}, "/sys/fs/cgroup is managed by the runtime"},
+		{Volume{Source: "/srv", Target: "/"}, "/ is managed by the runtime"},
+	} {
+		_, err := Build(img, Options{Volumes: []Volume{tt.v}})
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("volume %+v: err = %v, want ErrInvalidArgument saying %q", tt.v, err, tt.want)
+		}
+	}
+	if _, err := Build(img, Options{Volumes: []Volume{{Source: "/srv/data", Target: "/dev/data"}}}); err != nil {
+		t.Errorf("a volume under /dev: %v", err)
 	}
 }

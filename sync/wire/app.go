@@ -18,7 +18,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
+
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/tender-edge/tender/internal/mountpath"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tender-edge/tender/internal/quantity"
@@ -333,6 +335,8 @@ func (v *appValidator) devices(f string, devices []string) {
 	}
 }
 
+func isReserved(p string) bool { _, r := mountpath.ReservedPath(p); return r }
+
 // volumes checks the named volumes: valid names, and mount paths that are
 // clean, absolute, not the runtime's own and not used twice.
 func (v *appValidator) volumes(f string, volumes []Volume) {
@@ -347,8 +351,9 @@ func (v *appValidator) volumes(f string, volumes []Volume) {
 			v.add(vf+".path", "%q: want a clean absolute path", vol.Path)
 		case noControl(vol.Path) != nil:
 			v.add(vf+".path", "%q: %v", vol.Path, noControl(vol.Path))
-		case vol.Path == "/" || vol.Path == "/proc" || vol.Path == "/sys" || vol.Path == "/dev":
-			v.add(vf+".path", "%q: reserved for the runtime", vol.Path)
+		case isReserved(vol.Path):
+			why, _ := mountpath.ReservedPath(vol.Path)
+			v.add(vf+".path", "%s", why)
 		case paths[vol.Path]:
 			v.add(vf+".path", "%q: mounted twice", vol.Path)
 		}

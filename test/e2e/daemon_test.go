@@ -344,11 +344,19 @@ func TestDaemon_BadSpecs(t *testing.T) {
 	d.apply(webApp("1", false))
 	d.waitPhase("web", "running", "1", 30*time.Second)
 	cases := map[string]string{
-		"unknown field":   "name: x\nversion: \"1\"\nbogus: 1\ncontainers: [{name: a, image: tender.test/workload:latest}]\n",
-		"bad duration":    "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest, health: {tcp: \"127.0.0.1:1\", interval: 10parsecs}}]\n",
-		"duplicate names": "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest}, {name: a, image: tender.test/workload:latest}]\n",
-		"malformed yaml":  "name: [x\n",
-		"tiny memory":     "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest, resources: {memory: 1Ki}}]\n",
+		"unknown field":       "name: x\nversion: \"1\"\nbogus: 1\ncontainers: [{name: a, image: tender.test/workload:latest}]\n",
+		"bad duration":        "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest, health: {tcp: \"127.0.0.1:1\", interval: 10parsecs}}]\n",
+		"duplicate names":     "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest}, {name: a, image: tender.test/workload:latest}]\n",
+		"malformed yaml":      "name: [x\n",
+		"tiny memory":         "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest, resources: {memory: 1Ki}}]\n",
+		"volume on /proc/sys": "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest, volumes: [{name: v, path: /proc/sys}]}]\n",
+		"volume on cgroups":   "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest, volumes: [{name: v, path: /sys/fs/cgroup}]}]\n",
+		"disk device":         "name: x\nversion: \"1\"\ncontainers: [{name: a, image: tender.test/workload:latest, devices: [/dev/sda]}]\n",
+	}
+	wantSays := map[string]string{
+		"volume on /proc/sys": "/proc/sys is managed by the runtime",
+		"volume on cgroups":   "/sys/fs/cgroup is managed by the runtime",
+		"disk device":         "not allowed by the device policy",
 	}
 	for name, spec := range cases {
 		p := filepath.Join(t.TempDir(), "bad.yaml")
@@ -356,6 +364,9 @@ func TestDaemon_BadSpecs(t *testing.T) {
 		r := d.cli("apply", "-f", p)
 		if r.code != 1 || !strings.HasPrefix(r.stderr, "tender-agent: ") || strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
 			t.Errorf("%s: want one error line and exit 1, got %s", name, r)
+		}
+		if want := wantSays[name]; want != "" && !strings.Contains(r.stderr, want) {
+			t.Errorf("%s: the message does not say %q: %s", name, want, r.stderr)
 		}
 	}
 	if st := d.app("x"); st.Name != "" {

@@ -45,6 +45,14 @@ func TestRun_VolumeTargetRace(t *testing.T) {
 		}
 	}
 	t.Logf("%d starts against the racer: %d mounted on the real directory, %d refused", starts, started, refused)
+	// The race proves something only if it happened: some starts got
+	// through, and the racer was swapping all along.
+	if started == 0 {
+		t.Errorf("no start succeeded: the race tested nothing but refusals")
+	}
+	if r := agent(t, "inspect", "racer"); r.code != 0 || !strings.Contains(r.stdout, `"status": "running"`) {
+		t.Errorf("the racer is not running at the end: %s", r)
+	}
 	agent(t, "rm", "-f", "racer")
 	if after := hostMounts(t, shared, vol); after != mountsBefore {
 		t.Errorf("host mounts changed during the race")

@@ -3,10 +3,13 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -157,6 +160,9 @@ func TestDetached_Lifecycle(t *testing.T) {
 	if r := agent(t, "rm", "svc"); r.code == 0 {
 		t.Fatalf("rm of a running container succeeded: %s", r)
 	}
+	// The workload says "got terminated" only once its handler is in
+	// place: wait for the kernel to show SIGTERM caught before stopping.
+	waitFor(t, "the workload to catch SIGTERM", 30*time.Second, func() bool { return catches(t, "svc", syscall.SIGTERM) })
 	ok(t, "stop", "-t", "5s", "svc")
 	var got []struct{ State struct{ Status string } }
 	json.Unmarshal([]byte(ok(t, "inspect", "svc")), &got)
@@ -244,4 +250,216 @@ func hostMounts(t *testing.T, own ...string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// Issue 9: a pids limit of 1, 2 or 3 crashed the re-executed Go init (it
+// could not start its threads: a Go stack dump and exit 2). The limit now
+// applies to the workload only: the container starts, pids.max reads N, and
+// a fork beyond N fails inside it.
+func TestRun_SmallPidsLimit(t *testing.T) {
+	bb := busybox(t)
+	for _, n := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("pids %d", n), func(t *testing.T) {
+			// Whether the init had started its threads when it was put
+			// in the cgroup was a race (a quarter to a third of the starts
+			// failed): twenty starts in a row, every one must run.
+			for i := 0; i < 20; i++ {
+				if r := agent(t, "run", "--rm", "--pids", strconv.Itoa(n), bb, "echo hi"); r.code != 0 || r.stdout != "hi\n" {
+					t.Fatalf("start %d under pids %d: %s", i, n, r)
+				}
+			}
+			name := fmt.Sprintf("pids%d", n)
+			dir := t.TempDir()
+			fifo := filepath.Join(dir, "go")
+			if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// The shell is one process and starts n-1 sleepers, so the
+			// cgroup is full; once the test has looked at pids.max it
+			// lets the shell fork once more, which must fail (ash then
+			// exits 2 saying "can't fork").
+			script := fmt.Sprintf(`i=1; while [ $i -lt %d ]; do sleep 1000 & i=$((i+1)); done; `+
+				`echo ready; read x < /data/go; /bin/busybox true; echo beyond-ok`, n)
+			r := agent(t, "run", "-d", "--name", name, "--pids", strconv.Itoa(n), "-v", dir+":/data", bb, script)
+			t.Cleanup(func() { agent(t, "rm", "-f", name) })
+			if r.code != 0 {
+				t.Fatalf("run -d --pids %d: %s", n, r)
+			}
+			id := strings.TrimSpace(r.stdout)
+			waitFor(t, "the workload ready", 30*time.Second, func() bool {
+				return strings.Contains(ok(t, "logs", name), "ready")
+			})
+			b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids/tender", id, "pids.max"))
+			if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(n) {
+				t.Errorf("pids.max = %q, %v; want %d", b, err, n)
+			}
+			if err := os.WriteFile(fifo, []byte("go\n"), 0); err != nil {
+				t.Fatal(err)
+			}
+			var got []struct{ State struct{ Status string } }
+			waitFor(t, "the workload's end", 30*time.Second, func() bool {
+				got = nil
+				json.Unmarshal([]byte(ok(t, "inspect", name)), &got)
+				return len(got) == 1 && got[0].State.Status == "exited"
+			})
+			lr := agent(t, "logs", name)
+			if logs := lr.stdout + lr.stderr; !strings.Contains(logs, "can't fork") || strings.Contains(logs, "beyond-ok") {
+				t.Errorf("a fork beyond pids %d: logs %q, want the shell's can't fork", n, logs)
+			}
+		})
+	}
+}
+
+// An exec into a container that fills its pids limit runs: the Go exec
+// helper joins the container's cgroup only right before it execs the
+// command (joining earlier, its threads could not start: about half the
+// execs failed with "read status: connection reset by peer").
+func TestExec_FullPidsLimit(t *testing.T) {
+	bb := busybox(t)
+	ok(t, "run", "-d", "--name", "pidsfull", "--pids", "2", bb, "exec sleep 1000")
+	t.Cleanup(func() { agent(t, "rm", "-f", "pidsfull") })
+	for i := 0; i < 12; i++ {
+		if r := agent(t, "exec", "pidsfull", "/bin/busybox", "echo", "hi"); r.code != 0 || r.stdout != "hi\n" {
+			t.Fatalf("exec %d into a container at its pids limit: %s", i, r)
+		}
+	}
+}
+
+// Issue 9: a container config over 64 KiB (long environment values, many
+// of them, a long argv) broke the start ("init: read status: connection
+// reset by peer").
+func TestRun_LargeConfig(t *testing.T) {
+	val := strings.Repeat("v", 100<<10)
+	args := []string{"run", "--rm"}
+	for _, k := range []string{"BIG1", "BIG2", "BIG3"} {
+		args = append(args, "-e", k+"="+val)
+	}
+	out := ok(t, append(args, image, "env", strings.Repeat("a", 100<<10))...)
+	for _, k := range []string{"BIG1", "BIG2", "BIG3"} {
+		if !strings.Contains(out, "\n"+k+"="+val+"\n") {
+			t.Errorf("%s missing from the container's environment (%d bytes of output)", k, len(out))
+		}
+	}
+}
+
+// Issue 9: -v :/x bound the agent's working directory read-write; a
+// relative host path did the same with a subdirectory; a volume on a path
+// the runtime manages failed only at start. All are refused up front with
+// a message that names the path.
+func TestRun_BadVolumes(t *testing.T) {
+	for _, tt := range []struct{ vol, want string }{
+		{":/x", `the host path "" must be absolute`},
+		{"data:/x", `the host path "data" must be absolute`},
+		{"/tmp:/proc/sys", "/proc/sys is managed by the runtime"},
+		{"/tmp:/sys/fs/cgroup", "/sys/fs/cgroup is managed by the runtime"},
+	} {
+		r := agent(t, "run", "--rm", "-v", tt.vol, image, "id")
+		if r.code != 1 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("-v %s: want exit 1 saying %q, got %s", tt.vol, tt.want, r)
+		}
+	}
+}
+
+// Issue 9: run --rm left its container behind, cgroups included, as
+// "Exited (-1) 106751 days ago" when the CLI died (a closed stdout pipe, a
+// kill). The shim owns the exit record and the removal: the CLI's death
+// changes nothing.
+func TestRun_RmOutlivesCLI(t *testing.T) {
+	t.Run("closed stdout pipe", func(t *testing.T) {
+		cmd := exec.Command(agentBin, "--root", root, "run", "--rm", "--name", "rm-pipe", image, "ticks", "2")
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(stdout, make([]byte, 1)); err != nil {
+			t.Fatalf("first byte of output: %v", err)
+		}
+		id := containerID(t, "rm-pipe")
+		stdout.Close() // as `| head -c1` does
+		_ = cmd.Wait()
+		if !eventually(30*time.Second, func() bool { return gone(id) }) {
+			t.Fatalf("container %s left behind after its CLI died on a closed pipe:\n%s", id, ok(t, "ps", "-a"))
+		}
+	})
+	t.Run("killed CLI", func(t *testing.T) {
+		cmd := exec.Command(agentBin, "--root", root, "run", "--rm", "--name", "rm-kill", image, "sleep", "1")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var id string
+		waitFor(t, "rm-kill running", 30*time.Second, func() bool {
+			r := agent(t, "inspect", "rm-kill")
+			if r.code == 0 && strings.Contains(r.stdout, `"running"`) {
+				id = containerID(t, "rm-kill")
+				return true
+			}
+			return false
+		})
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if !eventually(30*time.Second, func() bool { return gone(id) }) {
+			t.Fatalf("container %s left behind after its CLI was killed:\n%s", id, ok(t, "ps", "-a"))
+		}
+	})
+	t.Run("killed CLI without --rm", func(t *testing.T) {
+		cmd := exec.Command(agentBin, "--root", root, "run", "--name", "keep-kill", image, "sleep", "1")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { agent(t, "rm", "-f", "keep-kill") })
+		waitFor(t, "keep-kill running", 30*time.Second, func() bool {
+			r := agent(t, "inspect", "keep-kill")
+			return r.code == 0 && strings.Contains(r.stdout, `"running"`)
+		})
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		var got []struct {
+			ID    string
+			State struct {
+				Status     string
+				ExitCode   int
+				FinishedAt time.Time
+			}
+		}
+		waitFor(t, "keep-kill exited", 30*time.Second, func() bool {
+			got = nil
+			json.Unmarshal([]byte(ok(t, "inspect", "keep-kill")), &got)
+			return len(got) == 1 && got[0].State.Status == "exited"
+		})
+		if s := got[0].State; s.ExitCode != 0 || s.FinishedAt.IsZero() {
+			t.Errorf("state after the CLI was killed = %+v; want exit 0 recorded with its time", s)
+		}
+		if !gone(got[0].ID) {
+			// The directory stays (no --rm); the cgroups must not.
+			for _, c := range []string{"memory", "pids", "cpu"} {
+				if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, "tender", got[0].ID)); err == nil {
+					t.Errorf("cgroup %s left behind", c)
+				}
+			}
+		}
+	})
+}
+
+// catches reports whether the workload of container name has a handler for
+// sig (SigCgt in its /proc status).
+func catches(t *testing.T, name string, sig syscall.Signal) bool {
+	t.Helper()
+	var got []struct{ State struct{ Pid int } }
+	if err := json.Unmarshal([]byte(ok(t, "inspect", name)), &got); err != nil || len(got) != 1 {
+		t.Fatalf("inspect %s: %v", name, err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", got[0].State.Pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
 }

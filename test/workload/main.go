@@ -37,6 +37,8 @@ const usage = `usage: workload COMMAND [ARGS]
   cat PATH        print a file
   write PATH TEXT write TEXT to PATH
   echo TEXT...    print TEXT
+  clone3          call clone3(2) with no arguments, print the errno's name
+  ticks SECONDS   print "tick" every 10ms for SECONDS seconds, then "done"
   swap A B SECS   exchange paths A and B (renameat2 RENAME_EXCHANGE) in a
                   tight loop for SECS seconds, print the count (race tests)`
 
@@ -61,6 +63,13 @@ func run(cmd string, args []string) error {
 		os.Exit(n)
 	case "sleep":
 		return sleep(args)
+	case "ticks":
+		return ticks(args)
+	case "clone3":
+		// With a NULL clone_args the kernel answers EFAULT or EINVAL; a
+		// seccomp filter that denies clone3 answers first.
+		_, _, e := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)
+		fmt.Println(unix.ErrnoName(e))
 	case "alloc":
 		return alloc(args)
 	case "spin":
@@ -133,6 +142,22 @@ func sleep(args []string) error {
 	case s := <-term:
 		fmt.Println("got", s)
 	}
+	return nil
+}
+
+// ticks writes on and on, ignoring write errors (a reader that went away),
+// so that a test can close the output pipe of the CLI while it runs.
+func ticks(args []string) error {
+	secs, err := strconv.ParseFloat(strings.Join(args, ""), 64)
+	if err != nil {
+		return fmt.Errorf("ticks: bad seconds %q", strings.Join(args, " "))
+	}
+	end := time.Now().Add(time.Duration(secs * float64(time.Second)))
+	for time.Now().Before(end) {
+		fmt.Println("tick")
+		time.Sleep(10 * time.Millisecond)
+	}
+	fmt.Println("done")
 	return nil
 }
 
