@@ -32,6 +32,8 @@ import (
 	"github.com/containerd/errdefs"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
+
+	"github.com/tender-edge/tender/internal/sentinel"
 )
 
 // Errors of Publish and Subscribe. Drain and callers branch on them; each
@@ -42,17 +44,7 @@ var (
 	ErrSubscribeRefused = reason("mqtt subscription refused", errdefs.ErrPermissionDenied)
 )
 
-// sentinel is an error whose message is its own and whose category (an
-// errdefs error) shows only to errors.Is.
-type sentinel struct {
-	msg string
-	cat error
-}
-
-func reason(msg string, cat error) error { return &sentinel{msg: msg, cat: cat} }
-
-func (e *sentinel) Error() string { return e.msg }
-func (e *sentinel) Unwrap() error { return e.cat }
+func reason(msg string, cat error) error { return sentinel.New(msg, cat) }
 
 // Message is one received message.
 type Message struct {

@@ -32,6 +32,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/tender-edge/tender/internal/sentinel"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
@@ -48,17 +49,7 @@ var (
 	ErrExpired      = reason("expired", errdefs.ErrFailedPrecondition)
 )
 
-// sentinel is an error whose message is its own and whose category (an
-// errdefs error) shows only to errors.Is.
-type sentinel struct {
-	msg string
-	cat error
-}
-
-func reason(msg string, cat error) error { return &sentinel{msg: msg, cat: cat} }
-
-func (e *sentinel) Error() string { return e.msg }
-func (e *sentinel) Unwrap() error { return e.cat }
+func reason(msg string, cat error) error { return sentinel.New(msg, cat) }
 
 // StaleError carries the two generations of a refused replay or rollback.
 // It matches ErrStale.

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/tender-edge/tender/internal/sentinel"
 )
 
 // Sentinel errors of the decoders; every decode error wraps exactly one.
@@ -22,18 +24,7 @@ var (
 	ErrGenerationRange = reason("generation out of range", errdefs.ErrInvalidArgument)
 )
 
-// sentinel is an error whose message is its own and whose category (an
-// errdefs error) shows only to errors.Is, so that messages do not read
-// "malformed message: invalid argument: ...".
-type sentinel struct {
-	msg string
-	cat error
-}
-
-func reason(msg string, cat error) error { return &sentinel{msg: msg, cat: cat} }
-
-func (e *sentinel) Error() string { return e.msg }
-func (e *sentinel) Unwrap() error { return e.cat }
+func reason(msg string, cat error) error { return sentinel.New(msg, cat) }
 
 // TooLargeError says which cap a message broke. It matches ErrTooLarge.
 type TooLargeError struct {
