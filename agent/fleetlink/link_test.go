@@ -34,7 +34,7 @@ type testAgent struct {
 	inLogs  int
 }
 
-func (a *testAgent) Apps() []reconcile.AppStatus           { return nil }
+func (a *testAgent) Apps() []reconcile.AppStatus          { return nil }
 func (a *testAgent) Containers(bool) map[string]Container { return nil }
 func (a *testAgent) Changed() <-chan struct{}             { return a.changed }
 func (a *testAgent) Facts() wire.DeviceFacts              { return wire.DeviceFacts{Arch: "amd64"} }
