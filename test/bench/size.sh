@@ -73,11 +73,12 @@ echo "== dead-code elimination of methods"
 # name makes the linker keep every exported method of every reachable
 # type. dumpdep marks such functions <ReflectMethod>; reflect's own
 # Methods iterators are only a problem if something names "Methods".
-rm_syms=$(grep -o -- '-> [^ ]* <[A-Za-z]*ReflectMethod>' "$tmp/dumpdep" | awk '{ print $2 }' | sort -u)
+# In the order the linker reached them: the first is the cause.
+rm_syms=$(grep -o -- '-> [^ ]* <[A-Za-z]*ReflectMethod>' "$tmp/dumpdep" | awk '!seen[$2]++ { print $2 }')
 if [ -z "$rm_syms" ]; then
 	echo "  full: no reachable function asks reflect for methods by computed name"
 else
-	echo "  DISABLED (every exported method of reachable types is kept), by:"
-	echo "$rm_syms" | sed 's/^/    /'
-	echo "  trace one with: go build -ldflags=-dumpdep ./cmd/tender-agent 2>&1 | whydeadcode"
+	echo "  DISABLED (every exported method of reachable types is kept), by $(echo "$rm_syms" | wc -l) functions, first:"
+	echo "$rm_syms" | head -8 | sed 's/^/    /'
+	echo "  why: go build -ldflags=-dumpdep ./cmd/tender-agent 2>&1 | whydeadcode (github.com/aarzilli/whydeadcode)"
 fi
