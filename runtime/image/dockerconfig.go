@@ -68,8 +68,8 @@ type dockerConfigFile struct {
 // dockerKeychain resolves credentials from a docker config.json. It is an
 // authn.Keychain (and authn.ContextKeychain).
 type dockerKeychain struct {
-	// path is the config.json; empty: docker's default,
-	// $DOCKER_CONFIG/config.json or ~/.docker/config.json.
+	// path is the config.json; empty: docker's default location, or
+	// podman's (defaultDockerConfig).
 	path string
 }
 
@@ -78,17 +78,37 @@ var (
 	_ authn.ContextKeychain = dockerKeychain{}
 )
 
-// defaultDockerConfig is where docker looks for its config.json, or ""
-// when there is no home directory to look in.
+// defaultDockerConfig is the file used when no path is configured: the
+// first that exists of docker's ($DOCKER_CONFIG/config.json or
+// ~/.docker/config.json) and, as go-containerregistry's default keychain
+// did, podman's ($REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+// $XDG_CONFIG_HOME or ~/.config /containers/auth.json), which share the
+// format. "" when there is none.
 func defaultDockerConfig() string {
+	home, _ := os.UserHomeDir()
+	var cands []string
 	if d := os.Getenv("DOCKER_CONFIG"); d != "" {
-		return filepath.Join(d, "config.json")
+		cands = append(cands, filepath.Join(d, "config.json"))
+	} else if home != "" {
+		cands = append(cands, filepath.Join(home, ".docker", "config.json"))
 	}
-	home, err := os.UserHomeDir()
-	if err != nil || home == "" {
-		return ""
+	if f := os.Getenv("REGISTRY_AUTH_FILE"); f != "" {
+		cands = append(cands, f)
 	}
-	return filepath.Join(home, ".docker", "config.json")
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		cands = append(cands, filepath.Join(d, "containers", "auth.json"))
+	}
+	if d := os.Getenv("XDG_CONFIG_HOME"); d != "" {
+		cands = append(cands, filepath.Join(d, "containers", "auth.json"))
+	} else if home != "" {
+		cands = append(cands, filepath.Join(home, ".config", "containers", "auth.json"))
+	}
+	for _, c := range cands {
+		if _, err := os.Stat(c); err == nil {
+			return c
+		}
+	}
+	return ""
 }
 
 // Resolve implements authn.Keychain.

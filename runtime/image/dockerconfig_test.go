@@ -130,6 +130,44 @@ func TestDockerConfigMissingAndDefault(t *testing.T) {
 	if got, err := resolveDocker(t, "", "home.example"); err != nil || got.Username != "home" {
 		t.Fatalf("~/.docker/config.json: %+v, %v", got, err)
 	}
+	// No docker config: podman's auth.json, same format.
+	if err := os.Remove(filepath.Join(home, ".docker", "config.json")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("REGISTRY_AUTH_FILE", "")
+	podman := []struct{ env, dir string }{
+		{"XDG_CONFIG_HOME", ""}, // ~/.config/containers/auth.json
+		{"XDG_CONFIG_HOME", t.TempDir()},
+		{"XDG_RUNTIME_DIR", t.TempDir()},
+	}
+	for _, p := range podman {
+		base := filepath.Join(home, ".config")
+		if p.dir != "" {
+			t.Setenv(p.env, p.dir)
+			base = p.dir
+		}
+		if err := os.MkdirAll(filepath.Join(base, "containers"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		user := "podman-" + p.env + p.dir
+		if err := os.WriteFile(filepath.Join(base, "containers", "auth.json"), []byte(`{"auths":{"home.example":{"username":"`+user+`","password":"pw"}}}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := resolveDocker(t, "", "home.example"); err != nil || got.Username != user {
+			t.Fatalf("podman auth.json under %s %q: %+v, %v", p.env, p.dir, got, err)
+		}
+	}
+	raf := writeConfig(t, `{"auths":{"home.example":{"username":"raf","password":"pw"}}}`)
+	t.Setenv("REGISTRY_AUTH_FILE", raf)
+	if got, err := resolveDocker(t, "", "home.example"); err != nil || got.Username != "raf" {
+		t.Fatalf("REGISTRY_AUTH_FILE: %+v, %v", got, err)
+	}
+
+	t.Setenv("REGISTRY_AUTH_FILE", "")
+	t.Setenv("XDG_RUNTIME_DIR", "")
+	t.Setenv("XDG_CONFIG_HOME", "")
 	t.Setenv("HOME", "")
 	if got, err := resolveDocker(t, "", "home.example"); err != nil || got != (authn.AuthConfig{}) {
 		t.Fatalf("no home: %+v, %v; want anonymous", got, err)
