@@ -8,7 +8,7 @@ SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
 
-.PHONY: all build cross testimage test vet fmt-check run bench deps clean
+.PHONY: all build cross testimage test vet fmt-check run bench size deps clean
 
 all: build
 
@@ -75,6 +75,11 @@ run: build testimage
 bench: deps build testimage
 	./test/bench/start.sh
 	./test/bench/pull.sh
+
+# Stripped size per architecture, what weighs most in it, and whether the
+# linker can drop unused methods (a report; it never fails on a size).
+size:
+	./test/bench/size.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -31,9 +28,10 @@ type RegistryConfig struct {
 	// Registries is keyed by registry host as it appears in image names
 	// ("docker.io", "registry.example.com:5000").
 	Registries map[string]Registry `json:"registries,omitempty" yaml:"registries,omitempty"`
-	// DockerConfig is the path of a docker config.json whose "auths" are
-	// used for registries without credentials here. Empty: docker's
-	// default ($DOCKER_CONFIG or ~/.docker/config.json, if present).
+	// DockerConfig is the path of a docker config.json whose "auths",
+	// "credHelpers" and "credsStore" are used for registries without
+	// credentials here (see dockerconfig.go). Empty: docker's default
+	// ($DOCKER_CONFIG or ~/.docker/config.json, if present).
 	DockerConfig string `json:"dockerConfig,omitempty" yaml:"dockerConfig,omitempty"`
 }
 
@@ -107,8 +105,9 @@ func (c RegistryConfig) settings(host string) Registry {
 }
 
 // authenticator picks credentials for host: this config's, then the docker
-// config file's, then anonymous.
-func (c RegistryConfig) authenticator(host string, reg name.Registry) (authn.Authenticator, error) {
+// config file's (DockerConfig, or docker's default location), then
+// anonymous.
+func (c RegistryConfig) authenticator(ctx context.Context, host string, reg name.Registry) (authn.Authenticator, error) {
 	st := c.settings(host)
 	switch {
 	case st.Token != "":
@@ -116,52 +115,7 @@ func (c RegistryConfig) authenticator(host string, reg name.Registry) (authn.Aut
 	case st.Username != "" || st.Password != "":
 		return &authn.Basic{Username: st.Username, Password: st.Password}, nil
 	}
-	if c.DockerConfig != "" {
-		return dockerConfigAuth(c.DockerConfig, host)
-	}
-	a, err := authn.DefaultKeychain.Resolve(reg)
-	if err != nil {
-		return nil, fmt.Errorf("docker credentials for %s: %w", host, err)
-	}
-	return a, nil
-}
-
-// dockerConfigAuth reads the "auths" entry for host from a docker
-// config.json.
-func dockerConfigAuth(path, host string) (authn.Authenticator, error) {
-	raw, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return authn.Anonymous, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("docker config %s: %w", path, err)
-	}
-	var cf struct {
-		Auths map[string]authn.AuthConfig `json:"auths"`
-	}
-	if err := json.Unmarshal(raw, &cf); err != nil {
-		return nil, fmt.Errorf("docker config %s: %w", path, err)
-	}
-	keys := []string{host, "https://" + host, "http://" + host}
-	if host == "index.docker.io" {
-		keys = append(keys, "https://index.docker.io/v1/", "docker.io")
-	}
-	for _, k := range keys {
-		ac, ok := cf.Auths[k]
-		if !ok {
-			continue
-		}
-		if ac.Auth != "" && ac.Username == "" {
-			dec, err := base64.StdEncoding.DecodeString(ac.Auth)
-			if err != nil {
-				return nil, fmt.Errorf("docker config %s: auth for %s: %w", path, host, err)
-			}
-			ac.Username, ac.Password, _ = strings.Cut(string(dec), ":")
-			ac.Auth = ""
-		}
-		return authn.FromConfig(ac), nil
-	}
-	return authn.Anonymous, nil
+	return dockerKeychain{path: c.DockerConfig}.ResolveContext(ctx, reg)
 }
 
 // httpsOnly refuses plain HTTP for hosts not marked insecure (ggcr's ping
@@ -209,7 +163,7 @@ func (c RegistryConfig) connect(ctx context.Context, host, repo string, base htt
 	if !st.Insecure {
 		base = httpsOnly{base}
 	}
-	auth, err := c.authenticator(host, reg)
+	auth, err := c.authenticator(ctx, host, reg)
 	if err != nil {
 		return nil, err
 	}
