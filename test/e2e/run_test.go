@@ -348,8 +348,8 @@ func TestRun_LargeConfig(t *testing.T) {
 // a message that names the path.
 func TestRun_BadVolumes(t *testing.T) {
 	for _, tt := range []struct{ vol, want string }{
-		{":/x", `the host path "" must be absolute`},
-		{"data:/x", `the host path "data" must be absolute`},
+		{":/x", "the host path is empty"},
+		{"data:/x", `the host path "data" is not absolute`},
 		{"/tmp:/proc/sys", "/proc/sys is managed by the runtime"},
 		{"/tmp:/sys/fs/cgroup", "/sys/fs/cgroup is managed by the runtime"},
 	} {
