@@ -110,9 +110,17 @@ func (d *Decision) reason(a *appState, i int) Reason {
 			r.Message = d.offline(dev) + " (grace " + formatDuration(d.grace) + "): new placements go to online devices"
 		}
 	case codeMemory:
-		r.Message = "memory: needs " + quantity.FormatBytes(e.a) + ", " + freeBytes(e.b)
+		free := d.freeMem[i]
+		if dev.MemoryBytes == 0 {
+			free = -1
+		}
+		r.Message = "memory: needs " + quantity.FormatBytes(a.mem) + ", " + freeBytes(free)
 	case codeCPU:
-		r.Message = "cpu: needs " + quantity.FormatMilliCPU(e.a) + ", " + freeCPU(e.b)
+		free := d.freeCPU[i]
+		if dev.MilliCPU == 0 {
+			free = -1
+		}
+		r.Message = "cpu: needs " + quantity.FormatMilliCPU(a.cpu) + ", " + freeCPU(free)
 	case codeNotNeeded:
 		r.Message = fmt.Sprintf("not needed: %d of %d devices placed", e.a, e.b)
 	default:

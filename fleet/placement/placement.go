@@ -93,6 +93,8 @@ type Decision struct {
 	apps    map[string]*appState
 	grace   time.Duration
 	now     time.Time
+	// what is left on each device once every app is placed
+	freeMem, freeCPU []int64
 }
 
 // WarningCode says what kind of warning a Warning is.
@@ -139,7 +141,7 @@ type appState struct {
 // apps × devices of them; Explain turns it into words.
 type entry struct {
 	code code
-	a, b int64 // code-dependent: need/free, selector key index, placed/wanted
+	a, b int64 // code-dependent: selector key index, placed/wanted
 }
 
 type code uint8
@@ -202,6 +204,24 @@ func Place(req Request) (Decision, error) {
 	for _, a := range p.apps {
 		p.fill(a)
 	}
+	// Reasons are told against the end state, whichever pass decided, so
+	// that a rerun (which keeps all first and tries fewer devices) tells
+	// the same: for a device that did not get the app, a mismatch first,
+	// then (N-device apps) being offline, then room, told against what is
+	// left once all is placed (the short resource named again, memory
+	// first), then not being needed.
+	for _, a := range p.apps {
+		for i, e := range a.entries {
+			switch e.code {
+			case codeMemory, codeCPU, codeNotNeeded:
+				if !a.all && !p.devices[i].Online {
+					a.entries[i] = entry{code: codeOffline}
+				} else if c := p.room(a, i); c != codeUnset {
+					a.entries[i] = entry{code: c}
+				}
+			}
+		}
+	}
 	d := Decision{
 		Assignments: make(Assignments, len(p.apps)),
 		devices:     p.devices,
@@ -209,6 +229,8 @@ func Place(req Request) (Decision, error) {
 		apps:        make(map[string]*appState, len(p.apps)),
 		grace:       grace,
 		now:         req.Now,
+		freeMem:     p.freeMem,
+		freeCPU:     p.freeCPU,
 	}
 	for _, a := range p.apps {
 		ids := make([]string, 0, a.count)
@@ -345,22 +367,25 @@ func lost(d *Device, now time.Time, grace time.Duration) bool {
 	return !d.Online && (d.LastSeen.IsZero() || now.Sub(d.LastSeen) > grace)
 }
 
+// room says whether a's requests fit in what is left on device i: if
+// not, which resource is short (memory first). What is left only shrinks
+// as apps are placed, so a device short for an app stays short; the
+// explanation shows what is left in the end.
+func (p *placer) room(a *appState, i int) code {
+	if a.mem > 0 && a.mem > p.freeMem[i] {
+		return codeMemory
+	}
+	if a.cpu > 0 && a.cpu > p.freeCPU[i] {
+		return codeCPU
+	}
+	return codeUnset
+}
+
 // fit reserves a's requests on device i if they fit; else it returns why
 // not.
 func (p *placer) fit(a *appState, i int) entry {
-	if a.mem > 0 && a.mem > p.freeMem[i] {
-		free := p.freeMem[i]
-		if p.devices[i].MemoryBytes == 0 {
-			free = -1
-		}
-		return entry{code: codeMemory, a: a.mem, b: free}
-	}
-	if a.cpu > 0 && a.cpu > p.freeCPU[i] {
-		free := p.freeCPU[i]
-		if p.devices[i].MilliCPU == 0 {
-			free = -1
-		}
-		return entry{code: codeCPU, a: a.cpu, b: free}
+	if c := p.room(a, i); c != codeUnset {
+		return entry{code: c}
 	}
 	p.freeMem[i] -= a.mem
 	p.freeCPU[i] -= a.cpu
@@ -373,7 +398,7 @@ func (p *placer) fit(a *appState, i int) entry {
 // still have room, at most N of them.
 func (p *placer) keep(a *appState) {
 	var keep []int
-	for _, id := range p.req.Current[a.name] {
+	for _, id := range slices.Sorted(slices.Values(p.req.Current[a.name])) {
 		i, ok := p.byID[id]
 		if !ok {
 			p.warnings = append(p.warnings, Warning{App: a.name, Code: WarnDeviceGone,

@@ -131,19 +131,23 @@ func TestPlace_Capacity(t *testing.T) {
 			app("b", "64Mi", "", nil),     // does not: 64Mi > 40Mi
 			app("c", "", "1500m", nil),    // cpu: 1 - 0.25 reserve = 750m
 			app("d", "", "", nil),         // requests nothing: fits anywhere
-			app("e", "32Mi", "500m", nil), // 40Mi and 750m left: fits
+			app("e", "16Mi", "1", nil),    // memory fits, cpu does not
+			app("f", "24Mi", "750m", nil), // all the CPU left
 		},
 		Devices: []Device{small, unreported},
 		Reserve: Resources{MemoryBytes: 128 << 20, MilliCPU: 250},
 	})
 	wantAssigned(t, d, "a", "small")
 	wantAssigned(t, d, "b")
-	wantReason(t, d, "b", "small", false, CodeMemory, "memory: needs 64Mi, 40Mi free")
+	// Reasons tell what is left once every app is placed: f took 24Mi and
+	// the last 750m.
+	wantReason(t, d, "b", "small", false, CodeMemory, "memory: needs 64Mi, 16Mi free")
 	wantReason(t, d, "b", "unreported", false, CodeMemory, "memory: needs 64Mi, the device has not reported its memory")
-	wantReason(t, d, "c", "small", false, CodeCPU, "cpu: needs 1500m, 750m free")
+	wantReason(t, d, "c", "small", false, CodeCPU, "cpu: needs 1500m, 0 free")
 	wantReason(t, d, "c", "unreported", false, CodeCPU, "cpu: needs 1500m, the device has not reported its CPUs")
 	wantAssigned(t, d, "d", "small", "unreported")
-	wantAssigned(t, d, "e", "small")
+	wantReason(t, d, "e", "small", false, CodeCPU, "cpu: needs 1, 0 free")
+	wantAssigned(t, d, "f", "small")
 	if got := warnings(d); !slices.Contains(got, "b short: 0 of 2 matching devices placed: 2 without room") {
 		t.Errorf("warnings %q", got)
 	}
@@ -160,7 +164,7 @@ func TestPlace_CapacityOddFreeIsRounded(t *testing.T) {
 // app earlier by name would want it.
 func TestPlace_ExistingPlacementKeepsItsRoom(t *testing.T) {
 	dv := dev("a", "arm64", "")
-	dv.MemoryBytes = 100 << 20
+	dv.MemoryBytes = 104 << 20
 	d := place(t, Request{
 		Apps:    []wire.App{app("alpha", "64Mi", "", nil), app("beta", "64Mi", "", nil)},
 		Devices: []Device{dv},
@@ -169,7 +173,7 @@ func TestPlace_ExistingPlacementKeepsItsRoom(t *testing.T) {
 	wantAssigned(t, d, "beta", "a")
 	wantAssigned(t, d, "alpha")
 	wantReason(t, d, "beta", "a", true, CodeKept, "chosen: already placed here")
-	wantReason(t, d, "alpha", "a", false, CodeMemory, "memory: needs 64Mi, 36Mi free")
+	wantReason(t, d, "alpha", "a", false, CodeMemory, "memory: needs 64Mi, 40Mi free")
 }
 
 // A device that shrank (or a reserve that grew) keeps the apps earlier by
