@@ -243,6 +243,7 @@ func Place(req Request) (Decision, error) {
 		d.apps[a.name] = a
 		p.warnings = append(p.warnings, p.summarize(a)...)
 	}
+	slices.SortStableFunc(p.warnings, func(x, y Warning) int { return strings.Compare(x.App, y.App) })
 	d.Warnings = p.warnings
 	return d, nil
 }

@@ -386,10 +386,10 @@ func TestPlace_Warnings(t *testing.T) {
 		Current: Assignments{"d": {"x", "gone"}, "removed-app": {"x"}},
 	})
 	want := []string{
-		"d device-gone: assigned device gone is no longer in the fleet: dropped",
 		"a no-match: selector role=gw,site=berlin matches no device",
 		"b no-match: arch [riscv64] matches no device",
 		"c no-match: selector site=rome and arch [arm64] matches no device",
+		"d device-gone: assigned device gone is no longer in the fleet: dropped",
 	}
 	if got := warnings(d); !slices.Equal(got, want) {
 		t.Errorf("warnings\n%q\nwant\n%q", got, want)
