@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -41,6 +42,15 @@ type Device struct {
 	LastSeen time.Time
 }
 
+// WithFacts returns d with its arch, memory and CPUs taken from the facts
+// of the device's last report.
+func (d Device) WithFacts(f wire.DeviceFacts) Device {
+	d.Arch = f.Arch
+	d.MemoryBytes = int64(min(f.MemoryBytes, math.MaxInt64))
+	d.MilliCPU = int64(max(f.CPUs, 0)) * 1000
+	return d
+}
+
 // Resources are an amount of memory and CPU.
 type Resources struct {
 	MemoryBytes int64
@@ -53,7 +63,8 @@ type Assignments map[string][]string
 
 // Request is everything Place looks at.
 type Request struct {
-	// Apps to place; names are unique. An app without placement, or with
+	// Apps to place, validated (wire.App.Validate: Place checks only
+	// what it relies on); names are unique. An app without placement, or with
 	// placement.devices unset, goes to all devices matching its selector
 	// and arch.
 	Apps []wire.App

@@ -3,6 +3,7 @@ package placement
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -484,5 +485,15 @@ func TestFormatDuration(t *testing.T) {
 		if got := formatDuration(d); got != want {
 			t.Errorf("formatDuration(%s) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+func TestDevice_WithFacts(t *testing.T) {
+	d := Device{ID: "a", Online: true}.WithFacts(wire.DeviceFacts{Arch: "arm", MemoryBytes: 512 << 20, CPUs: 4})
+	if d.ID != "a" || !d.Online || d.Arch != "arm" || d.MemoryBytes != 512<<20 || d.MilliCPU != 4000 {
+		t.Errorf("%+v", d)
+	}
+	if d := (Device{}).WithFacts(wire.DeviceFacts{MemoryBytes: 1 << 63}); d.MemoryBytes != math.MaxInt64 {
+		t.Errorf("memory beyond int64: %d", d.MemoryBytes)
 	}
 }
