@@ -76,8 +76,19 @@
 //
 // Decision.Explain(app) gives a Reason for every device, sorted by ID;
 // Decision.ExplainDevice(app, device) for one (`tender app explain APP
-// [DEVICE]`). Reasons are kept compact inside the Decision (a code and two
-// numbers per pair) and put into words when asked for, so a fleet of
-// 10,000 devices and 50 apps costs a few megabytes, not half a million
-// strings.
+// [DEVICE]`). A device that did not get an app gives the first reason of:
+// a selector label, the arch, being offline (N-device apps), room (told
+// against what is left once every app is placed), not being needed. So
+// the words are the same whichever pass decided, and a rerun with the
+// decision as Current explains it the same way.
+//
+// Reasons are kept compact inside the Decision (a code and two numbers per
+// pair) and put into words when asked for: a fleet of 10,000 devices and
+// 50 apps costs a few megabytes, not half a million strings. Place itself
+// takes about 60 ms there on one core (BenchmarkPlace); putting all
+// 500,000 reasons into words about 130 ms more.
+//
+// The shell builds each Device from the controller's records: ID and
+// labels from enrollment, Device.WithFacts for the arch, memory and CPUs
+// of the last report, Online and LastSeen from presence.
 package placement
