@@ -85,8 +85,8 @@
 // Reasons are kept compact inside the Decision (a code and two numbers per
 // pair) and put into words when asked for: a fleet of 10,000 devices and
 // 50 apps costs a few megabytes, not half a million strings. Place itself
-// takes about 60 ms there on one core (BenchmarkPlace); putting all
-// 500,000 reasons into words about 130 ms more.
+// takes about 60 ms there on an idle core (BenchmarkPlace; 20 MB
+// allocated); putting all 500,000 reasons into words about 130 ms more.
 //
 // The shell builds each Device from the controller's records: ID and
 // labels from enrollment, Device.WithFacts for the arch, memory and CPUs
