@@ -12,7 +12,7 @@ import (
 const module = "github.com/tender-edge/tender/"
 
 // core packages decide; they must not reach the outside world.
-var core = []string{"runtime/spec", "agent/reconcile", "sync/topic"}
+var core = []string{"runtime/spec", "agent/reconcile", "sync/topic", "fleet/placement"}
 
 var forbiddenInCore = []string{
 	"os", "os/exec", "net", "net/http", "math/rand", "math/rand/v2", "time/tzdata",
@@ -95,4 +95,9 @@ func roomsOf(t *testing.T, pattern, must string, rooms ...string) {
 			}
 		}
 	}
+}
+
+// Placement knows the wire, never the agent, the runtime or the CLI.
+func TestPlacementKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/placement", "fleet/placement", "agent", "runtime", "cmd")
 }
