@@ -199,6 +199,9 @@ func slicesSorted(m map[string]string) []string {
 // token must not let its holder take over an enrolled device's identity.
 // A use is consumed with a compare-and-swap, after every check passed.
 func (e *Enroller) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.EnrollResponse, error) {
+	if req.Schema == 0 {
+		req.Schema = wire.EnrollSchema // a caller in Go; the handler's decoder requires it
+	}
 	if err := req.Validate(); err != nil {
 		return wire.EnrollResponse{}, err
 	}
