@@ -60,8 +60,8 @@ import (
 // Files written next to the agent config.
 const (
 	KeyFile  = "device.key"
-	CertFile = "device.crt"
-	CAFile   = "fleet-ca.crt"
+	CertFile = "device.pem"
+	CAFile   = "fleet-ca.pem"
 )
 
 // EnrollPath is the controller's enrollment route.
