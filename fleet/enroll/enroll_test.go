@@ -519,7 +519,7 @@ func TestHandler(t *testing.T) {
 	h := f.e.Handler(HandlerOptions{
 		Limiter: NewLimiter(time.Hour, 3), // too large, good, reused; the fourth is refused
 		Enrolled: func(_ context.Context, req wire.EnrollRequest, resp wire.EnrollResponse) error {
-			seen = append(seen, req.DeviceID+" "+resp.Labels["role"]+" "+req.Facts.Arch)
+			seen = append(seen, req.DeviceID+" "+resp.Labels["role"]+" "+req.Facts.Arch+req.Secret)
 			return nil
 		},
 	})
