@@ -26,7 +26,8 @@ const (
 )
 
 // Enrolled is called after a device enrolled, before it gets its answer,
-// for the controller to record the device (its labels and facts). An
+// for the controller to record the device (its labels and facts). The
+// request's Secret is blanked. An
 // error is logged by the caller's hook and answered 500; the certificate
 // stays issued (revoke it to undo).
 type Enrolled func(ctx context.Context, req wire.EnrollRequest, resp wire.EnrollResponse) error
@@ -86,6 +87,7 @@ func (e *Enroller) Handler(opt HandlerOptions) http.Handler {
 			return
 		}
 		if opt.Enrolled != nil {
+			req.Secret = "" // F-03: nothing downstream may log or store it
 			if err := opt.Enrolled(r.Context(), req, resp); err != nil {
 				writeError(w, http.StatusInternalServerError, "record enrolled device: "+err.Error())
 				return
