@@ -101,3 +101,12 @@ func roomsOf(t *testing.T, pattern, must string, rooms ...string) {
 func TestPlacementKnowsNoAgent(t *testing.T) {
 	roomsOf(t, "./fleet/placement", "fleet/placement", "agent", "runtime", "cmd")
 }
+
+// Enrollment's two sides share only the wire: the device's side never
+// links the controller's, nor the agent's shell; the controller's knows
+// nothing of the agent or the runtime.
+func TestEnrollSidesShareOnlyTheWire(t *testing.T) {
+	roomsOf(t, "./agent/enroll", "agent/enroll", "fleet", "runtime", "cmd")
+	assertNoImport(t, "agent/enroll", module+"agent")
+	roomsOf(t, "./fleet/enroll", "fleet/enroll", "agent", "runtime", "cmd")
+}
