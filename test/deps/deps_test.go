@@ -12,7 +12,7 @@ import (
 const module = "github.com/tender-edge/tender/"
 
 // core packages decide; they must not reach the outside world.
-var core = []string{"runtime/spec", "agent/reconcile", "sync/topic"}
+var core = []string{"runtime/spec", "agent/reconcile", "sync/topic", "fleet/rollout"}
 
 var forbiddenInCore = []string{
 	"os", "os/exec", "net", "net/http", "math/rand", "math/rand/v2", "time/tzdata",
@@ -95,4 +95,9 @@ func roomsOf(t *testing.T, pattern, must string, rooms ...string) {
 			}
 		}
 	}
+}
+
+// The rollout core knows the wire, never the agent or the runtime.
+func TestFleetRolloutKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/rollout", "fleet/rollout", "agent", "runtime", "cmd")
 }
