@@ -46,7 +46,8 @@
 // same pace: devices not serving To healthily (failed, updating,
 // deferred, offline) at once, healthy ones within maxUnavailable.
 // Maintenance windows do not hold a rollback. The failure threshold
-// applies to the forward pass only.
+// applies to the forward pass, succeeded included (stragglers that fail
+// late still count); not to a rollback.
 //
 // # Device states
 //

@@ -311,7 +311,7 @@ func (r *Rollout) Step(in Input) []Action {
 	for i := range r.Devices {
 		r.advance(i, now, &acts)
 	}
-	if r.Phase == PhaseProgressing {
+	if r.Phase == PhaseProgressing || r.Phase == PhaseSucceeded {
 		r.checkThresholds(now, &acts)
 	}
 	if r.Phase == PhaseProgressing && !r.Paused {
@@ -481,7 +481,7 @@ func (r *Rollout) startRollback(now time.Time, reason string, acts *[]Action) {
 			if d.Desired != r.Spec.From {
 				r.publish(d, r.Spec.From, acts)
 			}
-		case StateHealthy, StateUpdated:
+		case StateHealthy:
 			if d.Observed.Online {
 				r.set(d, StatePending, now)
 				continue
