@@ -456,3 +456,35 @@ func TestRollout_JSONRoundTripDecidesTheSame(t *testing.T) {
 		t.Fatalf("decisions differ after reloading:\n%v\n%v", a.log, b.log)
 	}
 }
+
+// A device that was healthy and turns unhealthy later counts as failed
+// and goes back to A; during a rollback, a healthy device that drops
+// off is asked back to A at once (retained), costing no availability.
+func TestStep_LateFailureAndOfflineDuringRollback(t *testing.T) {
+	f := newFleet(t, 4, func(s *rollout.Spec) {
+		s.MaxUnavailable = "1"
+		s.FailureThreshold = "1"
+	})
+	for range 8 {
+		f.step(time.Second)
+		f.converge(rollout.HealthHealthy)
+	}
+	if f.r.Phase != rollout.PhaseSucceeded {
+		t.Fatalf("phase %s", f.r.Phase)
+	}
+	f.report("d00", revB, rollout.HealthUnhealthy)
+	acts := f.step(time.Second)
+	if f.state("d00") != rollout.StateFailed || !slices.Equal(started(acts, revA), []string{"d00"}) {
+		t.Fatalf("late failure: d00 %s, %v", f.state("d00"), acts)
+	}
+	f.report("d01", revB, rollout.HealthCrashLoop) // a second failure: over the threshold of 1
+	f.report("d00", revA, rollout.HealthHealthy)
+	acts = f.step(time.Second)
+	if f.r.Phase != rollout.PhaseRollingBack || !has(acts, rollout.ActFailed) {
+		t.Fatalf("two failures over a threshold of 1 after success: phase %s", f.r.Phase)
+	}
+	f.offline("d03")
+	if acts := f.step(time.Second); !slices.Contains(started(acts, revA), "d03") {
+		t.Fatalf("d03 went offline while waiting to go back, not asked back: %v", acts)
+	}
+}

@@ -35,8 +35,9 @@ const (
 type Options struct {
 	Seed    uint64
 	Devices int
-	// Bad makes RevB fail on a share BadRate of the devices (default 1)
-	// some minutes after it starts.
+	// Bad makes RevB fail on a share BadRate of the devices (default 1):
+	// on two thirds of them as it starts, on the others after it was
+	// healthy for 5 to 35 minutes.
 	Bad     bool
 	BadRate float64
 	// Per device and per virtual minute, during the chaos period.
@@ -96,6 +97,7 @@ type device struct {
 	doneAt   time.Time
 	deferred bool
 	willFail bool // this device fails on RevB
+	lateFail bool // ... after it was healthy for a while
 
 	everB          bool // was ever asked for RevB
 	reportedFailed bool // a report showed RevB failing on it
@@ -315,12 +317,18 @@ func (w *World) live(d *device, dt time.Duration) {
 		}
 	case starting:
 		if !w.now.Before(d.doneAt) {
-			if d.running == RevB && d.willFail {
+			if d.running == RevB && d.willFail && !d.lateFail {
 				d.health = []rollout.Health{rollout.HealthUnhealthy, rollout.HealthCrashLoop}[w.rng.IntN(2)]
 				d.phase, d.doneAt = failing, w.now.Add(time.Duration(2+w.rng.IntN(10))*tick)
 			} else {
 				d.health, d.phase = rollout.HealthHealthy, idle
+				d.doneAt = w.now.Add(time.Duration(5+w.rng.IntN(30)) * tick)
 			}
+		}
+	case idle:
+		if d.running == RevB && d.willFail && d.lateFail && !w.now.Before(d.doneAt) {
+			d.health = rollout.HealthUnhealthy
+			d.phase, d.doneAt = failing, w.now.Add(time.Duration(2+w.rng.IntN(10))*tick)
 		}
 	case failing:
 		if !w.now.Before(d.doneAt) && w.rng.IntN(2) == 0 {
@@ -337,6 +345,7 @@ func (w *World) publish(d *device, rev string) {
 	if rev == RevB {
 		d.everB = true
 		d.willFail = w.opt.Bad && w.rng.Float64() < w.opt.BadRate
+		d.lateFail = d.willFail && w.rng.IntN(3) == 0
 	}
 	switch {
 	case rev == d.running:
