@@ -362,6 +362,14 @@ func (r *Rollout) advance(i int, now time.Time, acts *[]Action) {
 	case StatePending:
 		if !o.Online {
 			r.set(d, StateOffline, now)
+			return
+		}
+		if r.rollingBack() && r.Phase != PhaseAborted && d.Touched && !(o.Revision == r.Spec.To && o.Health == HealthHealthy) {
+			// Waiting to go back, but not serving To healthily (any
+			// more): back at once, it is out of service already.
+			r.publish(d, r.Spec.From, acts)
+			r.set(d, StateUpdating, now)
+			r.converge(d, now, acts)
 		}
 	case StateOffline:
 		if !o.Online {

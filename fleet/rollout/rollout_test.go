@@ -488,3 +488,32 @@ func TestStep_LateFailureAndOfflineDuringRollback(t *testing.T) {
 		t.Fatalf("d03 went offline while waiting to go back, not asked back: %v", acts)
 	}
 }
+
+// Undo decided on what was known before the latest reports: a device
+// reported unhealthy meanwhile goes back at once, outside the budget,
+// since it is out of service already.
+func TestCommand_UndoJudgesTheLatestReports(t *testing.T) {
+	f := newFleet(t, 3, func(s *rollout.Spec) {
+		s.MaxUnavailable = "1"
+		s.FailureThreshold = "3"
+	})
+	for range 6 {
+		f.step(time.Second)
+		f.converge(rollout.HealthHealthy)
+	}
+	f.step(time.Second)
+	if f.r.Phase != rollout.PhaseSucceeded {
+		t.Fatalf("phase %s", f.r.Phase)
+	}
+	f.report("d02", revB, rollout.HealthUnhealthy)
+	if err := f.r.Command(rollout.Undo, f.now); err != nil {
+		t.Fatal(err)
+	}
+	acts := f.step(time.Second)
+	if got := started(acts, revA); !slices.Equal(got, []string{"d02"}) {
+		t.Fatalf("undo asked back %v, want d02 (unhealthy: at once), which takes the budget of 1", got)
+	}
+	if got := f.r.Unavailable(); got != 1 {
+		t.Fatalf("unavailable %d, want 1 (d02)", got)
+	}
+}

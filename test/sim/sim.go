@@ -56,6 +56,12 @@ type Options struct {
 	HealthyFor       time.Duration
 	Pace             int
 
+	// An operator pauses the rollout at PauseAt and resumes it at
+	// ResumeAt (virtual time since the start; zero: never), and undoes it
+	// once it has succeeded if UndoAfterSuccess.
+	PauseAt, ResumeAt time.Duration
+	UndoAfterSuccess  bool
+
 	// Chaos is how long failures are injected (default 6h); the run then
 	// lets every device come back and stops when the fleet has settled,
 	// or at Horizon (default 4 days) of virtual time.
@@ -146,6 +152,8 @@ type World struct {
 	locs     map[string]*time.Location
 
 	steps    int
+	paused   bool
+	undone   bool
 	crossed  int // step at which reports first showed a wave over its threshold; -1 none
 	starts   []time.Time
 	trace    []string // ring of the last lines
@@ -398,6 +406,9 @@ func (w *World) Run() error {
 
 // step steps the rollout and checks its decisions.
 func (w *World) step() error {
+	if err := w.operate(); err != nil {
+		return err
+	}
 	unavail := 0
 	for _, d := range w.devs {
 		if d.unavailable() {
@@ -427,6 +438,9 @@ func (w *World) step() error {
 			if w.crossed >= 0 {
 				return fmt.Errorf("%s asked for the bad version after the failure threshold was crossed (step %d)", d.id, w.crossed)
 			}
+			if w.paused || w.undone {
+				return fmt.Errorf("%s asked for the new version while the rollout is paused (%v) or undone (%v)", d.id, w.paused, w.undone)
+			}
 			if d.win != nil && !d.win.open(w.now.In(d.zone)) {
 				return fmt.Errorf("%s started outside its window %q (local %s)", d.id, d.win.schedule, w.now.In(d.zone).Format("Mon 15:04"))
 			}
@@ -455,6 +469,33 @@ func (w *World) step() error {
 	}
 	if len(w.starts) > 1000 {
 		w.starts = append(w.starts[:0], w.starts[len(w.starts)-100:]...)
+	}
+	return nil
+}
+
+// operate plays the operator's commands.
+func (w *World) operate() error {
+	since := w.now.Sub(Start)
+	cmd := func(c rollout.Command) error {
+		w.logf("operator: %s", c)
+		if err := w.r.Command(c, w.now); err != nil {
+			return fmt.Errorf("operator %s: %w", c, err)
+		}
+		return nil
+	}
+	switch {
+	case w.opt.PauseAt > 0 && !w.paused && since >= w.opt.PauseAt && since < w.opt.ResumeAt && w.r.Phase == rollout.PhaseProgressing:
+		w.paused = true
+		return cmd(rollout.Pause)
+	case w.paused && since >= w.opt.ResumeAt:
+		w.paused = false
+		if w.r.Phase != rollout.PhaseProgressing {
+			return nil // rolled back meanwhile
+		}
+		return cmd(rollout.Resume)
+	case w.opt.UndoAfterSuccess && !w.undone && w.r.Phase == rollout.PhaseSucceeded:
+		w.undone = true
+		return cmd(rollout.Undo)
 	}
 	return nil
 }
@@ -504,6 +545,9 @@ func (w *World) unsettled() string {
 	if !w.terminal() {
 		return "rollout " + string(w.r.Phase)
 	}
+	if w.opt.UndoAfterSuccess && !w.undone && w.r.Phase == rollout.PhaseSucceeded {
+		return "to be undone"
+	}
 	for _, d := range w.devs {
 		if !d.dead && (!d.online || d.phase != idle || d.running != d.desired) {
 			return fmt.Sprintf("%s online=%v phase=%d runs %s, desired %s", d.id, d.online, d.phase, d.running, d.desired)
@@ -544,6 +588,15 @@ func (w *World) checkEnd() error {
 		errs = append(errs, fmt.Errorf("fleet not settled at the horizon: %s; %+v", w.unsettled(), w.r.Status()))
 	}
 	switch {
+	case w.undone && w.crossed < 0:
+		if w.r.Phase != rollout.PhaseRolledBack {
+			errs = append(errs, fmt.Errorf("undone, yet the rollout is %s", w.r.Phase))
+		}
+		for _, d := range w.devs {
+			if !d.dead && (d.running != RevA || d.desired != RevA) {
+				errs = append(errs, fmt.Errorf("%s runs %s (desired %s) after undo", d.id, d.running, d.desired))
+			}
+		}
 	case w.opt.Bad && w.crossed >= 0:
 		if w.r.Phase != rollout.PhaseRolledBack {
 			errs = append(errs, fmt.Errorf("threshold crossed, yet the rollout is %s", w.r.Phase))
@@ -594,6 +647,6 @@ func (w *World) Summary() string {
 			everB++
 		}
 	}
-	return fmt.Sprintf("seed=%d devices=%d phase=%s t=%s steps=%d dead=%d gotB=%d reason=%q",
-		w.opt.Seed, len(w.devs), w.r.Phase, w.now.Sub(Start), w.steps, dead, everB, w.r.Reason)
+	return fmt.Sprintf("seed=%d devices=%d phase=%s t=%s steps=%d dead=%d gotB=%d undone=%v reason=%q",
+		w.opt.Seed, len(w.devs), w.r.Phase, w.now.Sub(Start), w.steps, dead, everB, w.undone, w.r.Reason)
 }

@@ -47,25 +47,30 @@ func run(t *testing.T, o sim.Options) *sim.World {
 }
 
 func TestSim_GoodVersionReachesEveryDevice(t *testing.T) {
-	for seed := range seeds(t, 3) {
+	for seed := range seeds(t, 4) {
 		run(t, chaos(seed+1, 10000))
 	}
 }
 
 func TestSim_BadVersionStopsAndRollsBack(t *testing.T) {
-	for seed := range seeds(t, 3) {
+	for seed := range seeds(t, 4) {
 		o := chaos(seed+100, 10000)
 		o.Bad, o.BadRate = true, 0.3
 		run(t, o)
 	}
 }
 
-// Many small fleets: more seeds, more shapes of failure.
+// Many small fleets: more seeds, more shapes of failure, and an operator
+// who pauses, resumes and undoes.
 func TestSim_ManySeeds(t *testing.T) {
-	for seed := range seeds(t, 60) {
+	for seed := range seeds(t, 200) {
 		o := chaos(seed+1000, 200+int(seed%5)*100)
 		o.Waves = []string{"1", "10%", "100%"}
 		o.OfflineRate, o.DeferRate = 0.002, 0.1
+		if seed%4 == 3 {
+			o.PauseAt, o.ResumeAt = time.Duration(seed%7)*20*time.Minute+time.Minute, 3*time.Hour
+		}
+		o.UndoAfterSuccess = seed%5 == 4
 		switch seed % 3 {
 		case 1:
 			o.Bad, o.BadRate = true, 0.5
