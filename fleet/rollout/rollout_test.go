@@ -517,3 +517,21 @@ func TestCommand_UndoJudgesTheLatestReports(t *testing.T) {
 		t.Fatalf("unavailable %d, want 1 (d02)", got)
 	}
 }
+
+func TestStep_NoDevicesSucceedsAndNewAppFailsToRemoval(t *testing.T) {
+	r, err := rollout.New(rollout.Spec{App: "thermo", To: revB}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acts := r.Step(rollout.Input{Now: t0}); !has(acts, rollout.ActDone) {
+		t.Fatalf("no devices: %v", acts)
+	}
+	// A new app (From ""): a device it fails on is asked to remove it.
+	f := newFleet(t, 2, func(s *rollout.Spec) { s.From, s.FailureThreshold, s.MaxUnavailable = "", "1", "2" })
+	f.step(0)
+	f.report("d00", revB, rollout.HealthCrashLoop)
+	acts := f.step(time.Second)
+	if f.state("d00") != rollout.StateFailed || !slices.Equal(started(acts, ""), []string{"d00"}) {
+		t.Fatalf("d00 %s, %v", f.state("d00"), acts)
+	}
+}
