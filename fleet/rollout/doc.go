@@ -44,9 +44,12 @@
 // Rolling back takes every device that was ever asked for To back to
 // From, through the same per-device machine, the same budget and the
 // same pace: devices not serving To healthily (failed, updating,
-// deferred, offline) at once, healthy ones within maxUnavailable.
+// updated, deferred, offline, or reported unhealthy since) at once, as
+// they are out of service already, healthy ones within maxUnavailable.
+// A failed device is asked back to From on its own even while the
+// rollout goes on under its threshold.
 // Maintenance windows do not hold a rollback. The failure threshold
-// applies to the forward pass, succeeded included (stragglers that fail
+// applies to the forward pass, succeeded included (succeeded → rolling-back) (stragglers that fail
 // late still count); not to a rollback.
 //
 // # Device states
