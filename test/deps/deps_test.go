@@ -12,7 +12,7 @@ import (
 const module = "github.com/tender-edge/tender/"
 
 // core packages decide; they must not reach the outside world.
-var core = []string{"runtime/spec", "agent/reconcile", "sync/topic", "fleet/placement"}
+var core = []string{"runtime/spec", "agent/reconcile", "sync/topic", "fleet/placement", "fleet/rollout"}
 
 var forbiddenInCore = []string{
 	"os", "os/exec", "net", "net/http", "math/rand", "math/rand/v2", "time/tzdata",
@@ -109,4 +109,9 @@ func TestEnrollSidesShareOnlyTheWire(t *testing.T) {
 	roomsOf(t, "./agent/enroll", "agent/enroll", "fleet", "runtime", "cmd")
 	assertNoImport(t, "agent/enroll", module+"agent")
 	roomsOf(t, "./fleet/enroll", "fleet/enroll", "agent", "runtime", "cmd")
+}
+
+// The rollout core knows the wire, never the agent or the runtime.
+func TestFleetRolloutKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/rollout", "fleet/rollout", "agent", "runtime", "cmd")
 }

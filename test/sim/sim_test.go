@@ -1,0 +1,96 @@
+package sim_test
+
+import (
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/tender-edge/tender/test/sim"
+)
+
+// seeds is how many seeds each scenario runs: TENDER_SIM_SEEDS widens it.
+func seeds(t *testing.T, def int) uint64 {
+	if s := os.Getenv("TENDER_SIM_SEEDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatalf("TENDER_SIM_SEEDS=%q: %v", s, err)
+		}
+		return uint64(n)
+	}
+	if testing.Short() {
+		return 1
+	}
+	return uint64(def)
+}
+
+func chaos(seed uint64, devices int) sim.Options {
+	return sim.Options{
+		Seed: seed, Devices: devices,
+		Waves: []string{"1%", "10%", "50%", "100%"}, MaxUnavailable: "5%", FailureThreshold: "10%",
+		HealthyFor: 10 * time.Minute, Pace: devices / 40,
+		OfflineRate: 0.0005, DieRate: 0.00002, DeferRate: 0.02, Windows: true,
+	}
+}
+
+func run(t *testing.T, o sim.Options) *sim.World {
+	t.Helper()
+	w, err := sim.New(o)
+	if err != nil {
+		t.Fatalf("seed=%d: %v", o.Seed, err)
+	}
+	if err := w.Run(); err != nil {
+		t.Fatalf("%v\n%s\ntrace (last lines):\n%s", err, w.Summary(), w.Trace())
+	}
+	t.Log(w.Summary())
+	return w
+}
+
+func TestSim_GoodVersionReachesEveryDevice(t *testing.T) {
+	for seed := range seeds(t, 4) {
+		run(t, chaos(seed+1, 10000))
+	}
+}
+
+func TestSim_BadVersionStopsAndRollsBack(t *testing.T) {
+	for seed := range seeds(t, 4) {
+		o := chaos(seed+100, 10000)
+		o.Bad, o.BadRate = true, 0.3
+		run(t, o)
+	}
+}
+
+// Many small fleets: more seeds, more shapes of failure, and an operator
+// who pauses, resumes and undoes.
+func TestSim_ManySeeds(t *testing.T) {
+	for seed := range seeds(t, 200) {
+		o := chaos(seed+1000, 200+int(seed%5)*100)
+		o.Waves = []string{"1", "10%", "100%"}
+		o.OfflineRate, o.DeferRate = 0.002, 0.1
+		if seed%4 == 3 {
+			o.PauseAt, o.ResumeAt = time.Duration(seed%7)*20*time.Minute+time.Minute, 3*time.Hour
+		}
+		o.UndoAfterSuccess = seed%5 == 4
+		switch seed % 3 {
+		case 1:
+			o.Bad, o.BadRate = true, 0.5
+		case 2:
+			o.Bad, o.BadRate = true, 0.05 // may pass the threshold: failed devices are kept on A
+		}
+		run(t, o)
+	}
+}
+
+// The same seed gives the same decisions.
+func TestSim_SameSeedSameDecisions(t *testing.T) {
+	o := chaos(7, 2000)
+	o.Bad, o.BadRate = true, 0.2
+	a, b := run(t, o), run(t, o)
+	if a.Hash() != b.Hash() {
+		t.Fatalf("seed 7 gave two different action traces: %x and %x", a.Hash(), b.Hash())
+	}
+	o.Seed = 8
+	if c := run(t, o); c.Hash() == a.Hash() {
+		t.Fatalf("seeds 7 and 8 gave the same trace: the seed is not used")
+	}
+}
