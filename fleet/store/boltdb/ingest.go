@@ -50,8 +50,11 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 	in.feedSize = getU64(in.b(bucketMeta).Get(keyFeedCount))
 	for _, r := range b.Reports {
 		st, err := in.enrolled(r.Device)
-		if err != nil || st == nil {
+		if err != nil {
 			return err
+		}
+		if st == nil {
+			continue
 		}
 		if r.Report.DeviceID != r.Device {
 			in.res.Refused++
@@ -75,8 +78,11 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 	}
 	for _, p := range b.Presence {
 		st, err := in.enrolled(p.Device)
-		if err != nil || st == nil {
+		if err != nil {
 			return err
+		}
+		if st == nil {
+			continue
 		}
 		if p.Received.Before(st.PresenceAt) {
 			continue
@@ -89,8 +95,11 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 	}
 	for _, e := range evs {
 		st, err := in.enrolled(e.Device)
-		if err != nil || st == nil {
+		if err != nil {
 			return err
+		}
+		if st == nil {
+			continue
 		}
 		if e.Event.DeviceID != e.Device {
 			in.res.Refused++
@@ -127,11 +136,11 @@ func seen(st *store.DeviceStatus, at time.Time) {
 // enrolled returns the status of an enrolled, unrevoked device, or nil
 // (and the device counted as unknown).
 func (in *ingestTx) enrolled(id string) (*store.DeviceStatus, error) {
-	if st, ok := in.status[id]; ok {
-		return st, nil
-	}
-	if ok, seen := in.known[id]; seen && !ok {
-		return nil, nil
+	if ok, decided := in.known[id]; decided {
+		if !ok {
+			return nil, nil
+		}
+		return in.status[id], nil
 	}
 	var d store.Device
 	ok, err := in.getJSON(bucketDevices, id, "device", &d)
@@ -143,11 +152,20 @@ func (in *ingestTx) enrolled(id string) (*store.DeviceStatus, error) {
 		in.res.Unknown = append(in.res.Unknown, id)
 		return nil, nil
 	}
+	in.known[id] = true
+	return in.statusOf(id)
+}
+
+// statusOf returns device id's status for this batch to change, read
+// once.
+func (in *ingestTx) statusOf(id string) (*store.DeviceStatus, error) {
+	if st, ok := in.status[id]; ok {
+		return st, nil
+	}
 	st := &store.DeviceStatus{}
 	if _, err := in.getJSON(bucketStatus, id, "device status", st); err != nil {
 		return nil, err
 	}
-	in.known[id] = true
 	in.status[id] = st
 	return st, nil
 }
@@ -214,11 +232,14 @@ func (in *ingestTx) trimFeed() error {
 		if err := in.b(bucketEventIndex).Delete(eventKey(fe.Device, fe.Event.Seq)); err != nil {
 			return err
 		}
-		st, err := in.enrolled(fe.Device)
+		if _, cached := in.status[fe.Device]; !cached && in.b(bucketStatus).Get([]byte(fe.Device)) == nil {
+			continue // cannot be: a device's events go with it
+		}
+		st, err := in.statusOf(fe.Device)
 		if err != nil {
 			return err
 		}
-		if st != nil && st.EventsKept > 0 {
+		if st.EventsKept > 0 {
 			st.EventsKept--
 		}
 	}
