@@ -15,8 +15,13 @@ import (
 
 type ingester struct{ db *DB }
 
-// Ingest writes a batch in one transaction, shared with concurrent calls
-// (bbolt's Batch): one fsync for many reports.
+// bigBatch is the size from which Ingest commits at once rather than
+// waiting MaxBatchDelay for concurrent callers to join.
+const bigBatch = 64
+
+// Ingest writes a batch in one transaction: one fsync for many reports.
+// Small batches share their transaction with concurrent calls (bbolt's
+// Batch).
 func (s ingester) Ingest(ctx context.Context, b store.Batch) (res store.IngestResult, err error) {
 	// Events of one device in sequence order, so a batch that holds them
 	// out of order does not count the late ones as duplicates.
@@ -24,7 +29,11 @@ func (s ingester) Ingest(ctx context.Context, b store.Batch) (res store.IngestRe
 	slices.SortStableFunc(evs, func(x, y store.Event) int {
 		return cmp.Or(cmp.Compare(x.Device, y.Device), cmp.Compare(x.Event.Seq, y.Event.Seq))
 	})
-	err = s.db.batch(ctx, func(t *tx) error {
+	run := s.db.batch // small: share a commit with concurrent callers
+	if len(b.Reports)+len(b.Events)+len(b.Presence) >= bigBatch {
+		run = s.db.update // big enough: commit now
+	}
+	err = run(ctx, func(t *tx) error {
 		res = store.IngestResult{} // Batch may run this again alone
 		in := &ingestTx{tx: t, res: &res, status: map[string]*store.DeviceStatus{}, known: map[string]bool{}}
 		if err := in.run(b, evs); err != nil {
