@@ -96,3 +96,9 @@ func roomsOf(t *testing.T, pattern, must string, rooms ...string) {
 		}
 	}
 }
+
+// The fleet's store knows the wire, never the agent, the runtime or the
+// controller's other rooms.
+func TestFleetStoreKnowsOnlyTheWire(t *testing.T) {
+	roomsOf(t, "./fleet/store/...", "fleet/store", "agent", "runtime", "cmd", "fleet/placement", "fleet/rollout", "fleet/publish", "fleet/broker", "fleet/enroll", "fleet/api", "fleet/console", "fleet/controller")
+}
