@@ -49,8 +49,9 @@ var (
 
 // Options tune Open; nil means the defaults.
 type Options struct {
-	// Now is the store's clock, read for the generation floor and for
-	// audit entries given without a time; default time.Now.
+	// Now is the store's clock, read for the generation floor, the
+	// creation time of app revisions and audit entries given without a
+	// time; default time.Now.
 	Now func() time.Time
 	// LockTimeout bounds the wait for the file lock held by another
 	// process; default 2s.
@@ -61,7 +62,8 @@ type Options struct {
 	// DeviceEvents is the number of events kept per device; default 1000.
 	DeviceEvents int
 	// MaxBatchDelay is how long concurrent Ingest and Generations.Next
-	// calls wait to be committed together; default bbolt's 10ms.
+	// calls wait to be committed together (a lone caller waits it too);
+	// default 2ms.
 	MaxBatchDelay time.Duration
 }
 
@@ -106,9 +108,10 @@ func Open(path string, opts *Options) (*DB, error) {
 		_ = b.Close()
 		return nil, fmt.Errorf("store file mode: %w", err)
 	}
-	if o.MaxBatchDelay > 0 {
-		b.MaxBatchDelay = o.MaxBatchDelay
+	if o.MaxBatchDelay <= 0 {
+		o.MaxBatchDelay = 2 * time.Millisecond
 	}
+	b.MaxBatchDelay = o.MaxBatchDelay
 	return &DB{bolt: b, path: path, now: o.Now, feedCap: uint64(o.FeedRetention), deviceEvents: uint64(o.DeviceEvents)}, nil
 }
 
