@@ -40,7 +40,9 @@
 //     batch are taken in sequence order.
 //
 // A report's ObservedGeneration raises the device's generation high-water
-// mark: a generation a device has seen is never issued again.
+// mark: a generation a device has seen is never issued again. (One past
+// wire.MaxGeneration is ignored: it was never issued, and a device
+// claiming one would only lock itself out.)
 //
 // # Generations
 //

@@ -79,7 +79,9 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 		st.Report, st.ReportedAt = &rep, r.Received
 		in.res.Reports++
 		g := in.b(bucketGenerations)
-		if rep.ObservedGeneration > getU64(g.Get([]byte(r.Device))) {
+		// A generation past the wire's largest was never issued (the agent
+		// refuses it): a device claiming one would only lock itself out.
+		if rep.ObservedGeneration > getU64(g.Get([]byte(r.Device))) && rep.ObservedGeneration <= wire.MaxGeneration {
 			if err := g.Put([]byte(r.Device), u64(rep.ObservedGeneration)); err != nil {
 				return err
 			}
@@ -280,7 +282,8 @@ func (t *tx) deleteDeviceEvents(id string) error {
 		n++
 	}
 	m := t.b(bucketMeta)
-	return m.Put(keyFeedCount, u64(getU64(m.Get(keyFeedCount))-min(n, getU64(m.Get(keyFeedCount)))))
+	count := getU64(m.Get(keyFeedCount))
+	return m.Put(keyFeedCount, u64(count-min(n, count)))
 }
 
 // Events.

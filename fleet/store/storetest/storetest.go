@@ -561,6 +561,11 @@ func testReports(t *testing.T, e *env) {
 	if g := must(s.Generations.Last(e.ctx, "gw-1"))(t); g != 8 {
 		t.Fatalf("last generation %d after a report of 8", g)
 	}
+	// A generation past the wire's largest was never issued: ignored.
+	must(s.Ingest.Ingest(e.ctx, store.Batch{Reports: []store.Report{{Device: "gw-1", Received: rec2, Report: report("gw-1", wire.MaxGeneration+1, rec2.Add(time.Minute))}}}))(t)
+	if g := must(s.Generations.Last(e.ctx, "gw-1"))(t); g != 8 {
+		t.Fatalf("last generation %d after a report past the largest", g)
+	}
 	must(s.Ingest.Ingest(e.ctx, store.Batch{Reports: []store.Report{{Device: "gw-1", Received: rec2, Report: report("gw-1", 1<<50, rec2.Add(time.Hour))}}}))(t)
 	if g := must(s.Generations.Next(e.ctx, "gw-1"))(t); g != 1<<50+1 {
 		t.Fatalf("next generation %d after a report of 2^50", g)
