@@ -115,3 +115,9 @@ func TestEnrollSidesShareOnlyTheWire(t *testing.T) {
 func TestFleetRolloutKnowsNoAgent(t *testing.T) {
 	roomsOf(t, "./fleet/rollout", "fleet/rollout", "agent", "runtime", "cmd")
 }
+
+// The fleet's store knows the wire, never the agent, the runtime or the
+// controller's other rooms.
+func TestFleetStoreKnowsOnlyTheWire(t *testing.T) {
+	roomsOf(t, "./fleet/store/...", "fleet/store", "agent", "runtime", "cmd", "fleet/placement", "fleet/rollout", "fleet/publish", "fleet/broker", "fleet/enroll", "fleet/api", "fleet/console", "fleet/controller")
+}
