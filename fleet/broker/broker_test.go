@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
@@ -581,4 +582,51 @@ func TestBroker_Config(t *testing.T) {
 	if err := b.Start(); err == nil || !errors.Is(err, err) {
 		t.Fatal("second start accepted")
 	}
+}
+
+// The agent's own MQTT session (sync/mqttc: persistent session, presence
+// will, QoS 1) works against the embedded broker with a device certificate.
+func TestBroker_AgentSession(t *testing.T) {
+	f := startFleet(t, nil)
+	crt, serial := f.device(t, "dev-a")
+	c, err := mqttc.New(mqttc.Config{
+		Broker:        "ssl://" + f.b.TLSAddr(),
+		ClientID:      "dev-a",
+		TLS:           &tls.Config{RootCAs: f.roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{*crt}},
+		PresenceTopic: tp("dev-a", topic.Presence),
+		Log:           zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.waitReceived(t, tp("dev-a", topic.Presence), "online")
+	got := make(chan mqttc.Message, 1)
+	if err := c.Subscribe(ctx, tp("dev-a", topic.Desired), func(m mqttc.Message) { got <- m }); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.Publish(tp("dev-a", topic.Desired), []byte("signed doc"), true); err != nil {
+		t.Fatal(err)
+	}
+	if m := <-got; string(m.Payload) != "signed doc" {
+		t.Fatalf("desired %q", m.Payload)
+	}
+	if err := c.Publish(ctx, tp("dev-a", topic.Reported), []byte("report"), true); err != nil {
+		t.Fatal(err)
+	}
+	f.waitReceived(t, tp("dev-a", topic.Reported), "report")
+	// Revoked while connected: the session is cut, and its reconnects are refused.
+	f.mu.Lock()
+	f.revoked[serial] = true
+	f.mu.Unlock()
+	f.b.Disconnect("dev-a")
+	waitFor(t, "the revoked agent's reconnect refused", func() bool {
+		return f.b.Stats().Refused[broker.ReasonRevoked] >= 1 && !c.Connected()
+	})
 }

@@ -96,3 +96,8 @@ func roomsOf(t *testing.T, pattern, must string, rooms ...string) {
 		}
 	}
 }
+
+// The embedded broker speaks the wire; it knows neither the agent nor the runtime.
+func TestFleetBrokerKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/broker", "fleet/broker", "agent", "runtime", "cmd")
+}
