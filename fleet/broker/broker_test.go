@@ -7,7 +7,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -139,8 +141,8 @@ type client struct {
 	cert               *tls.Certificate
 	username, password string
 	clientID           string
-	will               string // will topic
-	noCA               bool   // do not trust the broker (unused: always trusted)
+	will               string        // will topic
+	keepAlive          time.Duration // 30s if 0; negative: 0 (none)
 }
 
 // conn is a connected test client.
@@ -157,10 +159,16 @@ func (f *fleet) dial(t *testing.T, c client) (*conn, error) {
 		tc.Certificates = []tls.Certificate{*c.cert}
 	}
 	cn := &conn{lost: make(chan error, 1), msgs: make(chan paho.Message, 1000)}
+	ka := c.keepAlive
+	if ka == 0 {
+		ka = 30 * time.Second
+	} else if ka < 0 {
+		ka = 0
+	}
 	o := paho.NewClientOptions().AddBroker("ssl://" + f.b.TLSAddr()).SetTLSConfig(tc).
 		SetClientID(c.clientID).SetUsername(c.username).SetPassword(c.password).
 		SetAutoReconnect(false).SetConnectRetry(false).SetCleanSession(true).SetProtocolVersion(4).
-		SetKeepAlive(30 * time.Second).SetConnectTimeout(20 * time.Second).
+		SetKeepAlive(ka).SetConnectTimeout(20 * time.Second).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { cn.lost <- err }).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { cn.msgs <- m })
 	if c.will != "" {
@@ -374,6 +382,8 @@ func TestBroker_RefusedConnects(t *testing.T) {
 		{"password client id not the username", client{username: "dev-p", password: "s3cret-password", clientID: "dev-q"}, broker.ReasonClientID},
 		{"will on another device's desired", client{cert: crtA, clientID: "dev-a", will: tp("dev-b", topic.Desired)}, broker.ReasonWill},
 		{"will on its own desired", client{cert: crtA, clientID: "dev-a", will: tp("dev-a", topic.Desired)}, broker.ReasonWill},
+		{"no keepalive", client{cert: crtA, clientID: "dev-a", keepAlive: -1}, broker.ReasonKeepAlive},
+		{"keepalive over the maximum", client{cert: crtA, clientID: "dev-a", keepAlive: 301 * time.Second}, broker.ReasonKeepAlive},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := f.b.Stats().Refused[tc.reason]
@@ -629,4 +639,33 @@ func TestBroker_AgentSession(t *testing.T) {
 	waitFor(t, "the revoked agent's reconnect refused", func() bool {
 		return f.b.Stats().Refused[broker.ReasonRevoked] >= 1 && !c.Connected()
 	})
+}
+
+// A connection that never finishes its TLS handshake, or never sends
+// CONNECT after it, is closed after ConnectTimeout.
+func TestBroker_ConnectTimeout(t *testing.T) {
+	f := startFleet(t, func(c *broker.Config) { c.ConnectTimeout = 50 * time.Millisecond })
+	raw, err := net.Dial("tcp", f.b.TLSAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_ = raw.SetReadDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	if _, err := io.ReadAll(raw); err != nil { // returns at EOF: the broker closed it
+		t.Fatal(err)
+	}
+	waitFor(t, "handshake refusal counted", func() bool { return f.b.Stats().Refused[broker.ReasonHandshake] == 1 })
+
+	tc, err := tls.Dial("tcp", f.b.TLSAddr(), &tls.Config{RootCAs: f.roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	_ = tc.SetReadDeadline(time.Now().Add(30 * time.Second)) // hang guard
+	if _, err := io.ReadAll(tc); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("connection without CONNECT not closed")
+		}
+	}
 }
