@@ -69,6 +69,13 @@
 //	              Config.SessionExpiry offline; retained messages do not
 //	              expire (the desired documents are retained)
 //
+// # State
+//
+// The broker keeps its sessions and retained messages in memory only: after
+// a restart, devices reconnect and resubscribe, and the controller
+// publishes each device's current desired document again (the agent
+// ignores one it already holds, by its generation).
+//
 // # Metrics
 //
 // Stats returns the counters (connects accepted by method and refused by

@@ -163,6 +163,13 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		return false
 	}
 	h.mu.Lock()
+	if len(h.authAt) >= 1024 { // connects that ended between CONNECT and CONNACK (mochi calls no hook then)
+		for c := range h.authAt {
+			if c.Closed() {
+				delete(h.authAt, c)
+			}
+		}
+	}
 	h.authAt[cl] = authInfo{method: method, epoch: h.epochs[id]}
 	h.mu.Unlock()
 	return true
