@@ -651,7 +651,7 @@ func TestBroker_ConnectTimeout(t *testing.T) {
 	}
 	defer raw.Close()
 	_ = raw.SetReadDeadline(time.Now().Add(30 * time.Second)) // hang guard
-	if _, err := io.ReadAll(raw); err != nil { // returns at EOF: the broker closed it
+	if _, err := io.ReadAll(raw); err != nil {                // returns at EOF: the broker closed it
 		t.Fatal(err)
 	}
 	waitFor(t, "handshake refusal counted", func() bool { return f.b.Stats().Refused[broker.ReasonHandshake] == 1 })
