@@ -175,7 +175,7 @@ func (b *Broker) Start() error {
 	if b.cfg.TLSAddr != "-" {
 		ln, err := net.Listen("tcp", b.cfg.TLSAddr)
 		if err != nil {
-			return fmt.Errorf("broker tls listener %s: %w", b.cfg.TLSAddr, errdefs.ErrUnavailable)
+			return fmt.Errorf("broker tls listener %s: %w: %w", b.cfg.TLSAddr, err, errdefs.ErrUnavailable)
 		}
 		lns = append(lns, &listener{id: "tls", ln: ln, timeout: b.cfg.ConnectTimeout, b: b, tls: &tls.Config{
 			Certificates: []tls.Certificate{*b.cfg.Certificate},
@@ -190,7 +190,7 @@ func (b *Broker) Start() error {
 		ln, err := net.Listen("tcp", b.cfg.TCPAddr)
 		if err != nil {
 			closeAll()
-			return fmt.Errorf("broker tcp listener %s: %w", b.cfg.TCPAddr, errdefs.ErrUnavailable)
+			return fmt.Errorf("broker tcp listener %s: %w: %w", b.cfg.TCPAddr, err, errdefs.ErrUnavailable)
 		}
 		lns = append(lns, &listener{id: "tcp", ln: ln, timeout: b.cfg.ConnectTimeout, b: b})
 	}

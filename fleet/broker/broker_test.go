@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
@@ -589,9 +590,18 @@ func TestBroker_Config(t *testing.T) {
 		t.Fatal(tok.Error())
 	}
 	c.Disconnect(0)
-	if err := b.Start(); err == nil || !errors.Is(err, err) {
-		t.Fatal("second start accepted")
+	if err := b.Start(); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("second start: %v, want failed precondition", err)
 	}
+	// A taken address: unavailable, naming the address.
+	b2, err := broker.New(broker.Config{TLSAddr: "-", TCPAddr: b.TCPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Start(); !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), b.TCPAddr()) {
+		t.Fatalf("start on a taken address: %v", err)
+	}
+	_ = b2.Close()
 }
 
 // The agent's own MQTT session (sync/mqttc: persistent session, presence
