@@ -121,3 +121,8 @@ func TestFleetRolloutKnowsNoAgent(t *testing.T) {
 func TestFleetStoreKnowsOnlyTheWire(t *testing.T) {
 	roomsOf(t, "./fleet/store/...", "fleet/store", "agent", "runtime", "cmd", "fleet/placement", "fleet/rollout", "fleet/publish", "fleet/broker", "fleet/enroll", "fleet/api", "fleet/console", "fleet/controller")
 }
+
+// The embedded broker speaks the wire; it knows neither the agent nor the runtime.
+func TestFleetBrokerKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/broker", "fleet/broker", "agent", "runtime", "cmd")
+}
