@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -119,17 +118,12 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		var ue *url.Error
 		var cve *tls.CertificateVerificationError
 		var uae x509.UnknownAuthorityError
 		if errors.As(err, &cve) || errors.As(err, &uae) {
 			return fmt.Errorf("%s: the server's certificate is not trusted (give its CA with --ca): %w: %w", c.base.Host, err, errdefs.ErrUnauthenticated)
 		}
-		var ne net.Error
-		if errors.As(err, &ue) || errors.As(err, &ne) {
-			return fmt.Errorf("%w at %s: %v", ErrUnreachable, c.base.Host, errors.Unwrap(err))
-		}
-		return fmt.Errorf("%w at %s: %v", ErrUnreachable, c.base.Host, err)
+		return unreachableError{host: c.base.Host, cause: err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -289,3 +283,20 @@ func (c *Client) Status(ctx context.Context) (StatusView, error) {
 func (c *Client) OpenAPI(ctx context.Context) (json.RawMessage, error) {
 	return get[json.RawMessage](ctx, c, "/v1/openapi.json", nil)
 }
+
+// unreachableError is nothing answering at the controller's address.
+type unreachableError struct {
+	host  string
+	cause error
+}
+
+func (e unreachableError) Error() string {
+	cause := e.cause
+	var ue *url.Error
+	if errors.As(cause, &ue) {
+		cause = ue.Err
+	}
+	return fmt.Sprintf("the fleet controller at %s is not reachable: %v", e.host, cause)
+}
+
+func (e unreachableError) Unwrap() error { return ErrUnreachable }
