@@ -139,7 +139,7 @@ func bar(w api.WaveCounts, width int) string {
 	drawn, sum := 0, 0
 	for _, s := range segs {
 		sum += s.n
-		upto := min(sum*width/w.Devices, width) // cells covered so far, rounded down
+		upto := min(max(sum*width/w.Devices, drawn), width) // cells covered so far, rounded down
 		if s.n > 0 && upto == drawn && drawn < width {
 			upto++ // a non-empty part shows at least one cell
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"slices"
@@ -148,7 +149,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          nil,
+		ErrorLog:          stdlog.New(debugWriter{s.cfg.Log}, "", 0),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
@@ -509,4 +510,13 @@ func nonNil[T any](v []T, err error) (any, error) {
 		v = []T{}
 	}
 	return v, nil
+}
+
+// debugWriter takes net/http's own messages (TLS handshake errors from
+// clients that do not trust the CA, ...) into the log at debug level.
+type debugWriter struct{ log zerolog.Logger }
+
+func (w debugWriter) Write(p []byte) (int, error) {
+	w.log.Debug().Str("error", strings.TrimSpace(string(p))).Msg("api http server")
+	return len(p), nil
 }
