@@ -121,3 +121,10 @@ func TestFleetRolloutKnowsNoAgent(t *testing.T) {
 func TestFleetStoreKnowsOnlyTheWire(t *testing.T) {
 	roomsOf(t, "./fleet/store/...", "fleet/store", "agent", "runtime", "cmd", "fleet/placement", "fleet/rollout", "fleet/publish", "fleet/broker", "fleet/enroll", "fleet/api", "fleet/console", "fleet/controller")
 }
+
+// The fleet API and the operator's CLI know the wire and the fleet's
+// rooms, never the agent or the runtime.
+func TestFleetAPIKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/api/...", "fleet/api", "agent", "runtime", "cmd")
+	roomsOf(t, "./cmd/tender", "fleet/api", "agent", "runtime")
+}
