@@ -415,3 +415,34 @@ func TestCLI_RolloutStatus(t *testing.T) {
 		t.Errorf("watch output:\n%s", all)
 	}
 }
+
+// events -f prints the first page with its header, then each new event
+// once, after the last cursor seen.
+func TestCLI_EventsFollow(t *testing.T) {
+	c := startController(t)
+	cmd := exec.Command(binary, "events", "-f", "--interval", "10ms", "--app", "thermo")
+	cmd.Env = c.env()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(stdout)
+	var seen []string
+	for sc.Scan() {
+		seen = append(seen, sc.Text())
+		if strings.Contains(sc.Text(), "unhealthy") {
+			c.fake.AddEvent("gw-1", "rolled-back", "thermo")
+			c.fake.AddEvent("gw-2", "started", "other")
+		}
+		if strings.Contains(sc.Text(), "rolled-back") {
+			break
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	all := strings.Join(seen, "\n")
+	if strings.Count(all, "CURSOR") != 1 || strings.Count(all, "unhealthy") != 1 || !strings.Contains(all, "rolled-back") || strings.Contains(all, "other") {
+		t.Errorf("events -f:\n%s", all)
+	}
+}
