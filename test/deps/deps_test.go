@@ -126,3 +126,10 @@ func TestFleetStoreKnowsOnlyTheWire(t *testing.T) {
 func TestFleetBrokerKnowsNoAgent(t *testing.T) {
 	roomsOf(t, "./fleet/broker", "fleet/broker", "agent", "runtime", "cmd")
 }
+
+// The fleet API and the operator's CLI know the wire and the fleet's
+// rooms, never the agent or the runtime.
+func TestFleetAPIKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/api/...", "fleet/api", "agent", "runtime", "cmd")
+	roomsOf(t, "./cmd/tender", "fleet/api", "agent", "runtime")
+}
