@@ -12,11 +12,16 @@ export CGO_ENABLED := 0
 
 all: build
 
-build: $(BUILD)/tender-agent
+build: $(BUILD)/tender-agent $(BUILD)/tender
 
 $(BUILD)/tender-agent: $(SOURCES)
 	@mkdir -p $(BUILD)
 	$(GO) build $(GOFLAGS_) -o $@ ./cmd/tender-agent
+
+# The fleet controller and its CLI: a binary of its own, so the agent stays small.
+$(BUILD)/tender: $(SOURCES)
+	@mkdir -p $(BUILD)
+	$(GO) build $(GOFLAGS_) -o $@ ./cmd/tender
 
 # Static agents for the gateways' architectures: build/tender-agent-linux-ARCH.
 CROSS := amd64 arm64 arm riscv64
@@ -63,7 +68,7 @@ fmt-check:
 
 # The whole suite, as CI runs it (as root: real containers, real cgroups).
 test: deps build testimage $(BUILD)/busybox fmt-check vet
-	TENDER_AGENT=$(CURDIR)/$(BUILD)/tender-agent TENDER_TESTIMAGE=$(CURDIR)/$(BUILD)/testimage.tar \
+	TENDER_AGENT=$(CURDIR)/$(BUILD)/tender-agent TENDER_BIN=$(CURDIR)/$(BUILD)/tender TENDER_TESTIMAGE=$(CURDIR)/$(BUILD)/testimage.tar \
 	TENDER_BUSYBOX=$(CURDIR)/$(BUILD)/busybox \
 		$(GO) test -count=1 -timeout 25m ./...
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeDesired -fuzztime=15s ./sync/wire
