@@ -103,11 +103,7 @@ func New(cfg Config) (*Sim, error) {
 		if cfg.Devices <= 0 {
 			return nil, fmt.Errorf("devices: %d, want at least 1: %w", cfg.Devices, errdefs.ErrInvalidArgument)
 		}
-		width := max(5, len(fmt.Sprint(cfg.Devices-1)))
-		ids = make([]string, cfg.Devices)
-		for i := range ids {
-			ids[i] = fmt.Sprintf("%s%0*d", cfg.Prefix, width, i)
-		}
+		ids = DeviceIDs(cfg.Prefix, cfg.Devices)
 	}
 	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
@@ -153,6 +149,17 @@ func New(cfg Config) (*Sim, error) {
 		s.devices[i] = &device{s: s, i: i, id: id, prefix: topic.Root + "/devices/" + id + "/"}
 	}
 	return s, nil
+}
+
+// DeviceIDs are the ids of n devices named from prefix: prefix+"00000",
+// prefix+"00001", ... (at least five digits).
+func DeviceIDs(prefix string, n int) []string {
+	width := max(5, len(fmt.Sprint(n-1)))
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s%0*d", prefix, width, i)
+	}
+	return ids
 }
 
 // IDs are the device ids, in order.
