@@ -122,6 +122,7 @@ func broker(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("broker", flag.ExitOnError)
 	dir := fs.String("dir", "", "directory written by fleetsim pki")
 	listen := fs.String("listen", "127.0.0.1:8883", "address to listen on")
+	pending := fs.Int("writes-pending", 65536, "messages queued per client before mochi drops one (a 10,000-device burst of reports to one subscriber needs more than the default 8192)")
 	_ = fs.Parse(args)
 	cert, err := tls.LoadX509KeyPair(filepath.Join(*dir, "server.crt"), filepath.Join(*dir, "server.key"))
 	if err != nil {
@@ -131,7 +132,10 @@ func broker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumClientWritesPending = int32(*pending)
+	caps.MaximumInflight = 65535 // QoS 1 messages unacknowledged per client before mochi drops one
+	s := mqtt.New(&mqtt.Options{InlineClient: true, Capabilities: caps, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err := s.AddHook(new(auth.AllowHook), nil); err != nil {
 		return err
 	}
