@@ -121,3 +121,9 @@ func TestFleetRolloutKnowsNoAgent(t *testing.T) {
 func TestFleetStoreKnowsOnlyTheWire(t *testing.T) {
 	roomsOf(t, "./fleet/store/...", "fleet/store", "agent", "runtime", "cmd", "fleet/placement", "fleet/rollout", "fleet/publish", "fleet/broker", "fleet/enroll", "fleet/api", "fleet/console", "fleet/controller")
 }
+
+// The fleet simulator is a black box's peer: it speaks the wire only, so
+// it tests the controller and the broker as devices would.
+func TestFleetsimSpeaksOnlyTheWire(t *testing.T) {
+	roomsOf(t, "./test/fleetsim/...", "test/fleetsim", "agent", "runtime", "fleet", "cmd")
+}
