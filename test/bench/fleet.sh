@@ -139,7 +139,7 @@ for B in $BROKERS; do
 	echo "   $connected (rate limit $RATE/s)"
 	echo "   $out"
 	echo "   simulator RSS $(mib "$rss"), $((rss / N)) bytes per device$brss"
-	echo "   simulator: $(echo "$last" | python3 -c 'import json,sys; s=json.load(sys.stdin); l=s["latency"]; print("Go heap+stacks %.1f MiB (%d bytes per device); verified %d refused %d reports %d connect errors %d%s disconnects %d goroutines %d; issuedAt->report p50 %.0fms p99 %.0fms max %.0fms" % (s["goHeapAndStacksBytes"]/1048576, s["goHeapAndStacksBytes"]//s["devices"], s["verified"], s["refused"], s["reports"], s["connectErrors"], " (last: %s)" % s["lastError"] if s.get("lastError") else "", s["disconnects"], s["goroutines"], l["p50"]/1e6, l["p99"]/1e6, l["max"]/1e6))')"
+	echo "   simulator: $(echo "$last" | python3 -c 'import json,sys; s=json.load(sys.stdin); l=s["latency"]; print("Go live heap+stacks %.1f MiB (%d bytes per device); verified %d refused %d reports %d connect errors %d%s disconnects %d goroutines %d; issuedAt->report p50 %.0fms p99 %.0fms max %.0fms" % (s["goLiveBytes"]/1048576, s["goLiveBytes"]//s["devices"], s["verified"], s["refused"], s["reports"], s["connectErrors"], " (last: %s)" % s["lastError"] if s.get("lastError") else "", s["disconnects"], s["goroutines"], l["p50"]/1e6, l["p99"]/1e6, l["max"]/1e6))')"
 	kill "$dpid"
 	wait "$dpid" 2>/dev/null || true
 	[ -n "$bpid" ] && [ "$B" != external ] && { kill "$bpid"; wait "$bpid" 2>/dev/null || true; }

@@ -5,11 +5,13 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/tender-edge/tender/sync/sign"
 	"github.com/tender-edge/tender/sync/wire"
@@ -364,5 +367,71 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		} else if !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%s: %v, want invalid argument", name, err)
 		}
+	}
+}
+
+// A device dropped by the broker without a DISCONNECT leaves its Last
+// Will, a retained "offline", and comes back through the pacer and the
+// backoff: online again, with its report.
+func TestWillAndReconnect(t *testing.T) {
+	pub, _ := keys(t)
+	var mu sync.Mutex
+	offline, online := map[string]int{}, map[string]int{}
+	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Subscribe("tender/v1/devices/+/presence", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
+		id := strings.Split(pk.TopicName, "/")[3]
+		mu.Lock()
+		defer mu.Unlock()
+		switch wire.Presence(pk.Payload) {
+		case wire.Online:
+			online[id]++
+		case wire.Offline:
+			offline[id]++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() }) // after the simulation's cleanup
+	s := start(t, fleetsim.Config{Broker: "tcp://" + l.Address(), Devices: devices, FleetKey: pub, ConnectRate: 1000,
+		BackoffBase: 10 * time.Millisecond, BackoffCap: 50 * time.Millisecond})
+	count := func(m map[string]int, atLeast int) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			n := 0
+			for _, v := range m {
+				if v >= atLeast {
+					n++
+				}
+			}
+			return n == devices
+		}
+	}
+	eventually(t, func() string { return "all online" }, count(online, 1))
+	for _, id := range s.IDs() {
+		cl, ok := srv.Clients.Get(id)
+		if !ok {
+			t.Fatalf("%s not a client of the broker", id)
+		}
+		cl.Stop(errors.New("dropped by the test"))
+	}
+	t0 := time.Now()
+	eventually(t, func() string { return "all offline by their will" }, count(offline, 1))
+	t.Logf("wills after %s", time.Since(t0))
+	eventually(t, func() string { return "all online again" }, count(online, 2))
+	t.Logf("online again after %s", time.Since(t0))
+	eventually(t, func() string { return "connected: " + strconv.Itoa(s.Connected()) }, func() bool { return s.Connected() == devices })
+	if st := s.Stats(); st.Connects != 2*devices || st.Disconnects != devices {
+		t.Errorf("connects %d disconnects %d, want %d and %d", st.Connects, st.Disconnects, 2*devices, devices)
 	}
 }

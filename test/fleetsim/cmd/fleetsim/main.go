@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -257,16 +258,24 @@ func devices(ctx context.Context, args []string) error {
 // process's memory.
 type line struct {
 	fleetsim.Stats
-	RSS             int64 `json:"rssBytes"`
-	GoHeapAndStacks int64 `json:"goHeapAndStacksBytes"`
-	PerDevice       int64 `json:"rssPerDeviceBytes"`
-	Goroutines      int   `json:"goroutines"`
+	RSS int64 `json:"rssBytes"`
+	// GoLive is the heap live at the last collection plus the goroutine
+	// stacks: what the devices hold, garbage not counted.
+	GoLive     int64 `json:"goLiveBytes"`
+	PerDevice  int64 `json:"rssPerDeviceBytes"`
+	Goroutines int   `json:"goroutines"`
 }
 
 func printStats(s *fleetsim.Sim) {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	l := line{Stats: s.Stats(), RSS: rss(), GoHeapAndStacks: int64(ms.HeapInuse + ms.StackInuse), Goroutines: runtime.NumGoroutine()}
+	m := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(m)
+	var live int64
+	for _, v := range m {
+		if v.Value.Kind() == metrics.KindUint64 {
+			live += int64(v.Value.Uint64())
+		}
+	}
+	l := line{Stats: s.Stats(), RSS: rss(), GoLive: live, Goroutines: runtime.NumGoroutine()}
 	if l.Devices > 0 {
 		l.PerDevice = l.RSS / int64(l.Devices)
 	}
