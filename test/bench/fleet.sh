@@ -128,7 +128,7 @@ for B in $BROKERS; do
 	else
 		out="(the controller publishes: roll out now; waiting for the fleet)"
 		echo "$out"
-		until grep '^{' "$W/devices-$B.log" | tail -1 | grep -q "\"latency\":{\"n\":$N,"; do sleep 1; done
+		wait_for "$W/devices-$B.log" "\"latency\":{\"n\":$N," 600
 	fi
 	sleep 1.5 # one more statistics line, after the last report
 	last=$(grep '^{' "$W/devices-$B.log" | tail -1)

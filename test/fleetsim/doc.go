@@ -52,9 +52,10 @@
 // and two runtime timers; no paho client (two to four goroutines, its
 // stores and channels each). Measured on this 2-core VM: about 13 KiB of
 // Go heap and stacks per device over TLS with 200 devices after a
-// document; with 10,000 devices, about 27 KiB of heap and stacks and
-// 32–48 KiB of RSS per device (test/bench/fleet.sh), which puts 100,000
-// devices at 3–5 GiB over a few processes. A hand-written event loop over
+// document; with 10,000 devices, about 20 KiB of live heap and stacks
+// and 45–50 KiB of RSS per device at GOGC=100 (test/bench/fleet.sh),
+// which puts 100,000 devices at 2 GiB live, 5 GiB of RSS, over a few
+// processes. A hand-written event loop over
 // raw file descriptors would save the reader's stack (8 KiB) but not
 // TLS's buffers, which dominate.
 //
