@@ -435,3 +435,72 @@ func TestWillAndReconnect(t *testing.T) {
 		t.Errorf("connects %d disconnects %d, want %d and %d", st.Connects, st.Disconnects, 2*devices, devices)
 	}
 }
+
+// A signed command is verified as the agent does and answered; a forged
+// one and a replay are refused and get no answer.
+func TestCommands(t *testing.T) {
+	const n = 20
+	pub, priv := keys(t)
+	_, other := keys(t)
+	var mu sync.Mutex
+	results := map[string][]wire.CommandResult{}
+	m := mqtttest.StartMochi(t, "127.0.0.1:0", map[string]mqtttest.Handler{
+		"tender/v1/devices/+/cmd/result": func(topic string, payload []byte) {
+			r, err := wire.DecodeCommandResult(payload)
+			if err != nil {
+				t.Errorf("%s: %v", topic, err)
+				return
+			}
+			mu.Lock()
+			results[strings.Split(topic, "/")[3]] = append(results[strings.Split(topic, "/")[3]], r)
+			mu.Unlock()
+		},
+	})
+	s := start(t, fleetsim.Config{Broker: "tcp://" + m.Addr, Devices: n, FleetKey: pub, ConnectRate: 1000})
+	eventually(t, func() string { return "connected: " + strconv.Itoa(s.Connected()) }, func() bool { return s.Connected() == n })
+	command := func(key ed25519.PrivateKey, id string) []byte {
+		cid, err := sign.NewCommandID(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		env, err := sign.SignCommand(key, wire.Command{DeviceID: id, ID: cid, IssuedAt: now, ExpiresAt: now.Add(time.Minute), Kind: wire.CommandRestart, App: "demo"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := wire.Encode(&env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, id := range s.IDs() {
+		good := command(priv, id)
+		for _, b := range [][]byte{command(other, id), good, good} { // forged, good, replayed
+			if err := m.Publish("tender/v1/devices/"+id+"/cmd", b, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	eventually(t, func() string { return "commands handled" }, func() bool {
+		st := s.Stats()
+		return st.Commands+st.CommandsRefused == 3*n
+	})
+	if st := s.Stats(); st.Commands != n || st.CommandsRefused != 2*n {
+		t.Errorf("commands accepted %d refused %d, want %d and %d", st.Commands, st.CommandsRefused, n, 2*n)
+	}
+	eventually(t, func() string { return "results" }, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(results) == n
+	})
+	// A device handles its three commands in order on one connection, so
+	// its one result was sent before the replay was refused.
+	mu.Lock()
+	defer mu.Unlock()
+	for id, rs := range results {
+		if len(rs) != 1 || !rs[0].OK {
+			t.Errorf("%s answered %+v, want one success", id, rs)
+		}
+	}
+}
