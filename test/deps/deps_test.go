@@ -133,3 +133,9 @@ func TestFleetAPIKnowsNoAgent(t *testing.T) {
 	roomsOf(t, "./fleet/api/...", "fleet/api", "agent", "runtime", "cmd")
 	roomsOf(t, "./cmd/tender", "fleet/api", "agent", "runtime")
 }
+
+// The fleet simulator is a black box's peer: it speaks the wire only, so
+// it tests the controller and the broker as devices would.
+func TestFleetsimSpeaksOnlyTheWire(t *testing.T) {
+	roomsOf(t, "./test/fleetsim/...", "test/fleetsim", "agent", "runtime", "fleet", "cmd")
+}
