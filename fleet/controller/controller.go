@@ -101,9 +101,10 @@ type Controller struct {
 	kick  chan struct{}    // cap 1: something changed, run the loop
 	calls chan func(*loop) // closures run on the loop goroutine
 
-	refused   atomic.Uint64 // F-08: payload device ≠ topic device
-	malformed atomic.Uint64
-	ingested  atomic.Uint64
+	refused      atomic.Uint64 // F-08: payload device ≠ topic device
+	storeRefused atomic.Uint64 // the same, caught by the store (events of a batch)
+	malformed    atomic.Uint64
+	ingested     atomic.Uint64
 
 	cmdMu   sync.Mutex
 	waiting map[string]waiter // command id → its caller
@@ -182,7 +183,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.lp = lp
-	for _, k := range []topic.Kind{topic.Presence, topic.CommandResult, topic.Events, topic.Reported} {
+	for _, k := range []topic.Kind{topic.CommandResult, topic.Events, topic.Presence, topic.Reported} {
 		f, err := topic.AllDevices(k)
 		if err != nil {
 			return err
@@ -228,12 +229,17 @@ func (c *Controller) inLoop(ctx context.Context, fn func(*loop) error) error {
 type Stats struct {
 	// Refused counts messages whose payload names another device than
 	// their topic (SECURITY.md F-08).
-	Refused   uint64
+	Refused uint64
+	// StoreRefused counts the same caught by the store's own check
+	// (none, as long as ingest checks first).
+	StoreRefused uint64
+	// Malformed counts messages that do not decode (size, schema).
 	Malformed uint64
-	Ingested  uint64
+	// Ingested counts reports, events and presence messages stored.
+	Ingested uint64
 }
 
 // Stats returns the ingest counters.
 func (c *Controller) Stats() Stats {
-	return Stats{Refused: c.refused.Load(), Malformed: c.malformed.Load(), Ingested: c.ingested.Load()}
+	return Stats{Refused: c.refused.Load(), StoreRefused: c.storeRefused.Load(), Malformed: c.malformed.Load(), Ingested: c.ingested.Load()}
 }

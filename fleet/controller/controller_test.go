@@ -281,8 +281,16 @@ func TestRollout_ResumesAfterRestartAndOfflineDeviceCatchesUp(t *testing.T) {
 	gws[0].mu.Unlock()
 	h.apply("2.0", `"1"`, `"100%"`)
 	eventually(t, "gw-1 received 2.0 and holds it", gws[0].Held)
+	before, err := h.c.Rollout(context.Background(), "thermo")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	h.restart()
+	after, err := h.c.Rollout(context.Background(), "thermo")
+	if err != nil || !after.Started.Equal(before.Started) || after.Waves[0].Updating+after.Waves[0].Offline != 1 {
+		t.Fatalf("after the restart: %+v %v; before: %+v (want the same rollout, its wave 1 device still updating)", after, err, before)
+	}
 	if err := h.st.Audit.Verify(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -355,8 +363,8 @@ func TestIngest_RefusesAnotherDevicesReportAndOfflineCommand(t *testing.T) {
 	if d, _ := h.st.Devices.Get(context.Background(), "gw-2"); d.Status.Report != nil {
 		t.Fatalf("gw-2's status took gw-1's report: %+v", d.Status.Report)
 	}
-	if h.c.Stats().Refused != 1 {
-		t.Fatalf("refused %d", h.c.Stats().Refused)
+	if st := h.c.Stats(); st.Refused != 1 || st.StoreRefused != 0 {
+		t.Fatalf("stats %+v: want the lie refused by ingest, before the store", st)
 	}
 
 	// gw-2 never connected; gw-1 goes offline.

@@ -60,8 +60,8 @@ func (f *fakeDevice) Start() {
 	f.cl, f.cancel, f.done = cl, cancel, make(chan struct{})
 	done := f.done
 	f.mu.Unlock()
-	_ = cl.Subscribe(ctx, topic.MustBuild(f.id, topic.Desired), f.onDesired)
 	_ = cl.Subscribe(ctx, topic.MustBuild(f.id, topic.Command), f.onCommand)
+	_ = cl.Subscribe(ctx, topic.MustBuild(f.id, topic.Desired), f.onDesired)
 	go func() { defer close(done); _ = cl.Run(ctx) }()
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()

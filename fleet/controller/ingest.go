@@ -133,7 +133,7 @@ func (c *Controller) ingest(ctx context.Context) {
 			c.met.Ingested(res.Reports, res.Events)
 		}
 		if res.Refused > 0 {
-			c.refused.Add(uint64(res.Refused))
+			c.storeRefused.Add(uint64(res.Refused))
 		}
 		c.log.Debug().Int("reports", res.Reports).Int("presence", res.Presence).Int("stale", res.StaleReports).Msg("ingested")
 		if len(res.Unknown) > 0 {
