@@ -44,22 +44,32 @@ type harness struct {
 	done   chan error
 	clDone chan struct{}
 	starts int
+	// resolver, if set before start, resolves image tags at Apply.
+	resolver controller.Resolver
 }
 
 func newHarness(t *testing.T) *harness {
-	dir := filepath.Join(t.TempDir(), "data")
-	if err := controller.PrepareDir(dir); err != nil {
+	h := &harness{t: t}
+	h.init()
+	return h
+}
+
+// init makes the data directory and the broker, and starts the
+// controller.
+func (h *harness) init() {
+	t := h.t
+	h.dir = filepath.Join(t.TempDir(), "data")
+	if err := controller.PrepareDir(h.dir); err != nil {
 		t.Fatal(err)
 	}
-	key, err := controller.LoadOrCreateKey(dir)
+	key, err := controller.LoadOrCreateKey(h.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mqtttest.StartMochi(t, "127.0.0.1:0", nil)
-	h := &harness{t: t, dir: dir, broker: m.Addr, key: key, pub: key.Public().(ed25519.PublicKey)}
+	h.key, h.pub = key, key.Public().(ed25519.PublicKey)
+	h.broker = mqtttest.StartMochi(t, "127.0.0.1:0", nil).Addr
 	h.start()
 	t.Cleanup(h.stop)
-	return h
 }
 
 func (h *harness) start() {
@@ -84,7 +94,7 @@ func (h *harness) start() {
 	}
 	tr := controller.MQTT{Client: cl}
 	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, Log: testLog(t)},
-		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: tr})
+		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: tr, Resolver: h.resolver})
 	if err != nil {
 		t.Fatal(err)
 	}

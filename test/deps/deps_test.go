@@ -121,3 +121,10 @@ func TestFleetRolloutKnowsNoAgent(t *testing.T) {
 func TestFleetStoreKnowsOnlyTheWire(t *testing.T) {
 	roomsOf(t, "./fleet/store/...", "fleet/store", "agent", "runtime", "cmd", "fleet/placement", "fleet/rollout", "fleet/publish", "fleet/broker", "fleet/enroll", "fleet/api", "fleet/console", "fleet/controller")
 }
+
+// The controller's shell and its publisher know the wire and the fleet's
+// rooms, never the agent or the runtime.
+func TestFleetControllerKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/publish", "fleet/publish", "agent", "runtime", "cmd", "fleet/controller")
+	roomsOf(t, "./fleet/controller", "fleet/controller", "agent", "runtime", "cmd")
+}
