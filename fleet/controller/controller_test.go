@@ -267,6 +267,16 @@ func TestRollout_WavesThenBadVersionRolledBack(t *testing.T) {
 	if err != nil || !res.OK || res.Output != "logs of thermo" {
 		t.Fatalf("logs: %+v %v", res, err)
 	}
+
+	// Removing the app takes it off every device (a signed document with
+	// no apps), then forgets it.
+	if _, err := h.c.RemoveApp(context.Background(), admin, "thermo"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the app gone from every device and from the store", func() bool {
+		_, err := h.c.App(context.Background(), "thermo")
+		return errdefs.IsNotFound(err) && gws[0].Running("thermo") == "" && gws[1].Running("thermo") == "" && gws[2].Running("thermo") == ""
+	})
 }
 
 // A controller restarted mid-rollout resumes it; a device offline during
