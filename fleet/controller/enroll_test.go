@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/rs/zerolog"
 
 	"github.com/tender-edge/tender/fleet/api"
 	"github.com/tender-edge/tender/fleet/enroll"
+	"github.com/tender-edge/tender/sync/mqttc"
 	"github.com/tender-edge/tender/sync/wire"
 )
 
@@ -106,8 +108,32 @@ func TestEnrollLabelAndRemoveDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	crlBefore, _ := os.ReadFile(filepath.Join(h.dir, enroll.CRLFile))
+	probe, err := mqttc.New(mqttc.Config{Broker: "tcp://" + h.broker, ClientID: "probe", CleanSession: true, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithCancel(ctx)
+	pdone := make(chan struct{})
+	go func() { defer close(pdone); _ = probe.Run(pctx) }()
+	defer func() { pcancel(); <-pdone }()
+	if err := probe.WaitConnected(pctx); err != nil {
+		t.Fatal(err)
+	}
+	cleared := make(chan struct{}, 1)
+	if err := probe.Subscribe(pctx, "tender/v1/devices/gw-7/desired", func(m mqttc.Message) {
+		if len(m.Payload) == 0 {
+			cleared <- struct{}{}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if err := h.c.RemoveDevice(ctx, admin, "gw-7"); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case <-cleared:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removed device's retained desired document was not cleared")
 	}
 	if !h.c.Enroller().Revoked(cert.SerialNumber) {
 		t.Fatal("the removed device's certificate is not revoked")
