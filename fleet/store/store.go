@@ -29,6 +29,11 @@ type Store struct {
 	Events      Events
 	Audit       Audit
 	Generations Generations
+	// Docs holds the controller's own documents by key, with the
+	// Rollouts interface's compare-and-swap: placement's assignments,
+	// the publisher's content hash per device, the certificates
+	// enrollment issued.
+	Docs Rollouts
 	// Close releases the store (the file lock, connections).
 	Close func() error
 }

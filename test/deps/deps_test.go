@@ -139,3 +139,10 @@ func TestFleetAPIKnowsNoAgent(t *testing.T) {
 func TestFleetsimSpeaksOnlyTheWire(t *testing.T) {
 	roomsOf(t, "./test/fleetsim/...", "test/fleetsim", "agent", "runtime", "fleet", "cmd")
 }
+
+// The controller's shell and its publisher know the wire and the fleet's
+// rooms, never the agent or the runtime.
+func TestFleetControllerKnowsNoAgent(t *testing.T) {
+	roomsOf(t, "./fleet/publish", "fleet/publish", "agent", "runtime", "cmd", "fleet/controller")
+	roomsOf(t, "./fleet/controller", "fleet/controller", "agent", "runtime", "cmd")
+}

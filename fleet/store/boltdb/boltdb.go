@@ -37,6 +37,7 @@ var (
 	bucketFeed        = []byte("feed")
 	bucketEventIndex  = []byte("eventindex")
 	bucketAudit       = []byte("audit")
+	bucketDocs        = []byte("docs")
 
 	keySchema    = []byte("schema")
 	keyRev       = []byte("rev")
@@ -44,7 +45,7 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketDevices, bucketStatus, bucketGenerations, bucketApps,
 		bucketAppLatest, bucketRevisions, bucketRollouts, bucketJoinTokens, bucketAPITokens,
-		bucketFeed, bucketEventIndex, bucketAudit}
+		bucketFeed, bucketEventIndex, bucketAudit, bucketDocs}
 )
 
 // Options tune Open; nil means the defaults.
@@ -121,12 +122,13 @@ func (db *DB) Store() store.Store {
 		Devices:     devices{db},
 		Ingest:      ingester{db},
 		Apps:        apps{db},
-		Rollouts:    rollouts{db},
+		Rollouts:    rollouts{db, bucketRollouts, "rollout"},
 		JoinTokens:  joinTokens{db},
 		APITokens:   apiTokens{db},
 		Events:      events{db},
 		Audit:       audit{db},
 		Generations: generations{db},
+		Docs:        rollouts{db, bucketDocs, "document"},
 		Close:       db.Close,
 	}
 }

@@ -22,6 +22,7 @@
 //	                    kept when the app is deleted (never reused)
 //	v1/revisions        <app name> 0x00 <uint64 revision> → store.AppRevision
 //	v1/rollouts         <rollout id> → uint64 revision, then the document
+//	v1/docs             <key> → uint64 revision, then the document (Store.Docs)
 //	v1/jointokens       <token id> → store.JoinToken (secret hashed)
 //	v1/apitokens        <hash of the token> → store.APIToken
 //	v1/feed             <uint64 cursor> → store.FeedEvent; the cursor is the

@@ -265,10 +265,16 @@ func (s apps) Delete(ctx context.Context, name string, expectRev uint64) error {
 
 // Rollouts: the value is the revision (8 bytes) and the document.
 
-type rollouts struct{ db *DB }
+// rollouts serves a bucket of blobs: the rollouts, and the controller's
+// documents.
+type rollouts struct {
+	db     *DB
+	bucket []byte
+	kind   string
+}
 
-func (t *tx) rollout(id string) (store.Blob, bool) {
-	v := t.b(bucketRollouts).Get([]byte(id))
+func (t *tx) blob(bucket []byte, id string) (store.Blob, bool) {
+	v := t.b(bucket).Get([]byte(id))
 	if len(v) < 8 {
 		return store.Blob{}, false
 	}
@@ -278,8 +284,8 @@ func (t *tx) rollout(id string) (store.Blob, bool) {
 func (s rollouts) Get(ctx context.Context, id string) (b store.Blob, err error) {
 	err = s.db.view(ctx, func(t *tx) error {
 		var ok bool
-		if b, ok = t.rollout(id); !ok {
-			return store.NotFound("rollout", id)
+		if b, ok = t.blob(s.bucket, id); !ok {
+			return store.NotFound(s.kind, id)
 		}
 		return nil
 	})
@@ -288,8 +294,8 @@ func (s rollouts) Get(ctx context.Context, id string) (b store.Blob, err error) 
 
 func (s rollouts) List(ctx context.Context) (out []store.Blob, err error) {
 	err = s.db.view(ctx, func(t *tx) error {
-		return t.b(bucketRollouts).ForEach(func(k, _ []byte) error {
-			b, _ := t.rollout(string(k))
+		return t.b(s.bucket).ForEach(func(k, _ []byte) error {
+			b, _ := t.blob(s.bucket, string(k))
 			out = append(out, b)
 			return nil
 		})
@@ -299,11 +305,11 @@ func (s rollouts) List(ctx context.Context) (out []store.Blob, err error) {
 
 func (s rollouts) Put(ctx context.Context, id string, data []byte, expectRev uint64) (out store.Blob, err error) {
 	if id == "" {
-		return out, invalid("rollout id is empty")
+		return out, invalid("%s id is empty", s.kind)
 	}
 	err = s.db.update(ctx, func(t *tx) error {
-		cur, _ := t.rollout(id)
-		if err := checkRev("rollout", id, expectRev, cur.Rev); err != nil {
+		cur, _ := t.blob(s.bucket, id)
+		if err := checkRev(s.kind, id, expectRev, cur.Rev); err != nil {
 			return err
 		}
 		rev, err := t.nextRev()
@@ -311,24 +317,24 @@ func (s rollouts) Put(ctx context.Context, id string, data []byte, expectRev uin
 			return err
 		}
 		out = store.Blob{ID: id, Rev: rev, Data: append([]byte(nil), data...)}
-		return t.b(bucketRollouts).Put([]byte(id), append(u64(rev), data...))
+		return t.b(s.bucket).Put([]byte(id), append(u64(rev), data...))
 	})
 	return out, err
 }
 
 func (s rollouts) Delete(ctx context.Context, id string, expectRev uint64) error {
 	return s.db.update(ctx, func(t *tx) error {
-		cur, ok := t.rollout(id)
+		cur, ok := t.blob(s.bucket, id)
 		if !ok {
-			return store.NotFound("rollout", id)
+			return store.NotFound(s.kind, id)
 		}
-		if err := checkRev("rollout", id, expectRev, cur.Rev); err != nil {
+		if err := checkRev(s.kind, id, expectRev, cur.Rev); err != nil {
 			return err
 		}
 		if _, err := t.nextRev(); err != nil {
 			return err
 		}
-		return t.b(bucketRollouts).Delete([]byte(id))
+		return t.b(s.bucket).Delete([]byte(id))
 	})
 }
 

@@ -67,6 +67,7 @@ func Run(t *testing.T, h Harness) {
 		{"apps and revisions", testApps},
 		{"app apply race", testAppRace},
 		{"rollouts", testRollouts},
+		{"documents apart from rollouts", testDocs},
 		{"join tokens", testJoinTokens},
 		{"join token race", testJoinTokenRace},
 		{"api tokens", testAPITokens},
@@ -912,5 +913,28 @@ func testCorrupt(t *testing.T, e *env) {
 	}
 	if !errors.Is(err, store.ErrCorrupt) {
 		t.Fatalf("damaged store: %v, want store.ErrCorrupt", err)
+	}
+}
+
+func testDocs(t *testing.T, e *env) {
+	s := e.start(t)
+	must(s.Rollouts.Put(e.ctx, "same", []byte("rollout"), 0))(t)
+	d := must(s.Docs.Put(e.ctx, "same", []byte("doc"), 0))(t)
+	if got := must(s.Docs.Get(e.ctx, "same"))(t); string(got.Data) != "doc" || got.Rev != d.Rev {
+		t.Fatalf("doc %q rev %d", got.Data, got.Rev)
+	}
+	if got := must(s.Rollouts.Get(e.ctx, "same"))(t); string(got.Data) != "rollout" {
+		t.Fatalf("rollout %q: documents and rollouts share a key space", got.Data)
+	}
+	_, err := s.Docs.Put(e.ctx, "same", []byte("x"), d.Rev+100)
+	wantErr(t, err, errdefs.IsConflict, "put a document at a stale revision")
+	if err := s.Docs.Delete(e.ctx, "same", d.Rev); err != nil {
+		t.Fatal(err)
+	}
+	if l := must(s.Docs.List(e.ctx))(t); len(l) != 0 {
+		t.Fatalf("documents after delete: %+v", l)
+	}
+	if l := must(s.Rollouts.List(e.ctx))(t); len(l) != 1 {
+		t.Fatalf("rollouts after deleting a document: %+v", l)
 	}
 }

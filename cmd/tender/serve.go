@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tender-edge/tender/fleet/api"
+	"github.com/tender-edge/tender/fleet/broker"
+	fleetctl "github.com/tender-edge/tender/fleet/controller"
+	"github.com/tender-edge/tender/fleet/enroll"
+	"github.com/tender-edge/tender/fleet/store/boltdb"
+	"github.com/tender-edge/tender/sync/mqttc"
+)
+
+// serveOptions are the flags of `tender serve`.
+type serveOptions struct {
+	data        string
+	listen      string
+	mqtt        string
+	insecureTCP string
+	brokerURL   string
+	brokerUser  string
+	brokerPass  string // file holding the password
+	brokerCA    string
+	hosts       []string
+	registries  string
+	grace       time.Duration
+	logLevel    string
+}
+
+func serveCmd() *cobra.Command {
+	o := serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve --data DIR",
+		Short: "Run the fleet controller: API, embedded MQTT broker, placement and rollouts",
+		Long: `Run the fleet fleetctl. On first start it creates, under --data (0700),
+the fleet's signing key, its CA and server certificate, the store, and an
+admin API token, printed once and written to DIR/admin.token (0600).
+
+The API is HTTPS on --listen; devices speak MQTT over TLS to the embedded
+broker on --mqtt (plain TCP only on --insecure-tcp), or, with --broker, to
+an external broker the controller joins as one more authenticated client.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.data, "data", "", "data directory (keys, CA, store)")
+	f.StringVar(&o.listen, "listen", ":8443", "API address (HTTPS)")
+	f.StringVar(&o.mqtt, "mqtt", ":8883", "embedded broker's TLS address")
+	f.StringVar(&o.insecureTCP, "insecure-tcp", "", "also serve MQTT over plain TCP on this address (loopback, tests)")
+	f.StringVar(&o.brokerURL, "broker", "", "external broker URL (tls://host:8883) instead of the embedded one")
+	f.StringVar(&o.brokerUser, "broker-user", "tender-controller", "user name at the external broker")
+	f.StringVar(&o.brokerPass, "broker-password-file", "", "file holding the password at the external broker")
+	f.StringVar(&o.brokerCA, "broker-ca", "", "CA file of the external broker (default: the fleet CA)")
+	f.StringSliceVar(&o.hosts, "host", nil, "names and addresses devices reach this controller by (default: the host name)")
+	f.StringVar(&o.registries, "registries", "", "registries config (YAML: registries: {host: {insecure, username, password}})")
+	f.DurationVar(&o.grace, "grace", 0, "how long a device may be offline before its share of an N-device app moves (default 5m)")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("data")
+	return cmd
+}
+
+// registriesFile is the --registries file.
+type registriesFile struct {
+	Registries map[string]fleetctl.Registry `json:"registries"`
+}
+
+func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error {
+	lvl, err := zerolog.ParseLevel(o.logLevel)
+	if err != nil {
+		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel), "tender serve"}
+	}
+	log := zerolog.New(stderr).Level(lvl).With().Timestamp().Logger()
+	if err := fleetctl.PrepareDir(o.data); err != nil {
+		return err
+	}
+	key, err := fleetctl.LoadOrCreateKey(o.data)
+	if err != nil {
+		return err
+	}
+	db, err := boltdb.Open(filepath.Join(o.data, fleetctl.StoreFile), nil)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	st := db.Store()
+	if tok, err := fleetctl.EnsureAdminToken(ctx, st.APITokens, time.Now()); err != nil {
+		return err
+	} else if tok != "" {
+		path := filepath.Join(o.data, "admin.token")
+		if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write admin token: %w", err)
+		}
+		fmt.Fprintf(stdout, "Admin API token (shown once, also in %s):\n  %s\n", path, tok)
+	}
+
+	hosts := o.hosts
+	if len(hosts) == 0 {
+		if h, err := os.Hostname(); err == nil {
+			hosts = []string{h}
+		}
+	}
+	ca, err := enroll.LoadOrCreateCA(o.data, time.Now())
+	if err != nil {
+		return err
+	}
+	cert, err := ca.ServerCertificate(hosts, time.Now())
+	if err != nil {
+		return err
+	}
+	var resolver fleetctl.Resolver
+	if o.registries != "" {
+		b, err := os.ReadFile(o.registries)
+		if err != nil {
+			return fmt.Errorf("registries config: %w", err)
+		}
+		var rf registriesFile
+		if err := yaml.UnmarshalStrict(b, &rf); err != nil {
+			return fmt.Errorf("registries config %s: %w", o.registries, err)
+		}
+		resolver = fleetctl.RegistryResolver{Registries: rf.Registries}
+	} else {
+		resolver = fleetctl.RegistryResolver{}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	var (
+		tr      fleetctl.Transport
+		rv      fleetctl.Revoker
+		brokers []string
+		name    string
+		ctrlRef atomic.Pointer[fleetctl.Controller]
+	)
+	if o.brokerURL != "" {
+		// The seam for an external broker: the controller is one
+		// authenticated client there (configs/mosquitto).
+		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}
+		tlsCfg.RootCAs.AddCert(ca.Cert)
+		if o.brokerCA != "" {
+			pem, err := os.ReadFile(o.brokerCA)
+			if err != nil {
+				return fmt.Errorf("--broker-ca: %w", err)
+			}
+			tlsCfg.RootCAs.AppendCertsFromPEM(pem)
+		}
+		pass := ""
+		if o.brokerPass != "" {
+			b, err := os.ReadFile(o.brokerPass)
+			if err != nil {
+				return fmt.Errorf("--broker-password-file: %w", err)
+			}
+			pass = strings.TrimSpace(string(b))
+		}
+		cl, err := mqttc.New(mqttc.Config{Broker: o.brokerURL, ClientID: "tender-controller", Username: o.brokerUser, Password: pass,
+			TLS: tlsCfg, CleanSession: true, Log: log.With().Str("component", "mqtt").Logger()})
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return ignoreCanceled(cl.Run(gctx)) })
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err = cl.WaitConnected(wctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("external broker %s: %w", o.brokerURL, err)
+		}
+		m := fleetctl.MQTT{Client: cl}
+		tr, rv, brokers, name = m, m, []string{o.brokerURL}, o.brokerURL
+	} else {
+		pool := x509.NewCertPool()
+		pool.AddCert(ca.Cert)
+		b, err := broker.New(broker.Config{
+			TLSAddr: o.mqtt, Certificate: &cert, ClientCAs: pool, TCPAddr: o.insecureTCP,
+			Revoked: func(serial *big.Int) bool {
+				c := ctrlRef.Load()
+				return c != nil && c.Enroller().Revoked(serial)
+			},
+			Log: log,
+		})
+		if err != nil {
+			return err
+		}
+		tr, rv, name = b, b, "embedded"
+		_, port, _ := net.SplitHostPort(o.mqtt)
+		for _, h := range hosts {
+			brokers = append(brokers, "tls://"+net.JoinHostPort(h, port))
+		}
+		// Started before the controller, which subscribes on it; a
+		// device connecting meanwhile is checked against the CRL once
+		// the controller is up (enroll keeps the revocations).
+		if err := b.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = b.Close() }()
+	}
+
+	var metrics *api.Metrics
+	ctrl, err := fleetctl.New(ctx, fleetctl.Config{
+		Dir: o.data, Brokers: brokers, Broker: name, Version: version, Grace: o.grace, Log: log,
+	}, fleetctl.Deps{
+		Store: st, Key: key, Transport: tr, Revoker: rv, Resolver: resolver,
+		Metrics: fleetctl.Metrics{
+			PublishLatency: func(d time.Duration) {
+				if metrics != nil {
+					metrics.PublishLatency.Observe(d.Seconds())
+				}
+			},
+			Ingested: func(reports, events int) {
+				if metrics != nil {
+					metrics.ReportsIngested.Add(float64(reports))
+					metrics.EventsIngested.Add(float64(events))
+				}
+			},
+			Fleet: func(devices, online int, rollouts map[string]int) {
+				if metrics == nil {
+					return
+				}
+				metrics.Devices.Set(float64(devices))
+				metrics.DevicesOnline.Set(float64(online))
+				for p, n := range rollouts {
+					metrics.Rollouts.WithLabelValues(p).Set(float64(n))
+				}
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ctrlRef.Store(ctrl)
+	srv, err := api.NewServer(api.Config{
+		Addr: o.listen, TLS: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+		Controller: ctrl, Tokens: st.APITokens, Enroll: ctrl.EnrollHandler(), Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	metrics = srv.Metrics()
+	log.Info().Str("api", o.listen).Strs("brokers", brokers).Str("data", o.data).Msg("controller serving")
+	g.Go(func() error { return ignoreCanceled(ctrl.Run(gctx)) })
+	g.Go(func() error { return ignoreCanceled(srv.Serve(gctx)) })
+	return g.Wait()
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,559 @@
+package controller
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/tender-edge/tender/fleet/api"
+	"github.com/tender-edge/tender/fleet/enroll"
+	"github.com/tender-edge/tender/fleet/rollout"
+	"github.com/tender-edge/tender/fleet/store"
+	"github.com/tender-edge/tender/sync/topic"
+	"github.com/tender-edge/tender/sync/wire"
+)
+
+var _ api.Controller = (*Controller)(nil)
+
+// enrolled records a device that just enrolled, with the labels of its
+// token and the facts it sent.
+func (c *Controller) enrolled(ctx context.Context, req wire.EnrollRequest, resp wire.EnrollResponse) error {
+	serial := ""
+	if b, _ := pem.Decode([]byte(resp.Certificate)); b != nil {
+		if cert, err := x509.ParseCertificate(b.Bytes); err == nil {
+			serial = cert.SerialNumber.Text(16)
+		}
+	}
+	d := store.Device{ID: req.DeviceID, Labels: maps.Clone(resp.Labels), Facts: req.Facts, EnrolledAt: c.cfg.Now(), CertSerial: serial}
+	old, err := c.st.Devices.Get(ctx, req.DeviceID)
+	switch {
+	case err == nil:
+		// Enrolled again (its old certificate revoked or expired).
+		d.Rev, d.Labels = old.Rev, mergeLabels(old.Labels, d.Labels)
+		_, err = c.st.Devices.Put(ctx, d, old.Rev)
+	case errdefs.IsNotFound(err):
+		_, err = c.st.Devices.Put(ctx, d, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("record device %s: %w", req.DeviceID, err)
+	}
+	c.audit(ctx, "device "+req.DeviceID, "enroll", "device "+req.DeviceID, "", "token "+req.TokenID)
+	c.Kick()
+	return nil
+}
+
+func mergeLabels(a, b map[string]string) map[string]string {
+	out := maps.Clone(a)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, b)
+	return out
+}
+
+func matches(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// health sums a device's apps up.
+func health(d store.Device) string {
+	r := d.Status.Report
+	if r == nil {
+		return "unknown"
+	}
+	h := "ok"
+	for _, a := range r.Apps {
+		switch a.State {
+		case "running":
+		case "failing", "rolled-back", "refused":
+			return "failing"
+		default:
+			h = "degraded"
+		}
+	}
+	return h
+}
+
+func (c *Controller) deviceView(ctx context.Context, d store.Device) api.DeviceView {
+	v := api.DeviceView{ID: d.ID, Labels: d.Labels, Online: d.Status.Presence == wire.Online, LastSeen: d.Status.LastSeen,
+		Facts: d.Facts, Health: health(d), Revoked: d.Revoked}
+	if r := d.Status.Report; r != nil {
+		v.Facts, v.Apps, v.ObservedGeneration = r.Device, r.Apps, r.ObservedGeneration
+		for _, a := range r.Apps {
+			for _, ct := range a.Containers {
+				v.MemoryUsed += ct.MemoryBytes
+				v.CPUNanosUsed += ct.CPUNanos
+			}
+		}
+	}
+	if s, ok, err := c.pub.Last(ctx, d.ID); err == nil && ok {
+		v.DesiredGeneration = s.Generation
+	}
+	return v
+}
+
+// Devices implements api.Controller.
+func (c *Controller) Devices(ctx context.Context, selector map[string]string) ([]api.DeviceView, error) {
+	devs, err := c.st.Devices.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.DeviceView{}
+	for _, d := range devs {
+		if matches(selector, d.Labels) {
+			out = append(out, c.deviceView(ctx, d))
+		}
+	}
+	return out, nil
+}
+
+// Device implements api.Controller.
+func (c *Controller) Device(ctx context.Context, id string) (api.DeviceDetail, error) {
+	d, err := c.st.Devices.Get(ctx, id)
+	if err != nil {
+		return api.DeviceDetail{}, err
+	}
+	evs, err := c.st.Events.Device(ctx, id, 20)
+	if err != nil {
+		return api.DeviceDetail{}, err
+	}
+	det := api.DeviceDetail{DeviceView: c.deviceView(ctx, d), EnrolledAt: d.EnrolledAt, Report: d.Status.Report, Status: d.Status, Events: evs}
+	_ = c.inLoop(ctx, func(l *loop) error {
+		for app, ids := range l.assign {
+			if slices.Contains(ids, id) {
+				det.Assigned = append(det.Assigned, app)
+			}
+		}
+		return nil
+	})
+	slices.Sort(det.Assigned)
+	return det, nil
+}
+
+// LabelDevice implements api.Controller.
+func (c *Controller) LabelDevice(ctx context.Context, who api.Caller, id string, set map[string]string, remove []string) (api.DeviceView, error) {
+	for k, v := range set {
+		if k == "" || strings.ContainsAny(k+v, "=,\x00\n") {
+			return api.DeviceView{}, fmt.Errorf("label %q=%q: keys and values may not hold '=', ',' or control characters: %w", k, v, errdefs.ErrInvalidArgument)
+		}
+	}
+	d, err := store.UpdateDevice(ctx, c.st.Devices, id, func(d *store.Device) error {
+		d.Labels = mergeLabels(d.Labels, set)
+		for _, k := range remove {
+			delete(d.Labels, k)
+		}
+		return nil
+	})
+	if err != nil {
+		return api.DeviceView{}, err
+	}
+	c.audit(ctx, who.Name, "device label", "device "+id, who.From, fmt.Sprintf("set %v remove %v", set, remove))
+	c.Kick()
+	return c.deviceView(ctx, d), nil
+}
+
+// RemoveDevice implements api.Controller: it revokes the device's
+// certificates (and rewrites the CRL), cuts its session and clears its
+// retained topics, then forgets it.
+func (c *Controller) RemoveDevice(ctx context.Context, who api.Caller, id string) error {
+	d, err := c.st.Devices.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := c.en.Revoke(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove device %s: %w", id, err)
+	}
+	if c.rv != nil {
+		c.rv.Disconnect(id)
+		if err := c.rv.ClearRetained(id); err != nil {
+			c.log.Warn().Err(err).Str("device", id).Msg("clear retained topics of removed device")
+		}
+	}
+	if err := c.st.Devices.Delete(ctx, id, d.Rev); err != nil {
+		return fmt.Errorf("remove device %s: %w", id, err)
+	}
+	_ = c.inLoop(ctx, func(l *loop) error {
+		delete(l.given, id)
+		delete(l.dirty, id)
+		return nil
+	})
+	if err := c.pub.Forget(ctx, id); err != nil {
+		c.log.Warn().Err(err).Str("device", id).Msg("forget desired state of removed device")
+	}
+	c.audit(ctx, who.Name, "device rm", "device "+id, who.From, "certificates revoked")
+	c.Kick()
+	return nil
+}
+
+// CreateJoinToken implements api.Controller.
+func (c *Controller) CreateJoinToken(ctx context.Context, who api.Caller, req api.JoinTokenRequest) (api.JoinTokenCreated, error) {
+	tok, rec, err := c.en.CreateToken(ctx, enroll.TokenOptions{Labels: req.Labels, TTL: req.TTL, Uses: req.Uses})
+	if err != nil {
+		return api.JoinTokenCreated{}, err
+	}
+	c.audit(ctx, who.Name, "token create", "token "+rec.ID, who.From, fmt.Sprintf("labels %v, %d uses, expires %s", rec.Labels, rec.UsesLeft, rec.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z")))
+	return api.JoinTokenCreated{ID: rec.ID, Token: tok, Labels: rec.Labels, Expires: rec.ExpiresAt, Uses: rec.UsesLeft}, nil
+}
+
+// Apply implements api.Controller.
+func (c *Controller) Apply(ctx context.Context, who api.Caller, spec []byte) (api.AppView, error) {
+	a, err := wire.ParseApp(spec)
+	if err != nil {
+		return api.AppView{}, err
+	}
+	var arches []string
+	if a.Placement != nil {
+		arches = a.Placement.Arch
+	}
+	var errs []error
+	for i := range a.Containers {
+		ct := &a.Containers[i]
+		if strings.Contains(ct.Image, "@sha256:") && c.res == nil {
+			continue
+		}
+		if c.res == nil {
+			errs = append(errs, fmt.Errorf("app %s: containers[%d].image %q: name a digest (@sha256:...): this controller resolves no tags: %w", a.Name, i, ct.Image, errdefs.ErrInvalidArgument))
+			continue
+		}
+		ref, err := c.res.Resolve(ctx, ct.Image, arches)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("app %s: containers[%d].image: %w", a.Name, i, err))
+			continue
+		}
+		ct.Image = ref
+	}
+	if err := joinErrs(errs); err != nil {
+		return api.AppView{}, err
+	}
+	var expect uint64
+	cur, err := c.st.Apps.Get(ctx, a.Name)
+	switch {
+	case err == nil:
+		expect = cur.Rev
+		r, err := c.st.Apps.Revision(ctx, a.Name, cur.Current)
+		if err != nil {
+			return api.AppView{}, err
+		}
+		if !cur.Deleting && reflect.DeepEqual(normal(r.Spec), normal(a)) {
+			return c.App(ctx, a.Name) // unchanged: no new revision
+		}
+		if cur.Deleting {
+			return api.AppView{}, fmt.Errorf("app %s is being removed; apply it again once it is gone: %w", a.Name, errdefs.ErrFailedPrecondition)
+		}
+	case !errdefs.IsNotFound(err):
+		return api.AppView{}, err
+	}
+	stored, err := c.st.Apps.Apply(ctx, a, who.Name, expect)
+	if err != nil {
+		return api.AppView{}, err
+	}
+	c.audit(ctx, who.Name, "apply", "app "+a.Name, who.From, fmt.Sprintf("revision %d, version %s", stored.Current, a.Version))
+	c.Kick()
+	return c.App(ctx, a.Name)
+}
+
+// normal is a spec as JSON would carry it, for comparison.
+func normal(a wire.App) any {
+	b, _ := json.Marshal(a)
+	var v any
+	_ = json.Unmarshal(b, &v)
+	return v
+}
+
+// joinErrs joins errors keeping errdefs categories matchable.
+func joinErrs(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	cat := errdefs.ErrInvalidArgument
+	for _, e := range errs {
+		if !errdefs.IsInvalidArgument(e) {
+			return fmt.Errorf("%s: %w", strings.Join(msgs, "; "), e)
+		}
+	}
+	return fmt.Errorf("%s: %w", strings.Join(msgs, "; "), cat)
+}
+
+func (c *Controller) appView(ctx context.Context, a store.App, l *loop) (api.AppView, error) {
+	r, err := c.st.Apps.Revision(ctx, a.Name, a.Current)
+	if err != nil {
+		return api.AppView{}, err
+	}
+	v := api.AppView{Name: a.Name, Version: r.Spec.Version, Revision: a.Current, Latest: a.Latest, Deleting: a.Deleting, Spec: r.Spec}
+	if l == nil {
+		return v, nil
+	}
+	ids := l.assign[a.Name]
+	v.Placed = len(ids)
+	byID := map[string]*store.Device{}
+	for i := range l.devices {
+		byID[l.devices[i].ID] = &l.devices[i]
+	}
+	for _, id := range ids {
+		if d := byID[id]; d != nil && d.Status.Report != nil {
+			for _, as := range d.Status.Report.Apps {
+				if as.Name == a.Name && as.Version == r.Spec.Version && as.State == "running" {
+					v.Running++
+				}
+			}
+		}
+	}
+	if l.decision != nil {
+		for _, w := range l.decision.Warnings {
+			if w.App == a.Name {
+				v.Warnings = append(v.Warnings, w.Message)
+			}
+		}
+	}
+	if ro := l.rollouts[a.Name]; ro != nil {
+		v.Rollout = phaseOf(ro.r)
+	}
+	return v, nil
+}
+
+// Apps implements api.Controller.
+func (c *Controller) Apps(ctx context.Context) ([]api.AppView, error) {
+	apps, err := c.st.Apps.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.AppView{}
+	err = c.inLoop(ctx, func(l *loop) error {
+		for _, a := range apps {
+			v, err := c.appView(ctx, a, l)
+			if err != nil {
+				return err
+			}
+			out = append(out, v)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// App implements api.Controller.
+func (c *Controller) App(ctx context.Context, name string) (api.AppView, error) {
+	a, err := c.st.Apps.Get(ctx, name)
+	if err != nil {
+		return api.AppView{}, err
+	}
+	var v api.AppView
+	err = c.inLoop(ctx, func(l *loop) error {
+		v, err = c.appView(ctx, a, l)
+		return err
+	})
+	return v, err
+}
+
+// AppHistory implements api.Controller.
+func (c *Controller) AppHistory(ctx context.Context, name string) ([]api.AppRevisionView, error) {
+	a, err := c.st.Apps.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	revs, err := c.st.Apps.Revisions(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.AppRevisionView, len(revs))
+	for i, r := range revs {
+		out[i] = api.AppRevisionView{Revision: r.Revision, Version: r.Spec.Version, Created: r.Created, By: r.By, Spec: r.Spec, Current: r.Revision == a.Current}
+	}
+	return out, nil
+}
+
+// RemoveApp implements api.Controller: the app is marked for deletion,
+// taken off every device, and forgotten once every device was told.
+func (c *Controller) RemoveApp(ctx context.Context, who api.Caller, name string) (api.AppView, error) {
+	a, err := store.UpdateApp(ctx, c.st.Apps, name, func(a *store.App) error {
+		a.Deleting = true
+		return nil
+	})
+	if err != nil {
+		return api.AppView{}, err
+	}
+	c.audit(ctx, who.Name, "app rm", "app "+name, who.From, "")
+	c.Kick()
+	return c.appView(ctx, a, nil)
+}
+
+// Explain implements api.Controller.
+func (c *Controller) Explain(ctx context.Context, app, device string) (api.ExplainView, error) {
+	v := api.ExplainView{App: app}
+	err := c.inLoop(ctx, func(l *loop) error {
+		if l.decision == nil {
+			return fmt.Errorf("placement has not run yet; try again: %w", errdefs.ErrUnavailable)
+		}
+		if device != "" {
+			r, err := l.decision.ExplainDevice(app, device)
+			if err != nil {
+				return err
+			}
+			v.Devices = []api.ExplainDevice{{Device: r.Device, Chosen: r.Chosen, Reason: r.Message}}
+		} else {
+			rs, err := l.decision.Explain(app)
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				v.Devices = append(v.Devices, api.ExplainDevice{Device: r.Device, Chosen: r.Chosen, Reason: r.Message})
+			}
+		}
+		for _, w := range l.decision.Warnings {
+			if w.App == app {
+				v.Warnings = append(v.Warnings, w.Message)
+			}
+		}
+		return nil
+	})
+	return v, err
+}
+
+func (c *Controller) rolloutView(ctx context.Context, l *loop, app string, r *rollout.Rollout) api.RolloutView {
+	ver := func(rev string) string {
+		if rev == "" {
+			return ""
+		}
+		if s, err := c.spec(ctx, l, app, revNum(rev)); err == nil {
+			return fmt.Sprintf("%s (%s)", s.Version, rev)
+		}
+		return rev
+	}
+	st := r.Status()
+	v := api.RolloutView{App: app, ID: app + "@" + r.Spec.To, From: ver(r.Spec.From), To: ver(r.Spec.To), Phase: phaseOf(r), Reason: r.Reason, Started: r.Created}
+	for _, w := range st.Waves {
+		v.Waves = append(v.Waves, api.WaveCounts{Index: w.Wave, Devices: w.Size, Pending: w.Pending, Offline: w.Offline,
+			Updating: w.Updating, Updated: w.Updated, Healthy: w.Healthy, Failed: w.Failed, Deferred: w.Deferred, RolledBack: w.RolledBack})
+	}
+	return v
+}
+
+// Rollout implements api.Controller.
+func (c *Controller) Rollout(ctx context.Context, app string) (api.RolloutView, error) {
+	var v api.RolloutView
+	err := c.inLoop(ctx, func(l *loop) error {
+		r := l.rollouts[app]
+		if r == nil {
+			return fmt.Errorf("app %s has no rollout: %w", app, errdefs.ErrNotFound)
+		}
+		v = c.rolloutView(ctx, l, app, r.r)
+		return nil
+	})
+	return v, err
+}
+
+// RolloutCommand implements api.Controller.
+func (c *Controller) RolloutCommand(ctx context.Context, who api.Caller, app, command string) (api.RolloutView, error) {
+	var v api.RolloutView
+	err := c.inLoop(ctx, func(l *loop) error {
+		r := l.rollouts[app]
+		if r == nil {
+			return fmt.Errorf("app %s has no rollout: %w", app, errdefs.ErrNotFound)
+		}
+		if err := r.r.Command(rollout.Command(command), c.cfg.Now()); err != nil {
+			return err
+		}
+		c.saveRollout(ctx, app, r)
+		v = c.rolloutView(ctx, l, app, r.r)
+		return nil
+	})
+	if err != nil {
+		return api.RolloutView{}, err
+	}
+	c.audit(ctx, who.Name, "rollout "+command, "app "+app, who.From, "")
+	c.Kick()
+	return v, nil
+}
+
+// Events implements api.Controller.
+func (c *Controller) Events(ctx context.Context, f api.EventFilter) ([]store.FeedEvent, error) {
+	limit := f.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	var evs []store.FeedEvent
+	var err error
+	if f.Device != "" {
+		if err := topic.ValidDeviceID(f.Device); err != nil {
+			return nil, err
+		}
+		evs, err = c.st.Events.Device(ctx, f.Device, 1000)
+	} else {
+		evs, err = c.st.Events.Feed(ctx, f.After, 10*limit)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := []store.FeedEvent{}
+	for _, e := range evs {
+		if e.Cursor <= f.After || f.App != "" && e.Event.App != f.App || f.Kind != "" && string(e.Event.Kind) != f.Kind {
+			continue
+		}
+		out = append(out, e)
+	}
+	if len(out) > limit {
+		if f.After > 0 {
+			out = out[:limit]
+		} else {
+			out = out[len(out)-limit:]
+		}
+	}
+	return out, nil
+}
+
+// Audit implements api.Controller.
+func (c *Controller) Audit(ctx context.Context, after uint64, limit int) ([]store.AuditEntry, error) {
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	return c.st.Audit.List(ctx, after, limit)
+}
+
+// Status implements api.Controller.
+func (c *Controller) Status(ctx context.Context) (api.StatusView, error) {
+	v := api.StatusView{Version: c.cfg.Version, Started: c.started, Leader: "self", Broker: c.cfg.Broker}
+	devs, err := c.st.Devices.List(ctx)
+	if err != nil {
+		return v, err
+	}
+	for _, d := range devs {
+		v.Devices++
+		if d.Status.Presence == wire.Online {
+			v.Online++
+		}
+	}
+	apps, err := c.st.Apps.List(ctx)
+	if err != nil {
+		return v, err
+	}
+	v.Apps = len(apps)
+	err = c.inLoop(ctx, func(l *loop) error {
+		for _, r := range l.rollouts {
+			if r.r.Phase == rollout.PhaseProgressing || r.r.Phase == rollout.PhaseRollingBack {
+				v.Rollouts++
+			}
+		}
+		return nil
+	})
+	return v, err
+}

@@ -1,0 +1,245 @@
+package controller
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/rs/zerolog"
+
+	"github.com/tender-edge/tender/fleet/enroll"
+	"github.com/tender-edge/tender/fleet/placement"
+	"github.com/tender-edge/tender/fleet/publish"
+	"github.com/tender-edge/tender/fleet/store"
+	"github.com/tender-edge/tender/sync/topic"
+)
+
+// Defaults of Config.
+const (
+	DefaultTick           = time.Second
+	DefaultIngestDelay    = 5 * time.Millisecond
+	DefaultIngestBatch    = 500
+	DefaultCommandTimeout = 10 * time.Second
+)
+
+// Config is the controller's configuration.
+type Config struct {
+	// Dir is the data directory: enroll's CA, server certificate and CRL
+	// go there (see PrepareDir, LoadOrCreateKey for the rest).
+	Dir string
+	// FleetID is written into desired documents (optional).
+	FleetID string
+	// Brokers are the MQTT URLs devices are told at enrollment.
+	Brokers []string
+	// Broker says, for Status, which broker runs: "embedded" or the URL.
+	Broker string
+	// Version of the controller, for Status.
+	Version string
+	// Grace is how long a device of an N-device app may be offline
+	// before its share moves (placement.DefaultGrace when zero).
+	Grace time.Duration
+	// Reserve is kept free on every device for the agent and the system.
+	Reserve placement.Resources
+	// Tick is how often the loop runs without a change (DefaultTick).
+	Tick time.Duration
+	// IngestDelay and IngestBatch bound how long and how many messages
+	// ingest gathers before one store write.
+	IngestDelay time.Duration
+	IngestBatch int
+	// CommandTimeout is how long Logs and Restart wait for the device's
+	// answer (DefaultCommandTimeout).
+	CommandTimeout time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	Log zerolog.Logger
+}
+
+// Metrics are the hooks the controller feeds (the API's Prometheus
+// metrics); each may be nil.
+type Metrics struct {
+	PublishLatency func(time.Duration)
+	Ingested       func(reports, events int)
+	// Fleet is told, after each loop pass, the number of devices, of
+	// online ones, and of rollouts by phase.
+	Fleet func(devices, online int, rollouts map[string]int)
+}
+
+// Deps are the controller's parts made by its caller.
+type Deps struct {
+	Store store.Store
+	// Key signs desired documents and commands.
+	Key       ed25519.PrivateKey
+	Transport Transport
+	// Revoker, optional, acts on the broker when a device is removed.
+	Revoker Revoker
+	// Resolver resolves image tags to digests at Apply; nil: every image
+	// must already name a digest.
+	Resolver Resolver
+	Metrics  Metrics
+}
+
+// Controller is the fleet controller: it implements api.Controller.
+type Controller struct {
+	cfg     Config
+	st      store.Store
+	key     ed25519.PrivateKey
+	tr      Transport
+	rv      Revoker
+	res     Resolver
+	met     Metrics
+	pub     *publish.Publisher
+	en      *enroll.Enroller
+	log     zerolog.Logger
+	started time.Time
+
+	in    chan inMsg       // ingest: handlers → batcher
+	kick  chan struct{}    // cap 1: something changed, run the loop
+	calls chan func(*loop) // closures run on the loop goroutine
+
+	refused      atomic.Uint64 // F-08: payload device ≠ topic device
+	storeRefused atomic.Uint64 // the same, caught by the store (events of a batch)
+	malformed    atomic.Uint64
+	ingested     atomic.Uint64
+
+	cmdMu   sync.Mutex
+	waiting map[string]waiter // command id → its caller
+
+	lp *loop // owned by Run's goroutine
+}
+
+// New builds a controller. It subscribes nothing and starts nothing:
+// Run does.
+func New(ctx context.Context, cfg Config, deps Deps) (*Controller, error) {
+	if deps.Transport == nil || len(deps.Key) != ed25519.PrivateKeySize || deps.Store.Devices == nil || deps.Store.Docs == nil {
+		return nil, fmt.Errorf("controller: Store, Key and Transport are required: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.Dir == "" {
+		return nil, fmt.Errorf("controller: data directory missing: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = DefaultTick
+	}
+	if cfg.IngestDelay <= 0 {
+		cfg.IngestDelay = DefaultIngestDelay
+	}
+	if cfg.IngestBatch <= 0 {
+		cfg.IngestBatch = DefaultIngestBatch
+	}
+	if cfg.CommandTimeout <= 0 {
+		cfg.CommandTimeout = DefaultCommandTimeout
+	}
+	if len(cfg.Brokers) == 0 {
+		cfg.Brokers = []string{"tls://localhost:8883"}
+	}
+	c := &Controller{
+		cfg: cfg, st: deps.Store, key: deps.Key, tr: deps.Transport, rv: deps.Revoker, res: deps.Resolver, met: deps.Metrics,
+		log: cfg.Log, started: cfg.Now(),
+		in: make(chan inMsg, 4096), kick: make(chan struct{}, 1), calls: make(chan func(*loop)),
+		waiting: map[string]waiter{},
+	}
+	var err error
+	c.pub, err = publish.New(publish.Config{
+		Key: deps.Key, FleetID: cfg.FleetID, Generations: deps.Store.Generations,
+		States: publish.StoreStates(deps.Store.Docs), Transport: deps.Transport, Now: cfg.Now,
+		Latency: deps.Metrics.PublishLatency,
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.en, err = enroll.New(ctx, enroll.Config{
+		Dir: cfg.Dir, Store: enrollStore{tokens: deps.Store.JoinTokens, docs: deps.Store.Docs, now: cfg.Now},
+		Brokers: cfg.Brokers, SigningKey: deps.Key.Public().(ed25519.PublicKey), Now: cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: enrollment: %w", err)
+	}
+	return c, nil
+}
+
+// Enroller is the controller's enrollment (its CA, for the server
+// certificate and the broker's client checks).
+func (c *Controller) Enroller() *enroll.Enroller { return c.en }
+
+// EnrollHandler serves POST /v1/enroll; each device enrolled is recorded
+// in the store with the labels of its token.
+func (c *Controller) EnrollHandler() http.Handler {
+	return c.en.Handler(enroll.HandlerOptions{Enrolled: c.enrolled})
+}
+
+// Run subscribes to the devices' topics, then runs the ingest and the
+// loop until ctx ends. It returns ctx's error, or the first failure to
+// start.
+func (c *Controller) Run(ctx context.Context) error {
+	lp, err := c.loadLoop(ctx)
+	if err != nil {
+		return err
+	}
+	c.lp = lp
+	for _, k := range []topic.Kind{topic.CommandResult, topic.Events, topic.Presence, topic.Reported} {
+		f, err := topic.AllDevices(k)
+		if err != nil {
+			return err
+		}
+		c.log.Debug().Str("filter", f).Msg("subscribe")
+		if err := c.tr.Subscribe(f, c.receive); err != nil {
+			return fmt.Errorf("controller: subscribe %s: %w", f, err)
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.ingest(ctx) }()
+	err = c.run(ctx, lp)
+	wg.Wait()
+	return err
+}
+
+// Kick asks the loop for a pass now.
+func (c *Controller) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// inLoop runs fn on the loop goroutine and waits for it.
+func (c *Controller) inLoop(ctx context.Context, fn func(*loop) error) error {
+	done := make(chan error, 1)
+	select {
+	case c.calls <- func(l *loop) { done <- fn(l) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stats are counters of what ingest dropped and stored.
+type Stats struct {
+	// Refused counts messages whose payload names another device than
+	// their topic (SECURITY.md F-08).
+	Refused uint64
+	// StoreRefused counts the same caught by the store's own check
+	// (none, as long as ingest checks first).
+	StoreRefused uint64
+	// Malformed counts messages that do not decode (size, schema).
+	Malformed uint64
+	// Ingested counts reports, events and presence messages stored.
+	Ingested uint64
+}
+
+// Stats returns the ingest counters.
+func (c *Controller) Stats() Stats {
+	return Stats{Refused: c.refused.Load(), StoreRefused: c.storeRefused.Load(), Malformed: c.malformed.Load(), Ingested: c.ingested.Load()}
+}

@@ -1,0 +1,66 @@
+// Package controller is the fleet controller's shell (`tender serve`):
+// it owns the I/O around the pure cores (fleet/placement, fleet/rollout)
+// and implements api.Controller for the HTTP API.
+//
+//	devices ──MQTT──► Transport ──► receive ──► ingest (batches of ≤500,
+//	                  (embedded     decode,      every few ms) ──► store.Ingest
+//	                   broker or    F-08 check                      │ kick
+//	                   mqttc)           │ cmd/result                ▼
+//	                                    ▼                         loop (one goroutine)
+//	                              waiting command ◄── Logs,       │ every Tick, kick, call
+//	                                                  Restart     ▼
+//	  ┌──────────────────────────── pass ───────────────────────────────────┐
+//	  │ devices, apps ◄── store                                              │
+//	  │ placement.Place(apps, devices, current assignments, grace)          │
+//	  │ per app: current revision ≠ what its assigned devices were given     │
+//	  │   → rollout.New(From = what they run, To = current, devices)         │
+//	  │   devices newly (un)assigned outside a rollout: given / taken at once│
+//	  │ per rollout: Observe(each device) → Step → set-desired: given[d][app]│
+//	  │                                          events: audit log           │
+//	  │ publish every device whose apps changed (fleet/publish: signed,      │
+//	  │   retained, new generation only on a change) → rollout.Published     │
+//	  │ persist: rollouts (store.Rollouts, one per app, JSON), assignments   │
+//	  │   and what each device was given (store.Docs "controller/state")     │
+//	  └──────────────────────────────────────────────────────────────────────┘
+//
+// The loop goroutine alone owns the rollouts and the assignments; API
+// calls that read or change them (Rollout, RolloutCommand, Explain, App)
+// run as closures on it. A controller restarted mid-rollout reads them
+// back (loadLoop) and goes on where it was; the publisher's per-device
+// content hash keeps it from republishing what the devices have.
+//
+// # Revisions and observations
+//
+// A rollout's From and To are the app's store revisions ("3"); devices
+// report app versions, which observe maps back: the version of To or of
+// From; if both have the same version, To once the device reports a
+// generation at least the one that carried To. The app's state on the
+// device gives the health: running → healthy (the agent confirmed it),
+// verifying or pulling → starting, degraded → crash loop, failing or
+// refused → unhealthy, rolled-back → rolled back by the agent,
+// update-deferred → deferred.
+//
+// # Removal
+//
+// RemoveApp marks the app deleting; every device is given a document
+// without it at once (not through waves), and the app and its rollout are
+// forgotten once every device concerned was published to. RemoveDevice
+// revokes the device's certificates (enroll, which rewrites the CRL), has
+// the Revoker cut its session and clear its retained topics, and deletes
+// it from the store.
+//
+// # First start
+//
+// PrepareDir, LoadOrCreateKey (signing.key 0600, signing.pub) and
+// EnsureAdminToken (stored hashed; its value returned once) prepare the
+// data directory; enroll.New, called by New, makes the CA and the server
+// certificate there.
+//
+// # Commands
+//
+// Logs and Restart sign a wire.Command for the device (sign.SignCommand,
+// a fresh id, expiring after CommandTimeout), publish it on its cmd topic
+// and wait for the cmd/result with that id from that device. A device
+// whose presence is offline is refused at once with errdefs.ErrUnavailable
+// ("device gw-3 is offline since …"), one that does not answer in time too.
+package controller

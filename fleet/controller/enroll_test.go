@@ -1,0 +1,153 @@
+package controller_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/rs/zerolog"
+
+	"github.com/tender-edge/tender/fleet/api"
+	"github.com/tender-edge/tender/fleet/enroll"
+	"github.com/tender-edge/tender/sync/mqttc"
+	"github.com/tender-edge/tender/sync/wire"
+)
+
+func enrollRequest(t *testing.T, token, id string) []byte {
+	t.Helper()
+	tok, err := wire.ParseJoinToken(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: id}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := wire.EncodeEnrollRequest(wire.EnrollRequest{Schema: wire.EnrollSchema, TokenID: tok.ID, Secret: tok.Secret, DeviceID: id,
+		CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), Facts: wire.DeviceFacts{Arch: "arm64", MemoryBytes: 1 << 30, CPUs: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// A device enrolls with a join token through EnrollHandler: the store
+// records it with the token's labels; the token's single use is spent.
+// Removing it revokes its certificate (CRL rewritten), clears its
+// retained topics and forgets it; labels change placement.
+func TestEnrollLabelAndRemoveDevice(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	created, err := h.c.CreateJoinToken(ctx, admin, api.JoinTokenRequest{Labels: map[string]string{"site": "berlin"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h.c.EnrollHandler())
+	defer srv.Close()
+	post := func(body []byte) *http.Response {
+		resp, err := http.Post(srv.URL+"/v1/enroll", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := post(enrollRequest(t, created.Token, "gw-7"))
+	var er wire.EnrollResponse
+	if err := json.NewDecoder(resp.Body).Decode(&er); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("enroll: %d %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	d, err := h.c.Device(ctx, "gw-7")
+	if err != nil || d.Labels["site"] != "berlin" || d.Facts.Arch != "arm64" {
+		t.Fatalf("device after enrollment: %+v %v", d, err)
+	}
+	if resp := post(enrollRequest(t, created.Token, "gw-8")); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("second use of a one-use token: %d", resp.StatusCode)
+	}
+	if _, err := h.c.Device(ctx, "gw-8"); !errdefs.IsNotFound(err) {
+		t.Fatalf("refused enrollment stored a device: %v", err)
+	}
+
+	// The device runs thermo (placed by label), then loses the label.
+	f := newFakeDevice(t, "gw-7", h.broker, h.pub)
+	f.Start()
+	defer f.Check()
+	h.apply("1.0")
+	eventually(t, "gw-7 runs 1.0", func() bool { return f.Running("thermo") == "1.0" })
+	if _, err := h.c.LabelDevice(ctx, admin, "gw-7", nil, []string{"site"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the app leaves gw-7 with its label", func() bool { return f.Running("thermo") == "" })
+	f.mu.Lock()
+	gens := len(f.gens)
+	f.mu.Unlock()
+	if gens < 2 {
+		t.Fatalf("gw-7 accepted %d documents", gens)
+	}
+
+	b, _ := pem.Decode([]byte(er.Certificate))
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlBefore, _ := os.ReadFile(filepath.Join(h.dir, enroll.CRLFile))
+	probe, err := mqttc.New(mqttc.Config{Broker: "tcp://" + h.broker, ClientID: "probe", CleanSession: true, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithCancel(ctx)
+	pdone := make(chan struct{})
+	go func() { defer close(pdone); _ = probe.Run(pctx) }()
+	defer func() { pcancel(); <-pdone }()
+	if err := probe.WaitConnected(pctx); err != nil {
+		t.Fatal(err)
+	}
+	cleared := make(chan struct{}, 1)
+	if err := probe.Subscribe(pctx, "tender/v1/devices/gw-7/desired", func(m mqttc.Message) {
+		if len(m.Payload) == 0 {
+			cleared <- struct{}{}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.c.RemoveDevice(ctx, admin, "gw-7"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cleared:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the removed device's retained desired document was not cleared")
+	}
+	if !h.c.Enroller().Revoked(cert.SerialNumber) {
+		t.Fatal("the removed device's certificate is not revoked")
+	}
+	if crl, _ := os.ReadFile(filepath.Join(h.dir, enroll.CRLFile)); bytes.Equal(crl, crlBefore) {
+		t.Fatal("the CRL was not rewritten")
+	}
+	if _, err := h.c.Device(ctx, "gw-7"); !errdefs.IsNotFound(err) {
+		t.Fatalf("removed device still known: %v", err)
+	}
+	if !h.auditHas("device rm", "revoked") || !h.auditHas("enroll", "token "+created.ID) {
+		t.Fatal("audit log lacks the enrollment or the removal")
+	}
+	if err := h.st.Audit.Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,612 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/tender-edge/tender/fleet/placement"
+	"github.com/tender-edge/tender/fleet/rollout"
+	"github.com/tender-edge/tender/fleet/store"
+	"github.com/tender-edge/tender/sync/wire"
+)
+
+// stateKey is the store.Docs key of the loop's persisted state.
+const stateKey = "controller/state"
+
+// persisted is the loop's state kept in the store: placement's current
+// assignments, and what each device was given (app → the store revision
+// its desired document carries). Rollouts are kept apart, one per app in
+// store.Rollouts.
+type persisted struct {
+	Assignments placement.Assignments        `json:"assignments"`
+	Given       map[string]map[string]uint64 `json:"given"`
+}
+
+// loop is the state the loop goroutine owns.
+type loop struct {
+	assign    placement.Assignments
+	given     map[string]map[string]uint64
+	stateRev  uint64
+	stateData []byte
+	rollouts  map[string]*ro // by app
+	dirty     map[string]bool
+	specs     map[specKey]wire.App
+	decision  *placement.Decision
+	devices   []store.Device // of the last pass
+}
+
+type specKey struct {
+	app string
+	rev uint64
+}
+
+// ro is a rollout with the store revision and the bytes of its last
+// write.
+type ro struct {
+	r    *rollout.Rollout
+	rev  uint64
+	data []byte
+}
+
+func revStr(r uint64) string {
+	if r == 0 {
+		return ""
+	}
+	return strconv.FormatUint(r, 10)
+}
+
+func revNum(s string) uint64 {
+	n, _ := strconv.ParseUint(s, 10, 64)
+	return n
+}
+
+// loadLoop reads the loop's state back from the store: a restarted
+// controller resumes its rollouts where they were.
+func (c *Controller) loadLoop(ctx context.Context) (*loop, error) {
+	lp := &loop{given: map[string]map[string]uint64{}, rollouts: map[string]*ro{}, dirty: map[string]bool{}, specs: map[specKey]wire.App{}}
+	b, err := c.st.Docs.Get(ctx, stateKey)
+	switch {
+	case err == nil:
+		var p persisted
+		if err := json.Unmarshal(b.Data, &p); err != nil {
+			return nil, fmt.Errorf("controller state: %v: %w", err, errdefs.ErrDataLoss)
+		}
+		lp.assign, lp.stateRev, lp.stateData = p.Assignments, b.Rev, b.Data
+		if p.Given != nil {
+			lp.given = p.Given
+		}
+	case !errdefs.IsNotFound(err):
+		return nil, fmt.Errorf("controller state: %w", err)
+	}
+	blobs, err := c.st.Rollouts.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("controller: rollouts: %w", err)
+	}
+	for _, bl := range blobs {
+		var r rollout.Rollout
+		if err := json.Unmarshal(bl.Data, &r); err != nil {
+			return nil, fmt.Errorf("rollout %s: %v: %w", bl.ID, err, errdefs.ErrDataLoss)
+		}
+		lp.rollouts[bl.ID] = &ro{r: &r, rev: bl.Rev, data: bl.Data}
+	}
+	for d := range lp.given {
+		lp.dirty[d] = true // the publisher skips what it published already
+	}
+	return lp, nil
+}
+
+// run is the loop: a pass at every tick, kick and call.
+func (c *Controller) run(ctx context.Context, lp *loop) error {
+	t := time.NewTicker(c.cfg.Tick)
+	defer t.Stop()
+	c.pass(ctx, lp)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			c.pass(ctx, lp)
+		case <-c.kick:
+			c.pass(ctx, lp)
+		case fn := <-c.calls:
+			fn(lp)
+		}
+	}
+}
+
+// spec returns revision rev of app (cached: revisions never change).
+func (c *Controller) spec(ctx context.Context, lp *loop, app string, rev uint64) (wire.App, error) {
+	k := specKey{app, rev}
+	if s, ok := lp.specs[k]; ok {
+		return s, nil
+	}
+	r, err := c.st.Apps.Revision(ctx, app, rev)
+	if err != nil {
+		return wire.App{}, err
+	}
+	lp.specs[k] = r.Spec
+	return r.Spec, nil
+}
+
+// told is a set-desired action to confirm to its rollout with the
+// generation that carried it.
+type told struct {
+	r        *ro
+	dev, rev string
+}
+
+// pass is one turn of the loop: place, start rollouts, feed and step
+// them, publish what changed, persist.
+func (c *Controller) pass(ctx context.Context, lp *loop) {
+	now := c.cfg.Now()
+	devs, err := c.st.Devices.List(ctx)
+	if err != nil {
+		c.log.Error().Err(err).Msg("loop: list devices")
+		return
+	}
+	apps, err := c.st.Apps.List(ctx)
+	if err != nil {
+		c.log.Error().Err(err).Msg("loop: list apps")
+		return
+	}
+	lp.devices = devs
+	byID := make(map[string]*store.Device, len(devs))
+	var pdevs []placement.Device
+	online := 0
+	for i := range devs {
+		d := &devs[i]
+		if d.Revoked {
+			continue
+		}
+		byID[d.ID] = d
+		facts := d.Facts
+		if d.Status.Report != nil {
+			facts = d.Status.Report.Device
+		}
+		on := d.Status.Presence == wire.Online
+		if on {
+			online++
+		}
+		pdevs = append(pdevs, placement.Device{ID: d.ID, Labels: d.Labels, Online: on, LastSeen: d.Status.LastSeen}.WithFacts(facts))
+	}
+	var specs []wire.App
+	current := map[string]store.App{}
+	for _, a := range apps {
+		current[a.Name] = a
+		if a.Deleting {
+			continue
+		}
+		s, err := c.spec(ctx, lp, a.Name, a.Current)
+		if err != nil {
+			c.log.Error().Err(err).Str("app", a.Name).Msg("loop: read app revision")
+			return
+		}
+		specs = append(specs, s)
+	}
+	dec, err := placement.Place(placement.Request{Apps: specs, Devices: pdevs, Current: lp.assign, Reserve: c.cfg.Reserve, Grace: c.cfg.Grace, Now: now})
+	if err != nil {
+		c.log.Error().Err(err).Msg("loop: placement")
+		return
+	}
+	lp.decision, lp.assign = &dec, dec.Assignments
+
+	for _, a := range apps {
+		if a.Deleting {
+			c.removeEverywhere(lp, a.Name)
+			continue
+		}
+		s, _ := c.spec(ctx, lp, a.Name, a.Current)
+		c.reconcileApp(ctx, lp, a, s, dec.Assignments[a.Name], byID, now)
+	}
+	for dev, m := range lp.given {
+		for app := range m {
+			if a, ok := current[app]; !ok || a.Deleting {
+				delete(m, app)
+				lp.dirty[dev] = true
+			}
+		}
+	}
+
+	// Feed and step every rollout, finished ones too: stragglers that
+	// come back still get their version.
+	var tolds []told
+	for name, r := range lp.rollouts {
+		a, ok := current[name]
+		if !ok || a.Deleting {
+			continue
+		}
+		assigned := setOf(dec.Assignments[name])
+		versions := c.versions(ctx, lp, name, r.r)
+		for _, d := range r.r.Devices {
+			dev := byID[d.ID]
+			if dev == nil {
+				_ = r.r.Observe(d.ID, rollout.Observation{})
+				continue
+			}
+			_ = r.r.Observe(d.ID, observe(dev.Status, name, r.r, versions, lp.given[d.ID][name]))
+		}
+		for _, act := range r.r.Step(rollout.Input{Now: now}) {
+			switch act.Kind {
+			case rollout.ActSetDesired:
+				if !assigned[act.Device] || byID[act.Device] == nil {
+					continue
+				}
+				c.give(lp, act.Device, name, revNum(act.Revision))
+				tolds = append(tolds, told{r: r, dev: act.Device, rev: act.Revision})
+			default:
+				c.rolloutEvent(ctx, name, r.r, act)
+			}
+		}
+	}
+
+	gens := map[string]uint64{}
+	for dev := range lp.dirty {
+		if byID[dev] == nil {
+			delete(lp.dirty, dev)
+			continue
+		}
+		res, err := c.pub.Publish(ctx, dev, c.desiredApps(ctx, lp, dev))
+		if err != nil {
+			c.log.Error().Err(err).Str("device", dev).Msg("publish desired state")
+			continue
+		}
+		delete(lp.dirty, dev)
+		gens[dev] = res.Generation
+	}
+	for _, t := range tolds {
+		if g, ok := gens[t.dev]; ok {
+			t.r.r.Published(t.dev, t.rev, g)
+		}
+	}
+
+	for name, r := range lp.rollouts {
+		if a, ok := current[name]; !ok || a.Deleting {
+			continue
+		}
+		c.saveRollout(ctx, name, r)
+	}
+	c.saveState(ctx, lp)
+	c.finishDeletes(ctx, lp, apps)
+
+	if c.met.Fleet != nil {
+		phases := map[string]int{}
+		for _, p := range []rollout.Phase{rollout.PhaseProgressing, rollout.PhaseSucceeded, rollout.PhaseRollingBack, rollout.PhaseRolledBack, rollout.PhaseAborted} {
+			phases[string(p)] = 0
+		}
+		phases["paused"] = 0
+		for _, r := range lp.rollouts {
+			phases[phaseOf(r.r)]++
+		}
+		c.met.Fleet(len(byID), online, phases)
+	}
+}
+
+func phaseOf(r *rollout.Rollout) string {
+	if r.Paused {
+		return "paused"
+	}
+	return string(r.Phase)
+}
+
+func setOf(ids []string) map[string]bool {
+	m := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
+}
+
+// give sets what device dev is to run of app (0: nothing).
+func (c *Controller) give(lp *loop, dev, app string, rev uint64) {
+	m := lp.given[dev]
+	if rev == 0 {
+		if _, ok := m[app]; ok {
+			delete(m, app)
+			lp.dirty[dev] = true
+		}
+		return
+	}
+	if m == nil {
+		m = map[string]uint64{}
+		lp.given[dev] = m
+	}
+	if m[app] != rev {
+		m[app] = rev
+		lp.dirty[dev] = true
+	}
+}
+
+// reconcileApp starts a rollout when the app's current revision differs
+// from what its assigned devices were given, and gives or takes the app
+// directly to devices newly assigned or unassigned outside a rollout.
+func (c *Controller) reconcileApp(ctx context.Context, lp *loop, a store.App, spec wire.App, ids []string, byID map[string]*store.Device, now time.Time) {
+	cur := revStr(a.Current)
+	assigned := setOf(ids)
+	r := lp.rollouts[a.Name]
+	if r == nil || r.r.Spec.To != cur {
+		need := false
+		for _, id := range ids {
+			if lp.given[id][a.Name] != a.Current {
+				need = true
+				break
+			}
+		}
+		from := c.commonGiven(lp, a.Name)
+		if r != nil {
+			from = r.r.Target
+		}
+		if need && from != cur && len(ids) > 0 {
+			devices := make([]rollout.Device, 0, len(ids))
+			for _, id := range ids {
+				d := rollout.Device{ID: id}
+				if dev := byID[id]; dev != nil {
+					d.Labels = dev.Labels
+				}
+				devices = append(devices, d)
+			}
+			rs := rollout.Spec{App: a.Name, From: from, To: cur, Devices: devices}
+			rs.FromWire(spec.Rollout)
+			nr, err := rollout.New(rs, now)
+			if err != nil {
+				c.log.Error().Err(err).Str("app", a.Name).Msg("rollout refused: devices get the version at once")
+			} else {
+				var rev uint64
+				if r != nil {
+					rev = r.rev
+				}
+				r = &ro{r: nr, rev: rev}
+				lp.rollouts[a.Name] = r
+				c.audit(ctx, "controller", "rollout start", "app "+a.Name, "", fmt.Sprintf("revision %s to %s (version %s) on %d devices", orNone(from), cur, spec.Version, len(ids)))
+			}
+		}
+	}
+	target := a.Current
+	inRollout := map[string]bool{}
+	if r != nil && r.r.Spec.To == cur {
+		target = revNum(r.r.Target)
+		for _, d := range r.r.Devices {
+			inRollout[d.ID] = true
+		}
+	}
+	for _, id := range ids {
+		if !inRollout[id] {
+			c.give(lp, id, a.Name, target)
+		}
+	}
+	for dev, m := range lp.given {
+		if _, ok := m[a.Name]; ok && !assigned[dev] {
+			c.give(lp, dev, a.Name, 0)
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
+
+// commonGiven is the revision of app most devices were given ("" if
+// none): where a rollout starts from when the app has none yet.
+func (c *Controller) commonGiven(lp *loop, app string) string {
+	count := map[uint64]int{}
+	for _, m := range lp.given {
+		if r, ok := m[app]; ok {
+			count[r]++
+		}
+	}
+	best, n := uint64(0), 0
+	for r, k := range count {
+		if k > n || k == n && r > best {
+			best, n = r, k
+		}
+	}
+	return revStr(best)
+}
+
+// removeEverywhere takes app off every device.
+func (c *Controller) removeEverywhere(lp *loop, app string) {
+	for dev := range lp.given {
+		c.give(lp, dev, app, 0)
+	}
+}
+
+// finishDeletes forgets the apps being deleted once no device is given
+// them any more and every device concerned was published to.
+func (c *Controller) finishDeletes(ctx context.Context, lp *loop, apps []store.App) {
+	for _, a := range apps {
+		if !a.Deleting {
+			continue
+		}
+		pending := false
+		for dev, m := range lp.given {
+			if _, ok := m[a.Name]; ok || lp.dirty[dev] {
+				pending = true
+				break
+			}
+		}
+		if pending {
+			continue
+		}
+		if r := lp.rollouts[a.Name]; r != nil {
+			if r.rev != 0 {
+				if err := c.st.Rollouts.Delete(ctx, a.Name, r.rev); err != nil && !errdefs.IsNotFound(err) {
+					c.log.Error().Err(err).Str("app", a.Name).Msg("delete rollout")
+					continue
+				}
+			}
+			delete(lp.rollouts, a.Name)
+		}
+		if err := c.st.Apps.Delete(ctx, a.Name, a.Rev); err != nil {
+			c.log.Error().Err(err).Str("app", a.Name).Msg("delete app")
+			continue
+		}
+		delete(lp.assign, a.Name)
+		c.audit(ctx, "controller", "app removed", "app "+a.Name, "", "removed from every device")
+	}
+}
+
+// desiredApps are the apps device dev is to run, by name.
+func (c *Controller) desiredApps(ctx context.Context, lp *loop, dev string) []wire.App {
+	m := lp.given[dev]
+	names := slices.Sorted(maps.Keys(m))
+	out := make([]wire.App, 0, len(names))
+	for _, n := range names {
+		s, err := c.spec(ctx, lp, n, m[n])
+		if err != nil {
+			c.log.Error().Err(err).Str("app", n).Str("device", dev).Msg("desired app revision unreadable: left out")
+			continue
+		}
+		out = append(out, s)
+	}
+	if len(m) == 0 {
+		delete(lp.given, dev)
+	}
+	return out
+}
+
+func (c *Controller) saveRollout(ctx context.Context, name string, r *ro) {
+	data, err := json.Marshal(r.r)
+	if err != nil {
+		c.log.Error().Err(err).Str("app", name).Msg("encode rollout")
+		return
+	}
+	if bytes.Equal(data, r.data) {
+		return
+	}
+	b, err := c.st.Rollouts.Put(ctx, name, data, r.rev)
+	if err != nil {
+		c.log.Error().Err(err).Str("app", name).Msg("store rollout")
+		return
+	}
+	r.rev, r.data = b.Rev, data
+}
+
+func (c *Controller) saveState(ctx context.Context, lp *loop) {
+	data, err := json.Marshal(persisted{Assignments: lp.assign, Given: lp.given})
+	if err != nil {
+		c.log.Error().Err(err).Msg("encode controller state")
+		return
+	}
+	if bytes.Equal(data, lp.stateData) {
+		return
+	}
+	b, err := c.st.Docs.Put(ctx, stateKey, data, lp.stateRev)
+	if err != nil {
+		c.log.Error().Err(err).Msg("store controller state")
+		return
+	}
+	lp.stateRev, lp.stateData = b.Rev, data
+}
+
+// rolloutEvent records a rollout's event in the audit log.
+func (c *Controller) rolloutEvent(ctx context.Context, app string, r *rollout.Rollout, a rollout.Action) {
+	action := "rollout " + string(a.Kind)
+	if a.Kind == rollout.ActEvent {
+		action = "rollout " + string(a.Event)
+	}
+	detail := a.Reason
+	if a.Wave > 0 {
+		detail = fmt.Sprintf("wave %d: %s", a.Wave, detail)
+	}
+	if a.Device != "" {
+		detail = "device " + a.Device + ": " + detail
+	}
+	c.log.Info().Str("app", app).Str("to", r.Spec.To).Str("action", action).Str("detail", detail).Msg("rollout")
+	c.audit(ctx, "controller", action, "app "+app, "", detail)
+}
+
+// audit appends to the audit log; a failure is logged.
+func (c *Controller) audit(ctx context.Context, who, action, target, from, detail string) {
+	if _, err := c.st.Audit.Append(context.WithoutCancel(ctx), store.AuditEntry{Time: c.cfg.Now(), Who: who, Action: action, Target: target, From: from, Detail: detail}); err != nil {
+		c.log.Error().Err(err).Str("action", action).Msg("audit log append")
+	}
+}
+
+// versions maps the rollout's From and To revisions to their versions.
+func (c *Controller) versions(ctx context.Context, lp *loop, app string, r *rollout.Rollout) map[string]string {
+	v := map[string]string{}
+	for _, rev := range []string{r.Spec.From, r.Spec.To} {
+		if rev == "" {
+			continue
+		}
+		if s, err := c.spec(ctx, lp, app, revNum(rev)); err == nil {
+			v[rev] = s.Version
+		}
+	}
+	return v
+}
+
+// observe is what the rollout of app learns from a device's status. The
+// device reports versions, not revisions: the version is matched to the
+// rollout's From and To; if both have the same version, the device runs
+// what it was given once it reports having converged on it.
+func observe(st store.DeviceStatus, app string, r *rollout.Rollout, versions map[string]string, given uint64) rollout.Observation {
+	o := rollout.Observation{Online: st.Presence == wire.Online, Since: st.PresenceAt}
+	rep := st.Report
+	if rep == nil {
+		return o
+	}
+	o.Generation = rep.ObservedGeneration
+	var as *wire.AppStatus
+	for i := range rep.Apps {
+		if rep.Apps[i].Name == app {
+			as = &rep.Apps[i]
+		}
+	}
+	if as == nil {
+		return o
+	}
+	from, to := r.Spec.From, r.Spec.To
+	onFrom := from != "" && versions[from] == as.Version
+	onTo := versions[to] == as.Version
+	switch {
+	case onTo && !onFrom:
+		o.Revision = to
+	case onFrom && !onTo:
+		o.Revision = from
+	case onTo && onFrom:
+		o.Revision = from
+		if revStr(given) == to && rep.ObservedGeneration > 0 {
+			d := deviceIn(r, rep.DeviceID)
+			if d != nil && d.Generation != 0 && rep.ObservedGeneration >= d.Generation {
+				o.Revision = to
+			}
+		}
+	default:
+		o.Revision = "version " + as.Version
+	}
+	switch as.State {
+	case "running":
+		o.Health = rollout.HealthHealthy
+	case "verifying", "pulling":
+		o.Health = rollout.HealthStarting
+	case "degraded":
+		o.Health = rollout.HealthCrashLoop
+	case "failing", "refused":
+		o.Health = rollout.HealthUnhealthy
+	case "rolled-back":
+		o.Health = rollout.HealthRolledBack
+	case "update-deferred":
+		o.Deferred = true
+	}
+	return o
+}
+
+func deviceIn(r *rollout.Rollout, id string) *rollout.DeviceStatus {
+	for i := range r.Devices {
+		if r.Devices[i].ID == id {
+			return &r.Devices[i]
+		}
+	}
+	return nil
+}
