@@ -8,7 +8,7 @@ SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
 
-.PHONY: all build cross testimage test vet fmt-check run bench size deps clean
+.PHONY: all build cross testimage test vet fmt-check run demo-agent bench size deps clean
 
 all: build
 
@@ -73,8 +73,15 @@ test: deps build testimage $(BUILD)/busybox fmt-check vet
 		$(GO) test -count=1 -timeout 25m ./...
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeDesired -fuzztime=15s ./sync/wire
 
-# The main job: load the demo image and run it under limits.
-run: build testimage
+# The main job: tender serve with its embedded broker and store, a local
+# registry with the demo image, a tender-agent daemon enrolled with a join
+# token, the demo app applied and a second version rolled out in waves.
+# Everything lives under build/run/ and keeps running; build/run/stop.sh
+# stops it. `make demo-agent` is the agent alone (containers under limits).
+run: deps build testimage
+	@./test/demo-fleet.sh
+
+demo-agent: build testimage
 	@./test/demo.sh $(BUILD)/tender-agent $(BUILD)/testimage.tar $(RUN_ROOT)
 
 bench: deps build testimage

@@ -49,13 +49,17 @@ type Deps struct {
 	// Policy bounds what any app may ask for, whoever signed it (default:
 	// policy.Default()).
 	Policy *policy.Policy
+	// Version is the agent's version as stamped at build time; reports
+	// carry it.
+	Version string
 }
 
 // Agent is the daemon's shell. Create it with New and run it with Run.
 type Agent struct {
-	cfg Config
-	log zerolog.Logger
-	now func() time.Time
+	cfg     Config
+	log     zerolog.Logger
+	now     func() time.Time
+	version string
 
 	db     *store.DB
 	policy *policy.Policy
@@ -91,7 +95,7 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 		deps.Policy = policy.Default()
 	}
 	a := &Agent{
-		cfg: cfg, log: deps.Log, now: deps.Now,
+		cfg: cfg, log: deps.Log, now: deps.Now, version: agentVersion(deps.Version),
 		db: deps.Store, policy: deps.Policy, images: deps.Images, rt: deps.Containers,
 		kick: make(chan struct{}, 1), changed: make(chan struct{}, 1), ready: make(chan struct{}),
 		requests: map[string]time.Time{},

@@ -48,8 +48,12 @@ func memTotal() int64 {
 }
 
 // Facts describe the device for reports.
-func (a *Agent) Facts() wire.DeviceFacts {
-	f := wire.DeviceFacts{Arch: goruntime.GOARCH, MemoryBytes: uint64(memTotal()), CPUs: goruntime.NumCPU(), AgentVersion: agentVersion()}
+func (a *Agent) Facts() wire.DeviceFacts { return DeviceFacts(a.version) }
+
+// DeviceFacts describe this device, for reports and enrollment, with the
+// agent's version as stamped at build time (or "" for the build info's).
+func DeviceFacts(version string) wire.DeviceFacts {
+	f := wire.DeviceFacts{Arch: goruntime.GOARCH, MemoryBytes: uint64(memTotal()), CPUs: goruntime.NumCPU(), AgentVersion: agentVersion(version)}
 	var u unix.Utsname
 	if unix.Uname(&u) == nil {
 		f.Kernel = unix.ByteSliceToString(u.Release[:])
@@ -63,7 +67,12 @@ func (a *Agent) Facts() wire.DeviceFacts {
 	return f
 }
 
-func agentVersion() string {
+// agentVersion is the version stamped by the linker (Deps.Version), or the
+// module's version and VCS revision from the build info.
+func agentVersion(linked string) string {
+	if linked != "" && linked != "dev" {
+		return linked
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return ""

@@ -62,12 +62,12 @@ cat > "$run/controller/registries.yaml" <<YML
 registries:
   "$reg": {insecure: true}
 YML
-nohup "$tender" serve --data "$run/controller" --listen "$api" --mqtt "$mqtt" \
+nohup "$tender" serve --data "$run/controller" --listen "$api" --mqtt "$mqtt" --host 127.0.0.1 \
 	--registries "$run/controller/registries.yaml" >"$run/controller.log" 2>&1 &
 echo $! >"$run/controller.pid"
-for _ in $(seq 200); do [ -s "$run/controller/admin-token" ] && curl -ksS "https://$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-export TENDER_SERVER=https://$api TENDER_CA=$run/controller/ca.pem
-TENDER_TOKEN=$(cat "$run/controller/admin-token")
+for _ in $(seq 200); do [ -s "$run/controller/admin.token" ] && curl -ksS "https://$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+export TENDER_SERVER=https://$api TENDER_CA=$run/controller/ca.crt
+TENDER_TOKEN=$(cat "$run/controller/admin.token")
 export TENDER_TOKEN
 say "$tender" status
 
@@ -118,8 +118,8 @@ say "$agent" --root "$run/agent/state" --socket "$run/agent/agent.sock" apps
 cat <<EOT
 
 Running: the controller (https://$api, MQTT TLS $mqtt), the registry ($reg) and the agent.
-  admin token:   $run/controller/admin-token (shown once; stored hashed)
-  environment:   export TENDER_SERVER=https://$api TENDER_CA=$run/controller/ca.pem TENDER_TOKEN=\$(cat $run/controller/admin-token)
+  admin token:   $run/controller/admin.token (shown once; stored hashed)
+  environment:   export TENDER_SERVER=https://$api TENDER_CA=$run/controller/ca.crt TENDER_TOKEN=\$(cat $run/controller/admin.token)
   watch:         $tender devices -o wide; $tender apps; $tender rollout status demo --watch; $tender events -f
   device side:   $agent --root $run/agent/state --socket $run/agent/agent.sock apps | ps | logs -f CONTAINER
   logs:          $run/controller.log $run/agent.log

@@ -40,6 +40,8 @@ type Deps struct {
 	// PolicyPath is the device-local policy file (default
 	// policy.DefaultPath; a missing file is the default policy).
 	PolicyPath string
+	// Version is the agent's version as stamped at build time.
+	Version string
 }
 
 // Daemon is the running agent.
@@ -94,7 +96,7 @@ func New(cfg agent.Config, deps Deps) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.agent, err = agent.New(cfg, agent.Deps{Log: log, Store: d.db, Containers: rt, Images: d.images, Policy: pol}); err != nil {
+	if d.agent, err = agent.New(cfg, agent.Deps{Log: log, Store: d.db, Containers: rt, Images: d.images, Policy: pol, Version: deps.Version}); err != nil {
 		return nil, err
 	}
 	if cfg.Fleet.Broker != "" {

@@ -57,7 +57,7 @@ func (c *cli) runDaemon(cmd *cobra.Command, cfgPath string) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
-	d, err := daemon.New(cfg, daemon.Deps{Log: log})
+	d, err := daemon.New(cfg, daemon.Deps{Log: log, Version: version})
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,7 @@ The token may also come from $` + joinTokenEnv + `.`,
 			if opt.Server == "" || opt.Token == "" {
 				return usageError{errors.New("enroll needs --server and --token (or $" + joinTokenEnv + ")"), cmd.CommandPath()}
 			}
-			opt.Facts = (*agent.Agent)(nil).Facts()
+			opt.Facts = agent.DeviceFacts(version)
 			opt.CheckConfig = func(path string) error {
 				_, err := agent.LoadConfig(path)
 				return err

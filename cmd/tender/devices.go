@@ -387,4 +387,4 @@ func readSpec(path string, stdin func() ([]byte, error)) ([]byte, error) {
 }
 
 // bytesOf formats a byte count ("64Mi").
-func bytesOf(n uint64) string { return quantity.FormatBytes(int64(min(n, 1<<62))) }
+func bytesOf(n uint64) string { return quantity.DisplayBytes(int64(min(n, 1<<62))) }

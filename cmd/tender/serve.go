@@ -49,7 +49,7 @@ func serveCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve --data DIR",
 		Short: "Run the fleet controller: API, embedded MQTT broker, placement and rollouts",
-		Long: `Run the fleet fleetctl. On first start it creates, under --data (0700),
+		Long: `Run the fleet controller. On first start it creates, under --data (0700),
 the fleet's signing key, its CA and server certificate, the store, and an
 admin API token, printed once and written to DIR/admin.token (0600).
 

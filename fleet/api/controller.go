@@ -178,7 +178,7 @@ type RolloutView struct {
 
 // WaveCounts are the counts of one wave.
 type WaveCounts struct {
-	Index      int `json:"index"`
+	Index      int `json:"index"` // 0-based: the first wave is 0
 	Devices    int `json:"devices"`
 	Pending    int `json:"pending"`
 	Offline    int `json:"offline"`

@@ -442,7 +442,7 @@ func (c *Controller) rolloutView(ctx context.Context, l *loop, app string, r *ro
 	st := r.Status()
 	v := api.RolloutView{App: app, ID: app + "@" + r.Spec.To, From: ver(r.Spec.From), To: ver(r.Spec.To), Phase: phaseOf(r), Reason: r.Reason, Started: r.Created}
 	for _, w := range st.Waves {
-		v.Waves = append(v.Waves, api.WaveCounts{Index: w.Wave, Devices: w.Size, Pending: w.Pending, Offline: w.Offline,
+		v.Waves = append(v.Waves, api.WaveCounts{Index: w.Wave - 1, Devices: w.Size, Pending: w.Pending, Offline: w.Offline,
 			Updating: w.Updating, Updated: w.Updated, Healthy: w.Healthy, Failed: w.Failed, Deferred: w.Deferred, RolledBack: w.RolledBack})
 	}
 	return v
