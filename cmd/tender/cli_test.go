@@ -192,7 +192,7 @@ func TestCLI_DevicesTable(t *testing.T) {
 		t.Errorf("devices -l site=berlin: %d\n%s", code, out)
 	}
 	out, _, code = tender(t, c.env(), "devices", "-o", "wide")
-	if code != 0 || !strings.Contains(out, "KERNEL") || !strings.Contains(out, "48Mi/1Gi") {
+	if code != 0 || !strings.Contains(out, "KERNEL") || !strings.Contains(out, "48.0MiB/1.0GiB") {
 		t.Errorf("devices -o wide: %d\n%s", code, out)
 	}
 	out, _, code = tender(t, c.env(), "devices", "-o", "json", "-l", "site=munich")

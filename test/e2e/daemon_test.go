@@ -32,6 +32,15 @@ restarts: {backoffBase: 100ms, backoffCap: 1s, crashLoopRestarts: 3, rolloutGrac
 
 func newDaemon(t *testing.T, config string) *daemon {
 	t.Helper()
+	d := prepareDaemon(t, config)
+	d.start()
+	return d
+}
+
+// prepareDaemon is newDaemon without the start: the config is written and
+// the cleanup registered.
+func prepareDaemon(t *testing.T, config string) *daemon {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "tender-agent-")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +59,6 @@ func newDaemon(t *testing.T, config string) *daemon {
 		leftovers(t, d.root, ids)
 		os.RemoveAll(dir)
 	})
-	d.start()
 	return d
 }
 

@@ -17,6 +17,7 @@ import (
 
 var (
 	agentBin  string // the tender-agent binary under test
+	tenderBin string // the tender binary (controller and CLI) under test
 	testImage string // build/testimage.tar
 	root      string // the --root shared by the tests (one image store)
 )
@@ -54,6 +55,15 @@ func run(m *testing.M) int {
 				fmt.Printf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 				return 1
 			}
+		}
+	}
+	if tenderBin = os.Getenv("TENDER_BIN"); tenderBin == "" {
+		tenderBin = filepath.Join(tmp, "tender")
+		cmd := exec.Command("go", "build", "-o", tenderBin, "../../cmd/tender")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Printf("go build tender: %v\n%s", err, out)
+			return 1
 		}
 	}
 	root = filepath.Join(tmp, "root")
