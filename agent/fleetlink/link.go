@@ -225,17 +225,9 @@ func tlsConfig(cfg Config) (*tls.Config, error) {
 // broker stops none of the agent's work.
 func (l *Link) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	if err := l.cl.Subscribe(ctx, topic.MustBuild(l.id, topic.Desired), func(m mqttc.Message) {
-		if len(m.Payload) == 0 {
-			return // a retained document cleared by the controller
-		}
-		select {
-		case l.desired <- m.Payload:
-		case <-ctx.Done():
-		}
-	}); err != nil {
-		return err
-	}
+	// The command topic first, the retained desired topic last: with mochi,
+	// a SUBSCRIBE sent while the retained messages of the previous one
+	// still arrive was seen acknowledged and never served.
 	if err := l.cl.Subscribe(ctx, topic.MustBuild(l.id, topic.Command), func(m mqttc.Message) {
 		// Never block the MQTT client on commands: past what the loop
 		// holds, a flood is dropped (and counted).
@@ -243,6 +235,17 @@ func (l *Link) Run(ctx context.Context) error {
 		case l.commands <- m.Payload:
 		default:
 			atomic.AddUint64(&l.dropped, 1)
+		}
+	}); err != nil {
+		return err
+	}
+	if err := l.cl.Subscribe(ctx, topic.MustBuild(l.id, topic.Desired), func(m mqttc.Message) {
+		if len(m.Payload) == 0 {
+			return // a retained document cleared by the controller
+		}
+		select {
+		case l.desired <- m.Payload:
+		case <-ctx.Done():
 		}
 	}); err != nil {
 		return err
