@@ -105,17 +105,28 @@ func decodeEnvelope(k kind, data []byte) (Envelope, error) {
 	return e, nil
 }
 
+// decodeValid decodes data as a message of kind k into a T and validates
+// it with T's Validate.
+func decodeValid[T any, P interface {
+	*T
+	Validate() error
+}](k kind, data []byte) (T, error) {
+	var v T
+	if err := decode(k, data, &v); err != nil {
+		var zero T
+		return zero, err
+	}
+	if err := P(&v).Validate(); err != nil {
+		var zero T
+		return zero, err
+	}
+	return v, nil
+}
+
 // DecodeDesired decodes and validates a desired-state document (the
 // Payload of an Envelope).
 func DecodeDesired(data []byte) (Desired, error) {
-	var d Desired
-	if err := decode(kindDesired, data, &d); err != nil {
-		return Desired{}, err
-	}
-	if err := d.Validate(); err != nil {
-		return Desired{}, err
-	}
-	return d, nil
+	return decodeValid[Desired](kindDesired, data)
 }
 
 // Validate checks a desired document: schema, device id, generation,
@@ -189,14 +200,7 @@ const MaxCommandIDLen = 64
 // DecodeCommand decodes and validates a command (the Payload of a command
 // envelope).
 func DecodeCommand(data []byte) (Command, error) {
-	var c Command
-	if err := decode(kindCommand, data, &c); err != nil {
-		return Command{}, err
-	}
-	if err := c.Validate(); err != nil {
-		return Command{}, err
-	}
-	return c, nil
+	return decodeValid[Command](kindCommand, data)
 }
 
 // Validate checks a command: schema, device id, id, validity period

@@ -143,14 +143,7 @@ func CAHash(ca *x509.Certificate) string {
 // DecodeEnrollRequest decodes and validates an enrollment request:
 // schema, token id and secret form, device id, a CSR present.
 func DecodeEnrollRequest(data []byte) (EnrollRequest, error) {
-	var r EnrollRequest
-	if err := decode(kindEnrollRequest, data, &r); err != nil {
-		return EnrollRequest{}, err
-	}
-	if err := r.Validate(); err != nil {
-		return EnrollRequest{}, err
-	}
-	return r, nil
+	return decodeValid[EnrollRequest](kindEnrollRequest, data)
 }
 
 // Validate checks the form of a request (not the token's validity).
@@ -175,14 +168,7 @@ func (r *EnrollRequest) Validate() error {
 
 // DecodeEnrollResponse decodes and validates an enrollment response.
 func DecodeEnrollResponse(data []byte) (EnrollResponse, error) {
-	var r EnrollResponse
-	if err := decode(kindEnrollResponse, data, &r); err != nil {
-		return EnrollResponse{}, err
-	}
-	if err := r.Validate(); err != nil {
-		return EnrollResponse{}, err
-	}
-	return r, nil
+	return decodeValid[EnrollResponse](kindEnrollResponse, data)
 }
 
 // Validate checks the form of a response: every field present.
