@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/internal/boltcheck"
 	"github.com/tender-edge/tender/sync/wire"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -155,91 +155,50 @@ type corruptError struct{ err error }
 
 func (e *corruptError) Error() string { return e.err.Error() }
 
-// openChecked opens path and proves it readable, turning panics and memory
-// faults of bbolt on a damaged file into a *corruptError.
-func openChecked(path string, timeout time.Duration) (b *bolt.DB, err error) {
-	if fi, serr := os.Stat(path); serr == nil && fi.Size() == 0 {
-		return nil, &corruptError{errors.New("file is empty")}
+// openChecked opens path and proves it readable (internal/boltcheck: every
+// key walked, tx.Check, and our records decoded), turning a damaged file
+// into a *corruptError, then creates the buckets of a new file and
+// migrates an old one.
+func openChecked(path string, timeout time.Duration) (*bolt.DB, error) {
+	b, err := boltcheck.Open(path, boltcheck.Options{LockTimeout: timeout, MaxDepth: 8, Verify: verify})
+	var ce *boltcheck.CorruptError
+	var se *schemaError
+	switch {
+	case errors.As(err, &ce):
+		return nil, &corruptError{ce.Err}
+	case errors.As(err, &se):
+		return nil, fmt.Errorf("%w: version %s", ErrSchema, se.v)
+	case errors.Is(err, berrors.ErrTimeout), errors.Is(err, os.ErrPermission):
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	case err != nil:
+		return nil, &corruptError{fmt.Errorf("check: %w", err)}
 	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			if b != nil {
-				closeQuietly(b)
-			}
-			b, err = nil, &corruptError{fmt.Errorf("read: %v", r)}
-		}
-	}()
-	b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
-	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) || errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("open %s: %w", path, err)
-		}
-		return nil, &corruptError{fmt.Errorf("open: %w", err)}
-	}
-	if err := check(b); err != nil {
-		closeQuietly(b)
-		b = nil
+	if err := create(b); err != nil {
+		b.Close()
 		return nil, err
 	}
 	return b, nil
 }
 
-func closeQuietly(b *bolt.DB) {
-	defer func() { _ = recover() }()
-	_ = b.Close()
+// verify decodes our records of an existing file.
+func verify(tx *bolt.Tx) error {
+	if tx.Bucket(bucketV1) == nil {
+		return nil
+	}
+	t := &Tx{tx: tx}
+	if s := t.meta().Get(keySchema); s != nil && string(s) != schemaVersion && string(s) != "1" {
+		return &schemaError{string(s)}
+	}
+	if _, err := t.Desired(); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	_, err := t.Progress()
+	return err
 }
 
-// check reads every key of every bucket in this goroutine (where a fault
-// is a recoverable panic), decodes our records, runs tx.Check, and creates
-// the buckets of a new file.
-func check(b *bolt.DB) error {
-	err := b.View(func(tx *bolt.Tx) error {
-		var walk func(bk *bolt.Bucket, depth int) error
-		walk = func(bk *bolt.Bucket, depth int) error {
-			return bk.ForEach(func(k, v []byte) error {
-				if v == nil {
-					if depth > 8 {
-						return errors.New("buckets nested too deep")
-					}
-					return walk(bk.Bucket(k), depth+1)
-				}
-				return nil
-			})
-		}
-		if err := tx.ForEach(func(name []byte, bk *bolt.Bucket) error { return walk(bk, 0) }); err != nil {
-			return err
-		}
-		var first error
-		for err := range tx.Check() { // drain: the checker goroutine must finish
-			if first == nil {
-				first = err
-			}
-		}
-		if first != nil {
-			return first
-		}
-		if v1 := tx.Bucket(bucketV1); v1 != nil {
-			t := &Tx{tx: tx}
-			if s := t.meta().Get(keySchema); s != nil && string(s) != schemaVersion && string(s) != "1" {
-				return &schemaError{string(s)}
-			}
-			if _, err := t.Desired(); err != nil && !errdefs.IsNotFound(err) {
-				return err
-			}
-			if _, err := t.Progress(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	var se *schemaError
-	if errors.As(err, &se) {
-		return fmt.Errorf("%w: version %s", ErrSchema, se.v)
-	}
-	if err != nil {
-		return &corruptError{fmt.Errorf("check: %w", err)}
-	}
+// create makes the buckets of a new file and moves an old file's into the
+// current schema.
+func create(b *bolt.DB) error {
 	if err := b.Update(func(tx *bolt.Tx) error {
 		v1, err := tx.CreateBucketIfNotExists(bucketV1)
 		if err != nil {

@@ -9,12 +9,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/fleet/store"
+	"github.com/tender-edge/tender/internal/boltcheck"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -153,93 +153,49 @@ func (db *DB) Backup(w io.Writer) (int64, error) {
 	return n, nil
 }
 
-// openChecked opens path and proves it readable (every bucket and key
-// walked, then tx.Check), turning bbolt's panics and memory faults on a
-// damaged file into store.ErrCorrupt.
-func openChecked(path string, timeout time.Duration) (b *bolt.DB, err error) {
-	if fi, serr := os.Stat(path); serr == nil && fi.Size() == 0 {
-		return nil, fmt.Errorf("open store %s: file is empty: %w", path, store.ErrCorrupt)
+// openChecked opens path and proves it readable (internal/boltcheck:
+// every bucket and key walked, then tx.Check), turning bbolt's panics and
+// memory faults on a damaged file into store.ErrCorrupt, then creates the
+// buckets of a new file.
+func openChecked(path string, timeout time.Duration) (*bolt.DB, error) {
+	b, err := boltcheck.Open(path, boltcheck.Options{LockTimeout: timeout, MaxDepth: 4, Verify: verifySchema})
+	var ce *boltcheck.CorruptError
+	var se *schemaError
+	switch {
+	case errors.As(err, &ce):
+		return nil, fmt.Errorf("open store %s: %v: %w; restore a backup", path, ce.Err, store.ErrCorrupt)
+	case errors.As(err, &se):
+		return nil, fmt.Errorf("open store %s: %w: version %s, this build knows %s (a newer tender wrote it)", path, store.ErrSchema, se.v, schemaVersion)
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("open store %s: %w (is another tender serve running on the same data dir?)", path, store.ErrLocked)
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			if b != nil {
-				closeQuietly(b)
-			}
-			b, err = nil, fmt.Errorf("open store %s: read: %v: %w", path, r, store.ErrCorrupt)
-		}
-	}()
-	b, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
-	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
-			return nil, fmt.Errorf("open store %s: %w (is another tender serve running on the same data dir?)", path, store.ErrLocked)
-		}
-		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("open store %s: %w", path, err)
-		}
-		return nil, fmt.Errorf("open store %s: %v: %w; restore a backup", path, err, store.ErrCorrupt)
-	}
-	if err := check(b); err != nil {
-		closeQuietly(b)
+	if err := create(b); err != nil {
+		b.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return b, nil
-}
-
-func closeQuietly(b *bolt.DB) {
-	defer func() { _ = recover() }()
-	_ = b.Close()
 }
 
 type schemaError struct{ v string }
 
 func (e *schemaError) Error() string { return "schema " + e.v }
 
-// check walks every key of every bucket in this goroutine (where a fault
-// is a recoverable panic), runs tx.Check, and creates the buckets of a
-// new file.
-func check(b *bolt.DB) error {
-	err := b.View(func(tx *bolt.Tx) error {
-		var walk func(bk *bolt.Bucket, depth int) error
-		walk = func(bk *bolt.Bucket, depth int) error {
-			return bk.ForEach(func(k, v []byte) error {
-				if v == nil {
-					if depth > 4 {
-						return errors.New("buckets nested too deep")
-					}
-					return walk(bk.Bucket(k), depth+1)
-				}
-				return nil
-			})
-		}
-		if err := tx.ForEach(func(name []byte, bk *bolt.Bucket) error { return walk(bk, 0) }); err != nil {
-			return err
-		}
-		var first error
-		for err := range tx.Check() { // drain: the checker goroutine must finish
-			if first == nil {
-				first = err
+// verifySchema refuses a file of a schema this build does not know.
+func verifySchema(tx *bolt.Tx) error {
+	if v1 := tx.Bucket(bucketV1); v1 != nil {
+		if m := v1.Bucket(bucketMeta); m != nil {
+			if s := m.Get(keySchema); s != nil && string(s) != schemaVersion {
+				return &schemaError{string(s)}
 			}
 		}
-		if first != nil {
-			return first
-		}
-		if v1 := tx.Bucket(bucketV1); v1 != nil {
-			if m := v1.Bucket(bucketMeta); m != nil {
-				if s := m.Get(keySchema); s != nil && string(s) != schemaVersion {
-					return &schemaError{string(s)}
-				}
-			}
-		}
-		return nil
-	})
-	var se *schemaError
-	if errors.As(err, &se) {
-		return fmt.Errorf("%w: version %s, this build knows %s (a newer tender wrote it)", store.ErrSchema, se.v, schemaVersion)
 	}
-	if err != nil {
-		return fmt.Errorf("check: %v: %w; restore a backup", err, store.ErrCorrupt)
-	}
+	return nil
+}
+
+// create makes the buckets of a new file.
+func create(b *bolt.DB) error {
 	return b.Update(func(tx *bolt.Tx) error {
 		v1, err := tx.CreateBucketIfNotExists(bucketV1)
 		if err != nil {
