@@ -206,7 +206,7 @@ func StartMosquitto(t testing.TB, repoRoot string, users map[string]string) *Mos
 			t.Fatal(err)
 		}
 	}
-	m := startConfigured(t, repoRoot, dir, nil, users)
+	m := startConfigured(t, repoRoot, dir, nil, "", users)
 	m.CA = ca
 	return m
 }
@@ -215,8 +215,10 @@ func StartMosquitto(t testing.TB, repoRoot string, users map[string]string) *Mos
 // fleet's broker for tender serve --broker: its CA, server certificate and
 // key, and CRL are the controller's files in dataDir (ca.crt, server.crt,
 // server.key, crl.pem), used in place, so a revocation reaches mosquitto
-// with Reload alone. users (name → password) go to its password file.
-func StartFleetMosquitto(t testing.TB, repoRoot, dataDir string, users map[string]string) *Mosquitto {
+// with Reload alone. certPort is the mutual-TLS listener's port ("": any
+// free one), for a controller started before the broker; users (name →
+// password) go to its password file.
+func StartFleetMosquitto(t testing.TB, repoRoot, dataDir, certPort string, users map[string]string) *Mosquitto {
 	t.Helper()
 	if _, err := os.Stat(MosquittoBin); err != nil {
 		t.Skipf("%s missing (apt-get install mosquitto): %v", MosquittoBin, err)
@@ -226,14 +228,15 @@ func StartFleetMosquitto(t testing.TB, repoRoot, dataDir string, users map[strin
 		"server.crt":    filepath.Join(dataDir, "server.crt"),
 		"server.key":    filepath.Join(dataDir, "server.key"),
 		"crl.pem":       filepath.Join(dataDir, "crl.pem"),
-	}, users)
+	}, certPort, users)
 }
 
 // startConfigured writes configs/mosquitto's config and ACL into dir, with
 // files (a name under /etc/mosquitto/tender/ → its path) rewritten, the
-// rest of those paths into dir, and ports of its own; fills the password
+// rest of those paths into dir, and ports of its own (certPort for the
+// mutual-TLS listener unless ""); fills the password
 // file with users; and runs it.
-func startConfigured(t testing.TB, repoRoot, dir string, files, users map[string]string) *Mosquitto {
+func startConfigured(t testing.TB, repoRoot, dir string, files map[string]string, certPort string, users map[string]string) *Mosquitto {
 	t.Helper()
 	write := func(name string, data []byte) {
 		t.Helper()
@@ -269,7 +272,10 @@ func startConfigured(t testing.TB, repoRoot, dir string, files, users map[string
 	if p, ok := files["device-ca.crt"]; ok {
 		caFile = p
 	}
-	certPort, pwPort := FreePort(t), FreePort(t)
+	if certPort == "" {
+		certPort = FreePort(t)
+	}
+	pwPort := FreePort(t)
 	s := string(conf)
 	var rewrites [][2]string
 	for name, path := range files {
