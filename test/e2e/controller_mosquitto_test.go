@@ -171,11 +171,19 @@ func TestControllerMosquitto_ACLAndRevocation(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "mosquitto reloaded", 30*time.Second, func() bool { return countLines(c.mosq, "Reloading config") > reloads })
-		if err := probe(c.mosq.CertAddr, caFile, bCert, bKey); err == nil || !strings.Contains(err.Error(), "revoked") {
-			t.Fatalf("after the reload, gw-b's certificate: got %v, want a TLS alert: revoked certificate", err)
-		}
-		// The agent itself, restarted, is refused at every attempt.
+		// The same certificate, refused in the TLS handshake (the alert,
+		// "revoked certificate", may be lost to the connection's reset).
 		refused := countLines(c.mosq, "certificate verify failed")
+		if err := probe(c.mosq.CertAddr, caFile, bCert, bKey); err == nil {
+			t.Fatal("after the reload, mosquitto still took gw-b's revoked certificate")
+		} else {
+			t.Logf("gw-b after the reload: %v", err)
+		}
+		waitFor(t, "mosquitto's log of the refused handshake", 30*time.Second, func() bool {
+			return countLines(c.mosq, "certificate verify failed") > refused
+		})
+		// The agent itself, restarted, is refused at every attempt.
+		refused = countLines(c.mosq, "certificate verify failed")
 		b.start()
 		waitFor(t, "mosquitto refusing gw-b's agent", time.Minute, func() bool {
 			return countLines(c.mosq, "certificate verify failed") > refused
