@@ -35,6 +35,7 @@ type serveOptions struct {
 	mqtt        string
 	insecureTCP string
 	brokerURL   string
+	deviceURL   string // what devices are told at enrollment (default brokerURL)
 	brokerUser  string
 	brokerPass  string // file holding the password
 	brokerCA    string
@@ -55,7 +56,13 @@ admin API token, printed once and written to DIR/admin.token (0600).
 
 The API is HTTPS on --listen; devices speak MQTT over TLS to the embedded
 broker on --mqtt (plain TCP only on --insecure-tcp), or, with --broker, to
-an external broker the controller joins as one more authenticated client.`,
+an external broker the controller joins as one more authenticated client
+(configs/mosquitto): with the client certificate DATA/controller.crt that
+it issues itself from the fleet CA (CN tender-controller), or with
+--broker-user and --broker-password-file. The broker must present a
+certificate of the fleet CA (DATA/server.crt, made for the --host names)
+and read DATA/crl.pem, which the controller writes before it connects
+and rewrites on every revocation.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -67,8 +74,9 @@ an external broker the controller joins as one more authenticated client.`,
 	f.StringVar(&o.mqtt, "mqtt", ":8883", "embedded broker's TLS address")
 	f.StringVar(&o.insecureTCP, "insecure-tcp", "", "also serve MQTT over plain TCP on this address (loopback, tests)")
 	f.StringVar(&o.brokerURL, "broker", "", "external broker URL (tls://host:8883) instead of the embedded one")
-	f.StringVar(&o.brokerUser, "broker-user", "tender-controller", "user name at the external broker")
-	f.StringVar(&o.brokerPass, "broker-password-file", "", "file holding the password at the external broker")
+	f.StringVar(&o.deviceURL, "device-broker", "", "external broker URL devices are told at enrollment (default: --broker)")
+	f.StringVar(&o.brokerUser, "broker-user", enroll.ControllerID, "user name at the external broker, with --broker-password-file")
+	f.StringVar(&o.brokerPass, "broker-password-file", "", "file holding the password at the external broker (default: log in with DATA/controller.crt, CN "+enroll.ControllerID+")")
 	f.StringVar(&o.brokerCA, "broker-ca", "", "CA file of the external broker (default: the fleet CA)")
 	f.StringSliceVar(&o.hosts, "host", nil, "names and addresses devices reach this controller by (default: the host name)")
 	f.StringVar(&o.registries, "registries", "", "registries config (YAML: registries: {host: {insecure, username, password}})")
@@ -143,11 +151,12 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 
 	g, gctx := errgroup.WithContext(ctx)
 	var (
-		tr      fleetctl.Transport
-		rv      fleetctl.Revoker
-		brokers []string
-		name    string
-		ctrlRef atomic.Pointer[fleetctl.Controller]
+		tr       fleetctl.Transport
+		rv       fleetctl.Revoker
+		brokers  []string
+		name     string
+		ctrlRef  atomic.Pointer[fleetctl.Controller]
+		external *mqttc.Client
 	)
 	if o.brokerURL != "" {
 		// The seam for an external broker: the controller is one
@@ -161,28 +170,36 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 			}
 			tlsCfg.RootCAs.AppendCertsFromPEM(pem)
 		}
-		pass := ""
+		user, pass := "", ""
 		if o.brokerPass != "" {
 			b, err := os.ReadFile(o.brokerPass)
 			if err != nil {
 				return fmt.Errorf("--broker-password-file: %w", err)
 			}
-			pass = strings.TrimSpace(string(b))
+			user, pass = o.brokerUser, strings.TrimSpace(string(b))
+		} else {
+			// The broker takes the certificate's CN as the user name
+			// (use_identity_as_username); no device may enroll as it.
+			cc, err := ca.ControllerCertificate(time.Now())
+			if err != nil {
+				return err
+			}
+			tlsCfg.Certificates = []tls.Certificate{cc}
 		}
-		cl, err := mqttc.New(mqttc.Config{Broker: o.brokerURL, ClientID: "tender-controller", Username: o.brokerUser, Password: pass,
+		cl, err := mqttc.New(mqttc.Config{Broker: o.brokerURL, ClientID: enroll.ControllerID, Username: user, Password: pass,
 			TLS: tlsCfg, CleanSession: true, Log: log.With().Str("component", "mqtt").Logger()})
 		if err != nil {
 			return err
 		}
-		g.Go(func() error { return ignoreCanceled(cl.Run(gctx)) })
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = cl.WaitConnected(wctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("external broker %s: %w", o.brokerURL, err)
-		}
 		m := fleetctl.MQTT{Client: cl}
-		tr, rv, brokers, name = m, m, []string{o.brokerURL}, o.brokerURL
+		devURL := o.deviceURL
+		if devURL == "" {
+			devURL = o.brokerURL
+		}
+		tr, rv, brokers, name = m, m, []string{devURL}, o.brokerURL
+		// Connected after fleetctl.New, which writes DATA/crl.pem: the
+		// broker cannot start before that file exists.
+		external = cl
 	} else {
 		pool := x509.NewCertPool()
 		pool.AddCert(ca.Cert)
@@ -244,6 +261,13 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		return err
 	}
 	ctrlRef.Store(ctrl)
+	if external != nil {
+		g.Go(func() error { return ignoreCanceled(external.Run(gctx)) })
+		log.Info().Str("broker", o.brokerURL).Str("crl", ctrl.Enroller().CRLPath()).Msg("waiting for the external broker")
+		if err := external.WaitConnected(gctx); err != nil {
+			return fmt.Errorf("external broker %s: %w", o.brokerURL, err)
+		}
+	}
 	srv, err := api.NewServer(api.Config{
 		Addr: o.listen, TLS: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
 		Controller: ctrl, Tokens: st.APITokens, Enroll: ctrl.EnrollHandler(), Log: log,

@@ -60,7 +60,8 @@ func (m MQTT) Subscribe(filter string, h mqttc.Handler) error {
 }
 
 // Disconnect implements Revoker: a client cannot cut another client's
-// session; the broker's CRL refuses the device's next connection.
+// session; the broker's CRL refuses the device's next connection, once
+// the broker re-read it (mosquitto: SIGHUP, configs/mosquitto).
 func (m MQTT) Disconnect(string) {}
 
 // ClearRetained implements Revoker with an empty retained message on

@@ -31,7 +31,17 @@ const (
 	ServerCertFile = "server.crt"
 	ServerKeyFile  = "server.key"
 	CRLFile        = "crl.pem"
+	// ControllerCertFile and ControllerKeyFile are the controller's
+	// client certificate at an external broker (ControllerCertificate).
+	ControllerCertFile = "controller.crt"
+	ControllerKeyFile  = "controller.key"
 )
+
+// ControllerID is the controller's identity at an external broker: the CN
+// of its client certificate, hence its MQTT user name there (mosquitto's
+// use_identity_as_username) and the user configs/mosquitto/acl grants the
+// fleet's rights to. No device may enroll under it.
+const ControllerID = "tender-controller"
 
 // Validity periods.
 const (
@@ -179,6 +189,45 @@ func (ca *CA) ServerCertificate(hosts []string, now time.Time) (tls.Certificate,
 		return tls.Certificate{}, fmt.Errorf("server certificate: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// ControllerCertificate loads the controller's client certificate for an
+// external broker (CN ControllerID, client-auth EKU, issued by the fleet
+// CA, so a broker whose cafile is ca.crt takes it as it takes devices'),
+// or issues one (and writes it, key 0600) when there is none or it ends
+// within 30 days. The chain carries the CA.
+func (ca *CA) ControllerCertificate(now time.Time) (tls.Certificate, error) {
+	certPath, keyPath := filepath.Join(ca.dir, ControllerCertFile), filepath.Join(ca.dir, ControllerKeyFile)
+	if cert, key, err := loadPair(certPath, keyPath); err == nil && cert.Subject.CommonName == ControllerID &&
+		now.Add(serverRenewBefore).Before(cert.NotAfter) && cert.CheckSignatureFrom(ca.Cert) == nil {
+		return tls.Certificate{Certificate: [][]byte{cert.Raw, ca.Cert.Raw}, PrivateKey: key, Leaf: cert}, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("controller certificate: generate key: %w", err)
+	}
+	leaf, err := ca.sign(&x509.Certificate{
+		SerialNumber: randomSerial(),
+		Subject:      pkix.Name{CommonName: ControllerID},
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     minTime(now.Add(ServerValidity), ca.Cert.NotAfter),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}, &key.PublicKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("controller certificate: %w", err)
+	}
+	keyPEM, err := pemKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return tls.Certificate{}, fmt.Errorf("controller certificate: %w", err)
+	}
+	if err := writeFileAtomic(certPath, pemCert(leaf.Raw), 0o644); err != nil {
+		return tls.Certificate{}, fmt.Errorf("controller certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // covers reports whether cert names every host.

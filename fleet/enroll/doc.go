@@ -16,6 +16,10 @@
 //	crl.pem      the CRL of revoked, unexpired device             0644
 //	             certificates, rewritten on every revocation
 //	             (mosquitto's crlfile)
+//	controller.crt the controller's client certificate at an      0644
+//	             external broker (CN tender-controller), made by
+//	             ControllerCertificate when serve uses --broker
+//	controller.key its key                                        0600
 //
 // A key file that group or others may read, or a directory they may
 // enter, is refused at start (errdefs.ErrPermissionDenied).
@@ -56,7 +60,8 @@
 // The request carries the token's id and secret (over the pinned TLS),
 // the device id, a CSR and the device's facts; never a private key (F-06).
 // The CSR must verify, hold an ECDSA P-256/P-384 or ed25519 key, and have
-// CN = the device id (a valid topic.ValidDeviceID); its SANs and other
+// CN = the device id (a valid topic.ValidDeviceID, never ControllerID:
+// that name holds the controller's rights at mosquitto); its SANs and other
 // extensions are ignored. A device id that holds a valid, unrevoked
 // certificate is refused (409): revoke it first. The certificate issued
 // has CN = device id (= MQTT username = client id), the client-auth EKU

@@ -558,3 +558,55 @@ func TestHandler(t *testing.T) {
 		t.Errorf("fourth attempt: %d, want 429 with Retry-After", w.Code)
 	}
 }
+
+// The controller's name at mosquitto holds the fleet's rights there
+// (configs/mosquitto/acl): no device may enroll under it, and trying
+// spends no use of the token.
+func TestEnrollRefusesControllerID(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tok := f.token(t, TokenOptions{Uses: 1})
+	_, err := f.e.Enroll(ctx, request(t, tok, ControllerID))
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "controller's identity") {
+		t.Fatalf("enroll as %s: got %v, want invalid argument naming the controller's identity", ControllerID, err)
+	}
+	if rec, _ := f.store.Token(ctx, tok.ID); rec.UsesLeft != 1 {
+		t.Fatalf("the refused enrollment spent a use: %d left", rec.UsesLeft)
+	}
+}
+
+// ControllerCertificate: CN tender-controller, client auth, from the
+// fleet CA, key 0600, the same one at the next start, a new one near its
+// end.
+func TestControllerCertificate(t *testing.T) {
+	f := newFixture(t)
+	now := f.clk.Now()
+	c1, err := f.e.CA().ControllerCertificate(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := c1.Leaf
+	if leaf.Subject.CommonName != ControllerID || len(leaf.ExtKeyUsage) != 1 || leaf.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
+		t.Fatalf("controller certificate: CN %q, EKU %v", leaf.Subject.CommonName, leaf.ExtKeyUsage)
+	}
+	if err := leaf.CheckSignatureFrom(f.e.CA().Cert); err != nil {
+		t.Fatalf("not from the fleet CA: %v", err)
+	}
+	if m := mode(t, filepath.Join(f.dir, ControllerKeyFile)); m != 0o600 {
+		t.Fatalf("%s mode %o, want 600", ControllerKeyFile, m)
+	}
+	c2, err := f.e.CA().ControllerCertificate(now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c2.Leaf.Equal(leaf) {
+		t.Fatal("a second start issued a new controller certificate")
+	}
+	c3, err := f.e.CA().ControllerCertificate(leaf.NotAfter.Add(-24 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c3.Leaf.Equal(leaf) {
+		t.Fatal("a controller certificate ending within a day was not renewed")
+	}
+}

@@ -25,10 +25,10 @@ type mosq struct {
 
 // startMosquitto runs Debian's mosquitto with configs/mosquitto (through
 // test/mqtttest), with device certificates for gw-a, gw-b and gw-x and the
-// password users controller and gw-c.
+// password users tender-controller and gw-c.
 func startMosquitto(t *testing.T) *mosq {
 	t.Helper()
-	mm := mqtttest.StartMosquitto(t, "../..", map[string]string{"controller": "ctl-secret", "gw-c": "c-secret"})
+	mm := mqtttest.StartMosquitto(t, "../..", map[string]string{"tender-controller": "ctl-secret", "gw-c": "c-secret"})
 	m := &mosq{certAddr: mm.CertAddr, pwAddr: mm.PwAddr, roots: mm.Roots, certs: map[string]tls.Certificate{}}
 	for _, cn := range []string{"gw-a", "gw-b", "gw-x"} {
 		c, _, _ := mm.CA.Issue(t, cn, false)
@@ -54,7 +54,7 @@ func (m *mosq) device(t *testing.T, cn, id string, now func() time.Time) *Client
 func (m *mosq) controller(t *testing.T) *Client {
 	t.Helper()
 	c := startClient(t, Config{
-		Broker: m.pwAddr, ClientID: "controller", Username: "controller", Password: "ctl-secret",
+		Broker: m.pwAddr, ClientID: "tender-controller", Username: "tender-controller", Password: "ctl-secret",
 		TLS: &tls.Config{RootCAs: m.roots},
 	})
 	connected(t, c)
@@ -168,7 +168,7 @@ func TestMosquitto_ACL(t *testing.T) {
 
 func TestMosquitto_WrongPasswordRefused(t *testing.T) {
 	m := startMosquitto(t)
-	c, err := New(Config{Broker: m.pwAddr, ClientID: "controller", Username: "controller", Password: "wrong",
+	c, err := New(Config{Broker: m.pwAddr, ClientID: "tender-controller", Username: "tender-controller", Password: "wrong",
 		TLS: &tls.Config{RootCAs: m.roots}})
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,9 @@ package e2e
 
 // tender serve with three tender-agent daemons, each with its own state,
 // socket and certificate, enrolled with join tokens: the real processes,
-// a real registry, the embedded broker over TLS.
+// a real registry, and either the embedded broker over TLS or Debian's
+// mosquitto with configs/mosquitto (tender serve --broker), the same
+// scenario on both.
 
 import (
 	"bytes"
@@ -21,6 +23,14 @@ import (
 	"github.com/tender-edge/tender/test/registry"
 )
 
+// brokerKind is the broker the controller and its devices meet at.
+type brokerKind string
+
+const (
+	embedded  brokerKind = "embedded"
+	mosquitto brokerKind = "mosquitto"
+)
+
 type controller struct {
 	t         *testing.T
 	dir       string
@@ -28,13 +38,25 @@ type controller struct {
 	regConf   string
 	cmd       *exec.Cmd
 	log       *bytes.Buffer
+	// mosq is the external broker (tender serve --broker), nil with the
+	// embedded one; mqtt is then its mutual-TLS listener.
+	mosq *mqtttest.Mosquitto
 }
 
-func startController(t *testing.T, regAddr string) *controller {
+// startController starts tender serve with broker. With mosquitto, the
+// controller starts first, as an operator would: it makes the CA, the
+// server certificate and the CRL that mosquitto reads, then waits until
+// mosquitto, started on those files, takes its connection.
+func startController(t *testing.T, regAddr string, broker brokerKind) *controller {
 	t.Helper()
 	dir := t.TempDir()
 	c := &controller{t: t, dir: filepath.Join(dir, "data"), api: "127.0.0.1:" + mqtttest.FreePort(t),
 		mqtt: "127.0.0.1:" + mqtttest.FreePort(t), regConf: filepath.Join(dir, "registries.yaml")}
+	if broker == mosquitto {
+		if _, err := os.Stat(mqtttest.MosquittoBin); err != nil {
+			t.Skipf("%s missing (apt-get install mosquitto): %v", mqtttest.MosquittoBin, err)
+		}
+	}
 	if err := os.WriteFile(c.regConf, []byte(fmt.Sprintf("registries:\n  %q: {insecure: true}\n", regAddr)), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -44,19 +66,45 @@ func startController(t *testing.T, regAddr string) *controller {
 			t.Logf("controller log:\n%s", c.log)
 		}
 	})
-	c.start()
+	if broker == embedded {
+		c.start()
+		return c
+	}
+	c.launch("--broker", "ssl://"+c.mqtt)
+	waitFor(t, "the controller's CRL", 30*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(c.dir, "crl.pem"))
+		return err == nil
+	})
+	_, port, _ := strings.Cut(c.mqtt, ":")
+	c.mosq = mqtttest.StartFleetMosquitto(t, "../..", c.dir, port, nil)
+	c.waitAPI()
 	return c
 }
 
+// start starts tender serve (again) and waits for its API.
 func (c *controller) start() {
 	c.t.Helper()
+	if c.mosq != nil {
+		c.launch("--broker", c.mosq.CertAddr)
+	} else {
+		c.launch("--mqtt", c.mqtt)
+	}
+	c.waitAPI()
+}
+
+func (c *controller) launch(broker ...string) {
+	c.t.Helper()
 	c.log = &bytes.Buffer{}
-	c.cmd = exec.Command(tenderBin, "serve", "--data", c.dir, "--listen", c.api, "--mqtt", c.mqtt,
-		"--host", "127.0.0.1", "--registries", c.regConf, "--log-level", "debug")
+	c.cmd = exec.Command(tenderBin, append([]string{"serve", "--data", c.dir, "--listen", c.api,
+		"--host", "127.0.0.1", "--registries", c.regConf, "--log-level", "debug"}, broker...)...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	if err := c.cmd.Start(); err != nil {
 		c.t.Fatal(err)
 	}
+}
+
+func (c *controller) waitAPI() {
+	c.t.Helper()
 	waitFor(c.t, "the controller's API", 30*time.Second, func() bool {
 		_, err := os.Stat(filepath.Join(c.dir, "admin.token"))
 		return err == nil && c.cli("status").code == 0
@@ -119,6 +167,14 @@ func (c *controller) json(v any, args ...string) {
 // its own, and starts it.
 func (c *controller) enroll(id, regAddr string) *daemon {
 	c.t.Helper()
+	d := c.enrollOnly(id, regAddr)
+	d.start()
+	return d
+}
+
+// enrollOnly is enroll without the start.
+func (c *controller) enrollOnly(id, regAddr string) *daemon {
+	c.t.Helper()
 	var tok struct{ Token string }
 	c.json(&tok, "token", "create", "--labels", "site=lab,name="+id, "--ttl", "10m", "--uses", "1")
 	d := prepareDaemon(c.t, fastPolicy+fmt.Sprintf("registries:\n  %q: {insecure: true}\n", regAddr))
@@ -126,7 +182,6 @@ func (c *controller) enroll(id, regAddr string) *daemon {
 	if err != nil {
 		c.t.Fatalf("enroll %s: %v\n%s", id, err, out)
 	}
-	d.start()
 	return d
 }
 
@@ -203,8 +258,15 @@ rollout: {waves: ["1", "100%%"], healthyFor: 2s, failureThreshold: "0"}
 // TestController_RolloutsAcrossThreeAgents: a good version rolls out in
 // waves to all three; a bad one stops at the first wave and is rolled back;
 // a device stopped during a rollout gets the right version when it comes
-// back; a controller restarted mid-rollout resumes it.
+// back; a controller restarted mid-rollout resumes it. The same scenario
+// with the embedded broker and with mosquitto.
 func TestController_RolloutsAcrossThreeAgents(t *testing.T) {
+	for _, b := range []brokerKind{embedded, mosquitto} {
+		t.Run(string(b), func(t *testing.T) { rolloutsAcrossThreeAgents(t, b) })
+	}
+}
+
+func rolloutsAcrossThreeAgents(t *testing.T, broker brokerKind) {
 	reg := registry.Start(t, registry.Options{})
 	archive, err := os.ReadFile(testImage)
 	if err != nil {
@@ -213,7 +275,7 @@ func TestController_RolloutsAcrossThreeAgents(t *testing.T) {
 	if err := registry.Push(context.Background(), archive, reg.Addr+"/tender/workload:1", true); err != nil {
 		t.Fatal(err)
 	}
-	c := startController(t, reg.Addr)
+	c := startController(t, reg.Addr, broker)
 	ids := []string{"gw-1", "gw-2", "gw-3"}
 	agents := map[string]*daemon{}
 	for _, id := range ids {

@@ -464,8 +464,8 @@ func TestFleet_Mosquitto(t *testing.T) {
 	for _, clock1970 := range []bool{false, true} {
 		t.Run(fmt.Sprintf("clock1970=%v", clock1970), func(t *testing.T) {
 			f := newFleet(t)
-			ms := mqtttest.StartMosquitto(t, "../..", map[string]string{"controller": "ctl-secret", deviceID: "dev-secret"})
-			f.mqttController(ms.PwAddr, "controller", "ctl-secret", &tls.Config{RootCAs: ms.Roots})
+			ms := mqtttest.StartMosquitto(t, "../..", map[string]string{"tender-controller": "ctl-secret", deviceID: "dev-secret"})
+			f.mqttController(ms.PwAddr, "tender-controller", "ctl-secret", &tls.Config{RootCAs: ms.Roots})
 			if clock1970 {
 				t.Setenv("TENDER_TEST_CLOCK_OFFSET", fmt.Sprintf("-%dh", int(time.Since(time.Unix(0, 0)).Hours())))
 			}

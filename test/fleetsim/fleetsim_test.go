@@ -318,7 +318,7 @@ func TestMosquittoTLSMemory(t *testing.T) {
 		c, _, _ := m.CA.Issue(t, id, false)
 		return c, nil
 	}
-	ctl, _ := issue("controller")
+	ctl, _ := issue("tender-controller")
 	p, err := fleetsim.DialPublisher(waitCtx(t), fleetsim.PublisherConfig{Broker: m.CertAddr, Key: priv,
 		TLS: &tls.Config{RootCAs: m.Roots, Certificates: []tls.Certificate{ctl}}})
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,36 +165,85 @@ const MosquittoBin = "/usr/sbin/mosquitto"
 
 // Mosquitto is a running mosquitto with configs/mosquitto.
 type Mosquitto struct {
-	Dir      string         // its directory: device-ca.crt, passwd, acl, ...
+	*Process
+	Dir      string         // its directory: passwd, acl, mosquitto.conf, ...
 	CertAddr string         // ssl://127.0.0.1:PORT, mutual TLS listener
 	PwAddr   string         // ssl://127.0.0.1:PORT, TLS + password listener
-	CA       *PKI           // the device CA, which also signed the server's certificate
+	CA       *PKI           // StartMosquitto: the device CA, which also signed the server's certificate
 	CAFile   string         // CA in PEM, to trust the server
 	Roots    *x509.CertPool // the same, as a pool
 }
 
+// CRL returns a CRL of the PKI, valid for a day, revoking serials.
+func (p *PKI) CRL(t testing.TB, serials ...*big.Int) []byte {
+	t.Helper()
+	now := time.Now()
+	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(24 * time.Hour)}
+	for _, s := range serials {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: now})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, p.Cert, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
 // StartMosquitto runs mosquitto with repoRoot/configs/mosquitto, paths and
-// ports rewritten into a temporary directory, and users (name → password)
-// in its password file. It skips the test if mosquitto is not installed.
+// ports rewritten into a temporary directory, a throwaway device CA (with
+// an empty CRL) and users (name → password) in its password file. It
+// skips the test if mosquitto is not installed.
 func StartMosquitto(t testing.TB, repoRoot string, users map[string]string) *Mosquitto {
 	t.Helper()
 	if _, err := os.Stat(MosquittoBin); err != nil {
 		t.Skipf("%s missing (apt-get install mosquitto): %v", MosquittoBin, err)
 	}
 	dir := t.TempDir()
+	ca := NewPKI(t, "tender test device ca")
+	_, crt, key := ca.Issue(t, "broker", true)
+	for name, data := range map[string][]byte{"device-ca.crt": ca.CertPEM(), "server.crt": crt, "server.key": key, "crl.pem": ca.CRL(t)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := startConfigured(t, repoRoot, dir, nil, "", users)
+	m.CA = ca
+	return m
+}
+
+// StartFleetMosquitto runs mosquitto with repoRoot/configs/mosquitto as a
+// fleet's broker for tender serve --broker: its CA, server certificate and
+// key, and CRL are the controller's files in dataDir (ca.crt, server.crt,
+// server.key, crl.pem), used in place, so a revocation reaches mosquitto
+// with Reload alone. certPort is the mutual-TLS listener's port ("": any
+// free one), for a controller started before the broker; users (name →
+// password) go to its password file.
+func StartFleetMosquitto(t testing.TB, repoRoot, dataDir, certPort string, users map[string]string) *Mosquitto {
+	t.Helper()
+	if _, err := os.Stat(MosquittoBin); err != nil {
+		t.Skipf("%s missing (apt-get install mosquitto): %v", MosquittoBin, err)
+	}
+	return startConfigured(t, repoRoot, t.TempDir(), map[string]string{
+		"device-ca.crt": filepath.Join(dataDir, "ca.crt"),
+		"server.crt":    filepath.Join(dataDir, "server.crt"),
+		"server.key":    filepath.Join(dataDir, "server.key"),
+		"crl.pem":       filepath.Join(dataDir, "crl.pem"),
+	}, certPort, users)
+}
+
+// startConfigured writes configs/mosquitto's config and ACL into dir, with
+// files (a name under /etc/mosquitto/tender/ → its path) rewritten, the
+// rest of those paths into dir, and ports of its own (certPort for the
+// mutual-TLS listener unless ""); fills the password
+// file with users; and runs it.
+func startConfigured(t testing.TB, repoRoot, dir string, files map[string]string, certPort string, users map[string]string) *Mosquitto {
+	t.Helper()
 	write := func(name string, data []byte) {
 		t.Helper()
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ca := NewPKI(t, "tender test device ca")
-	write("device-ca.crt", ca.CertPEM())
-	_, crt, key := ca.Issue(t, "broker", true)
-	write("server.crt", crt)
-	write("server.key", key)
-	m := &Mosquitto{Dir: dir, CA: ca, CAFile: filepath.Join(dir, "device-ca.crt"), Roots: x509.NewCertPool()}
-	m.Roots.AddCert(ca.Cert)
 	pw := filepath.Join(dir, "passwd")
 	first := true
 	for u, p := range users {
@@ -218,30 +268,67 @@ func StartMosquitto(t testing.TB, repoRoot string, users map[string]string) *Mos
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPort, pwPort := FreePort(t), FreePort(t)
+	caFile := filepath.Join(dir, "device-ca.crt")
+	if p, ok := files["device-ca.crt"]; ok {
+		caFile = p
+	}
+	if certPort == "" {
+		certPort = FreePort(t)
+	}
+	pwPort := FreePort(t)
 	s := string(conf)
-	for _, r := range [][2]string{
+	var rewrites [][2]string
+	for name, path := range files {
+		rewrites = append(rewrites, [2]string{" /etc/mosquitto/tender/" + name + "\n", " " + path + "\n"})
+	}
+	for _, r := range append(rewrites, [][2]string{
 		{"/etc/mosquitto/tender/", dir + "/"},
 		{"persistence_location /var/lib/mosquitto/", "persistence_location " + dir + "/"},
 		{"user mosquitto", "user root"},
 		{"listener 8883", "listener " + certPort + " 127.0.0.1"},
 		{"listener 8884", "listener " + pwPort + " 127.0.0.1"},
-	} {
+	}...) {
 		if !strings.Contains(s, r[0]) {
 			t.Fatalf("configs/mosquitto/mosquitto.conf has no %q to rewrite", r[0])
 		}
 		s = strings.ReplaceAll(s, r[0], r[1])
 	}
 	write("mosquitto.conf", []byte(s))
-	runMosquitto(t, filepath.Join(dir, "mosquitto.conf"))
+	m := &Mosquitto{Dir: dir, CAFile: caFile, Roots: x509.NewCertPool()}
+	pemCA, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Roots.AppendCertsFromPEM(pemCA) {
+		t.Fatalf("%s: no certificate", caFile)
+	}
+	m.Process = runMosquitto(t, filepath.Join(dir, "mosquitto.conf"))
 	m.CertAddr, m.PwAddr = "ssl://127.0.0.1:"+certPort, "ssl://127.0.0.1:"+pwPort
 	return m
+}
+
+// Process is a running mosquitto and what it logged.
+type Process struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []string
+}
+
+// Reload sends mosquitto SIGHUP (systemctl reload mosquitto): it reads
+// its config again, the CRL included.
+func (p *Process) Reload() error { return p.cmd.Process.Signal(syscall.SIGHUP) }
+
+// Log returns the lines mosquitto logged so far.
+func (p *Process) Log() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.lines...)
 }
 
 // runMosquitto starts mosquitto with conf, waits until it says it is
 // running, and kills it when the test ends (showing its log if the test
 // failed).
-func runMosquitto(t testing.TB, conf string) {
+func runMosquitto(t testing.TB, conf string) *Process {
 	t.Helper()
 	cmd := exec.Command(MosquittoBin, "-c", conf)
 	stderr, err := cmd.StderrPipe()
@@ -251,16 +338,15 @@ func runMosquitto(t testing.TB, conf string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var logMu sync.Mutex
-	var logLines []string
+	p := &Process{cmd: cmd}
 	running := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		once := sync.Once{}
 		for sc.Scan() {
-			logMu.Lock()
-			logLines = append(logLines, sc.Text())
-			logMu.Unlock()
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
 			if strings.Contains(sc.Text(), " running") {
 				once.Do(func() { close(running) })
 			}
@@ -272,20 +358,17 @@ func runMosquitto(t testing.TB, conf string) {
 		_ = cmd.Process.Kill()
 		<-exited
 		if t.Failed() {
-			logMu.Lock()
-			t.Logf("mosquitto log:\n%s", strings.Join(logLines, "\n"))
-			logMu.Unlock()
+			t.Logf("mosquitto log:\n%s", strings.Join(p.Log(), "\n"))
 		}
 	})
 	select {
 	case <-running:
 	case err := <-exited:
-		logMu.Lock()
-		defer logMu.Unlock()
-		t.Fatalf("mosquitto exited: %v\n%s", err, strings.Join(logLines, "\n"))
+		t.Fatalf("mosquitto exited: %v\n%s", err, strings.Join(p.Log(), "\n"))
 	case <-time.After(10 * time.Second):
 		t.Fatal("mosquitto did not say it is running within 10s")
 	}
+	return p
 }
 
 // StartPlainMosquitto runs mosquitto on a plain TCP listener on 127.0.0.1
