@@ -54,6 +54,10 @@ type Config struct {
 	// CommandTimeout is how long Logs and Restart wait for the device's
 	// answer (DefaultCommandTimeout).
 	CommandTimeout time.Duration
+	// EnrollLimiter bounds enrollment attempts per source address (nil:
+	// enroll's default, 10 at once then one every 6 s). Only a benchmark
+	// raises it (tender serve --enroll-rate); F-04.
+	EnrollLimiter *enroll.Limiter
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	Log zerolog.Logger
@@ -171,7 +175,7 @@ func (c *Controller) Enroller() *enroll.Enroller { return c.en }
 // EnrollHandler serves POST /v1/enroll; each device enrolled is recorded
 // in the store with the labels of its token.
 func (c *Controller) EnrollHandler() http.Handler {
-	return c.en.Handler(enroll.HandlerOptions{Enrolled: c.enrolled})
+	return c.en.Handler(enroll.HandlerOptions{Limiter: c.cfg.EnrollLimiter, Enrolled: c.enrolled})
 }
 
 // Run subscribes to the devices' topics, then runs the ingest and the
