@@ -59,11 +59,15 @@ SIM=$PWD/build/fleetsim
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_for FILE PATTERN SECONDS
+# wait_for FILE PATTERN SECONDS [PID]: gives up early when PID ends
 wait_for() {
 	local i=0
 	until grep -q "$2" "$1" 2>/dev/null; do
 		i=$((i + 1))
+		if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
+			echo "process $4 ended before '$2' in $1" >&2
+			return 1
+		fi
 		if [ "$i" -gt $(($3 * 10)) ]; then
 			echo "gave up waiting for '$2' in $1:" >&2
 			tail -5 "$1" >&2
@@ -206,8 +210,8 @@ run_serve() {
 		>"$W/devices-$mode.log" 2>"$W/devices-$mode.err" &
 	dpid=$!
 	PIDS+=($dpid)
-	wait_for "$W/devices-$mode.log" "^enrolled" $((N / 10 + 120)) || { cat "$W/devices-$mode.err" >&2; return 1; }
-	wait_for "$W/devices-$mode.log" "^connected" $((N / RATE * 10 + 120))
+	wait_for "$W/devices-$mode.log" "^enrolled" $((N / 10 + 120)) "$dpid" || { cat "$W/devices-$mode.err" >&2; return 1; }
+	wait_for "$W/devices-$mode.log" "^connected" $((N / RATE * 10 + 120)) "$dpid" || { cat "$W/devices-$mode.err" >&2; return 1; }
 	local i=0 online=0
 	until online=$("$TENDER" status -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["online"])') && [ "$online" -ge "$N" ]; do
 		i=$((i + 1))

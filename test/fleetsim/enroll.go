@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -43,7 +44,8 @@ type EnrollConfig struct {
 	// Facts are the facts device i sends (default: as Config's).
 	Facts func(i int, id string) wire.DeviceFacts
 	// Timeout bounds one request (default 30s). A 429 answer is retried
-	// after its Retry-After until ctx ends.
+	// after its Retry-After, a 503 (the token's use raced another
+	// enrollment) after up to 110ms, each at most 1000 times.
 	Timeout time.Duration
 }
 
@@ -59,7 +61,7 @@ type Enrollment struct {
 	FleetKey ed25519.PublicKey
 	// Brokers are the MQTT URLs the controller named (tls://HOST:PORT).
 	Brokers []string
-	// Retries counts the attempts answered 429 and tried again.
+	// Retries counts the attempts answered 429 or 503 and tried again.
 	Retries int
 }
 
@@ -238,9 +240,17 @@ func enrollOne(ctx context.Context, client *http.Client, u string, tok wire.Join
 		if err != nil {
 			return tls.Certificate{}, wire.EnrollResponse{}, retries, fmt.Errorf("read answer: %v: %w", err, errdefs.ErrUnavailable)
 		}
-		if resp.StatusCode == http.StatusTooManyRequests {
-			wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-			if err := sleep(ctx, time.Duration(max(wait, 1))*time.Second); err != nil {
+		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+			// Rate-limited, or the token's use raced another
+			// enrollment's: both say try again.
+			wait := 10*time.Millisecond + time.Duration(mrand.Int64N(int64(100*time.Millisecond)))
+			if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+				wait = time.Duration(s) * time.Second
+			}
+			if retries >= 1000 {
+				return tls.Certificate{}, wire.EnrollResponse{}, retries, fmt.Errorf("refused %d times, last %d: %w", retries+1, resp.StatusCode, errdefs.ErrUnavailable)
+			}
+			if err := sleep(ctx, wait); err != nil {
 				return tls.Certificate{}, wire.EnrollResponse{}, retries, err
 			}
 			continue
