@@ -26,14 +26,15 @@ type controller struct {
 	dir       string
 	api, mqtt string
 	regConf   string
+	args      []string // more flags of tender serve
 	cmd       *exec.Cmd
 	log       *bytes.Buffer
 }
 
-func startController(t *testing.T, regAddr string) *controller {
+func startController(t *testing.T, regAddr string, args ...string) *controller {
 	t.Helper()
 	dir := t.TempDir()
-	c := &controller{t: t, dir: filepath.Join(dir, "data"), api: "127.0.0.1:" + mqtttest.FreePort(t),
+	c := &controller{t: t, dir: filepath.Join(dir, "data"), args: args, api: "127.0.0.1:" + mqtttest.FreePort(t),
 		mqtt: "127.0.0.1:" + mqtttest.FreePort(t), regConf: filepath.Join(dir, "registries.yaml")}
 	if err := os.WriteFile(c.regConf, []byte(fmt.Sprintf("registries:\n  %q: {insecure: true}\n", regAddr)), 0o600); err != nil {
 		t.Fatal(err)
@@ -53,6 +54,7 @@ func (c *controller) start() {
 	c.log = &bytes.Buffer{}
 	c.cmd = exec.Command(tenderBin, "serve", "--data", c.dir, "--listen", c.api, "--mqtt", c.mqtt,
 		"--host", "127.0.0.1", "--registries", c.regConf, "--log-level", "debug")
+	c.cmd.Args = append(c.cmd.Args, c.args...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	if err := c.cmd.Start(); err != nil {
 		c.t.Fatal(err)
