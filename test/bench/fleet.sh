@@ -128,6 +128,7 @@ TENDER=$PWD/build/tender
 HZ=$(getconf CLK_TCK)
 cpu_of() { awk -v hz="$HZ" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; } # utime+stime, seconds
 hwm_of() { awk '/VmHWM/ {print $2 * 1024}' "/proc/$1/status"; }
+parts_of() { awk '/RssAnon|RssFile/ {printf "%s %.1f MiB ", $1, $2 / 1024}' "/proc/$1/status"; } # heap and stacks vs the store's mmap
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
 sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
@@ -213,21 +214,21 @@ run_serve() {
 	wait_for "$W/devices-$mode.log" "^enrolled" $((N / 10 + 120)) "$dpid" || { cat "$W/devices-$mode.err" >&2; return 1; }
 	wait_for "$W/devices-$mode.log" "^connected" $((N / RATE * 10 + 120)) "$dpid" || { cat "$W/devices-$mode.err" >&2; return 1; }
 	local i=0 online=0
-	until online=$("$TENDER" status -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["online"])') && [ "$online" -ge "$N" ]; do
+	until online=$("$TENDER" status -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["online"])' 2>/dev/null) && [ "$online" -ge "$N" ]; do
 		i=$((i + 1))
 		[ "$i" -gt 600 ] && { echo "only $online of $N devices online at the controller after 2 minutes" >&2; return 1; }
 		sleep 0.2
 	done
-	local rss1 cpu1
-	rss1=$(rss_of "$CPID") cpu1=$(cpu_of "$CPID")
+	local rss1 cpu1 parts1
+	rss1=$(rss_of "$CPID") cpu1=$(cpu_of "$CPID") parts1=$(parts_of "$CPID")
 
 	rollout 1
 	local roll1=$ROLL cpuroll1=$CPU
 	rollout 2
 	local roll2=$ROLL cpuroll2=$CPU
 	sleep 1.5 # one more statistics line, after the last report
-	local rss2 hwm last
-	rss2=$(rss_of "$CPID") hwm=$(hwm_of "$CPID")
+	local rss2 hwm last parts2
+	rss2=$(rss_of "$CPID") hwm=$(hwm_of "$CPID") parts2=$(parts_of "$CPID")
 	last=$(grep '^{' "$W/devices-$mode.log" | tail -1)
 	echo "== tender serve ($([ "$mode" = serve ] && echo embedded broker || echo through mosquitto)), $N devices, mutual TLS"
 	echo "   $(grep -m1 '^enrolled' "$W/devices-$mode.log") through POST /v1/enroll"
@@ -235,6 +236,7 @@ run_serve() {
 	echo "   apply version 1 (first install) -> rollout succeeded: ${roll1}s, controller CPU ${cpuroll1}s"
 	echo "   apply version 2 (waves 1%, 10%, 100%, no soak) -> rollout succeeded, every device reporting it: ${roll2}s, controller CPU ${cpuroll2}s"
 	echo "   controller RSS: $(mib "$rss0") idle, $(mib "$rss1") with the fleet connected ($(((rss1 - rss0) / N)) bytes per device), $(mib "$rss2") after the rollouts, peak $(mib "$hwm"); CPU ${cpu1}s up to all connected"
+	echo "   controller RSS split: connected: $parts1; after: $parts2; store $(mib "$(stat -c %s "$data/fleet.db" 2>/dev/null || echo 0)")"
 	echo "   simulator RSS $(mib "$(rss_of "$dpid")"); $(echo "$last" | python3 -c 'import json,sys; s=json.load(sys.stdin); l=s["latency"]; print("verified %d refused %d reports %d connect errors %d disconnects %d; issuedAt->report (both rollouts) p50 %.0fms p99 %.0fms max %.0fms" % (s["verified"], s["refused"], s["reports"], s["connectErrors"], s["disconnects"], l["p50"]/1e6, l["p99"]/1e6, l["max"]/1e6))')"
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
