@@ -1,6 +1,7 @@
-// Command fleetsim runs simulated Tender devices against an MQTT broker,
-// and the pieces a benchmark needs around them until `tender serve`
-// exists: a throwaway PKI, an embedded broker and a test publisher.
+// Command fleetsim runs simulated Tender devices against an MQTT broker:
+// enrolled at `tender serve` (-enroll), or, against a bare broker, with the
+// pieces a benchmark needs around them: a throwaway PKI, an embedded
+// broker and a test publisher.
 //
 //	fleetsim pki     -dir D                       CA, broker and controller certificates, fleet key
 //	fleetsim broker  -dir D -listen 127.0.0.1:8883  embedded mochi, mutual TLS with D's CA
