@@ -155,7 +155,7 @@ rollout() {
 		echo "   (tender apply of $1 got no answer in the CLI's 30 s: the API waits for the controller's loop; polling for the rollout it started)" >&2
 	fi
 	APPLIED=$(secs "$t0" "$(now)")
-	until phase=$("$TENDER" rollout status demo -o json 2>/dev/null | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["phase"] if r["to"].startswith(sys.argv[1]) else "")' "$1") &&
+	until phase=$("$TENDER" rollout status demo -o json 2>/dev/null | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["phase"] if r["to"].startswith(sys.argv[1]) else "")' "$1" 2>/dev/null) &&
 		[ "$phase" = succeeded ]; do
 		case $phase in rolled-back | aborted | rolling-back)
 			echo "rollout of $1: $phase" >&2
