@@ -8,7 +8,7 @@ SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
 
-.PHONY: all build cross testimage test vet fmt-check run demo-agent bench size deps clean
+.PHONY: all build cross testimage test vet fmt-check run demo-agent bench bench-fleet size deps clean
 
 all: build
 
@@ -87,6 +87,14 @@ demo-agent: build testimage
 bench: deps build testimage
 	./test/bench/start.sh
 	./test/bench/pull.sh
+
+# The fleet benchmark (issue 10): tender serve and FLEET_N simulated
+# devices (default 10,000) enrolled, connected over mutual TLS and rolled
+# out to in waves; FLEET_BROKERS="serve mochi mosquitto"
+# for more. Minutes long, not part of `make test`.
+FLEET_N ?= 10000
+bench-fleet: deps build testimage
+	./test/bench/fleet.sh $(FLEET_N)
 
 # Stripped size per architecture, what weighs most in it, and whether the
 # linker can drop unused methods (a report; it never fails on a size).

@@ -54,6 +54,10 @@ type Config struct {
 	// CommandTimeout is how long Logs and Restart wait for the device's
 	// answer (DefaultCommandTimeout).
 	CommandTimeout time.Duration
+	// EnrollLimiter bounds enrollment attempts per source address (nil:
+	// enroll's default, 10 at once then one every 6 s). Only a benchmark
+	// raises it (tender serve --enroll-rate); F-04.
+	EnrollLimiter *enroll.Limiter
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	Log zerolog.Logger
@@ -97,9 +101,14 @@ type Controller struct {
 	log     zerolog.Logger
 	started time.Time
 
-	in    chan inMsg       // ingest: handlers → batcher
-	kick  chan struct{}    // cap 1: something changed, run the loop
-	calls chan func(*loop) // closures run on the loop goroutine
+	in chan inMsg // ingest: handlers → batcher
+	// stopped is closed when Run returns: handlers still called by the
+	// broker (the Last Wills of devices it closes at shutdown) drop
+	// their message instead of blocking its clients for good.
+	stopped  chan struct{}
+	stopOnce sync.Once
+	kick     chan struct{}    // cap 1: something changed, run the loop
+	calls    chan func(*loop) // closures run on the loop goroutine
 
 	refused      atomic.Uint64 // F-08: payload device ≠ topic device
 	storeRefused atomic.Uint64 // the same, caught by the store (events of a batch)
@@ -142,7 +151,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Controller, error) {
 	c := &Controller{
 		cfg: cfg, st: deps.Store, key: deps.Key, tr: deps.Transport, rv: deps.Revoker, res: deps.Resolver, met: deps.Metrics,
 		log: cfg.Log, started: cfg.Now(),
-		in: make(chan inMsg, 4096), kick: make(chan struct{}, 1), calls: make(chan func(*loop)),
+		in: make(chan inMsg, 4096), stopped: make(chan struct{}), kick: make(chan struct{}, 1), calls: make(chan func(*loop)),
 		waiting: map[string]waiter{},
 	}
 	var err error
@@ -171,13 +180,14 @@ func (c *Controller) Enroller() *enroll.Enroller { return c.en }
 // EnrollHandler serves POST /v1/enroll; each device enrolled is recorded
 // in the store with the labels of its token.
 func (c *Controller) EnrollHandler() http.Handler {
-	return c.en.Handler(enroll.HandlerOptions{Enrolled: c.enrolled})
+	return c.en.Handler(enroll.HandlerOptions{Limiter: c.cfg.EnrollLimiter, Enrolled: c.enrolled})
 }
 
 // Run subscribes to the devices' topics, then runs the ingest and the
 // loop until ctx ends. It returns ctx's error, or the first failure to
 // start.
 func (c *Controller) Run(ctx context.Context) error {
+	defer c.stopOnce.Do(func() { close(c.stopped) })
 	lp, err := c.loadLoop(ctx)
 	if err != nil {
 		return err

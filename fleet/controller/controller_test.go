@@ -17,6 +17,7 @@ import (
 
 	"github.com/tender-edge/tender/fleet/api"
 	"github.com/tender-edge/tender/fleet/controller"
+	"github.com/tender-edge/tender/fleet/enroll"
 	"github.com/tender-edge/tender/fleet/store"
 	"github.com/tender-edge/tender/fleet/store/boltdb"
 	"github.com/tender-edge/tender/sync/mqttc"
@@ -46,6 +47,8 @@ type harness struct {
 	starts int
 	// resolver, if set before start, resolves image tags at Apply.
 	resolver controller.Resolver
+	// limiter, if set before start, is Config.EnrollLimiter.
+	limiter *enroll.Limiter
 }
 
 func newHarness(t *testing.T) *harness {
@@ -93,7 +96,7 @@ func (h *harness) start() {
 		t.Fatal(err)
 	}
 	tr := controller.MQTT{Client: cl}
-	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, Log: testLog(t)},
+	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Log: testLog(t)},
 		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: tr, Resolver: h.resolver})
 	if err != nil {
 		t.Fatal(err)

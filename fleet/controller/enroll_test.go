@@ -10,10 +10,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +151,71 @@ func TestEnrollLabelAndRemoveDevice(t *testing.T) {
 	}
 	if err := h.st.Audit.Verify(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The enrollment rate limit per source address (F-04) holds by default:
+// the 11th attempt from one address at once is refused 429 and stores no
+// device. Raised for a benchmark (Config.EnrollLimiter, tender serve
+// --enroll-rate), many devices enroll from one address, and the token's
+// checks stay: a wrong secret is 401, a used-up token 403.
+func TestEnrollRateLimit(t *testing.T) {
+	ctx := context.Background()
+	post := func(url string, body []byte) int {
+		t.Helper()
+		resp, err := http.Post(url+"/v1/enroll", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	const n = 25
+	for _, c := range []struct {
+		name    string
+		limiter *enroll.Limiter
+		ok      int // enrollments answered 200
+	}{
+		{"default", nil, enroll.DefaultLimitBurst},
+		{"raised", enroll.NewLimiter(time.Millisecond, 1000), n},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := &harness{t: t, limiter: c.limiter}
+			h.init()
+			created, err := h.c.CreateJoinToken(ctx, admin, api.JoinTokenRequest{Labels: map[string]string{"site": "bench"}, TTL: time.Hour, Uses: n})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(h.c.EnrollHandler())
+			defer srv.Close()
+			ok := 0
+			for i := range n {
+				id := fmt.Sprintf("sim-%05d", i)
+				switch st := post(srv.URL, enrollRequest(t, created.Token, id)); st {
+				case http.StatusOK:
+					ok++
+				case http.StatusTooManyRequests:
+					if _, err := h.c.Device(ctx, id); !errdefs.IsNotFound(err) {
+						t.Fatalf("%s refused 429 but stored: %v", id, err)
+					}
+				default:
+					t.Fatalf("%s: status %d", id, st)
+				}
+			}
+			if ok != c.ok {
+				t.Fatalf("%d enrollments from one address answered 200, want %d", ok, c.ok)
+			}
+			if c.limiter == nil {
+				return
+			}
+			tok, _ := wire.ParseJoinToken(created.Token)
+			tok.Secret = strings.Repeat("0", wire.JoinTokenSecretLen)
+			if st := post(srv.URL, enrollRequest(t, tok.String(), "sim-wrong")); st != http.StatusUnauthorized {
+				t.Fatalf("wrong secret with the limit raised: %d, want 401", st)
+			}
+			if st := post(srv.URL, enrollRequest(t, created.Token, "sim-extra")); st != http.StatusForbidden {
+				t.Fatalf("token used up (%d uses) with the limit raised: %d, want 403", n, st)
+			}
+		})
 	}
 }

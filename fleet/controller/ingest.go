@@ -79,7 +79,10 @@ func (c *Controller) receive(m mqttc.Message) {
 			Msg("message names another device than its topic: dropped")
 		return
 	}
-	c.in <- msg
+	select {
+	case c.in <- msg:
+	case <-c.stopped:
+	}
 }
 
 func (c *Controller) bad(id string, kind topic.Kind, err error) {

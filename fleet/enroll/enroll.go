@@ -16,6 +16,7 @@ import (
 	"maps"
 	"math/big"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -71,6 +72,14 @@ type Enroller struct {
 
 	mu      sync.Mutex
 	revoked map[string]bool // serials (hex)
+	// live are the unrevoked certificates by device id, and enrolling
+	// the ids being enrolled now: enrollment checks them without
+	// listing every certificate (which made enrolling n devices O(n²)),
+	// and two enrollments of one id at once cannot both pass. Like
+	// revoked, they assume this Enroller is the only writer of its
+	// store's certificate records.
+	live      map[string][]CertRecord
+	enrolling map[string]bool
 }
 
 // New loads (or on first start creates) the CA under cfg.Dir and the
@@ -89,7 +98,7 @@ func New(ctx context.Context, cfg Config) (*Enroller, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Enroller{cfg: cfg, ca: ca, revoked: map[string]bool{}}
+	e := &Enroller{cfg: cfg, ca: ca, revoked: map[string]bool{}, live: map[string][]CertRecord{}, enrolling: map[string]bool{}}
 	certs, err := cfg.Store.Certs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: list certificates: %w", err)
@@ -97,6 +106,8 @@ func New(ctx context.Context, cfg Config) (*Enroller, error) {
 	for _, c := range certs {
 		if !c.RevokedAt.IsZero() {
 			e.revoked[c.Serial] = true
+		} else {
+			e.live[c.DeviceID] = append(e.live[c.DeviceID], c)
 		}
 	}
 	if err := e.writeCRL(certs); err != nil {
@@ -214,9 +225,10 @@ func (e *Enroller) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.Enr
 	if err != nil {
 		return wire.EnrollResponse{}, err
 	}
-	if err := e.checkNotEnrolled(ctx, req.DeviceID, now); err != nil {
+	if err := e.reserve(req.DeviceID, now); err != nil {
 		return wire.EnrollResponse{}, err
 	}
+	defer e.release(req.DeviceID)
 	rec, err = e.consume(ctx, rec, req.Secret, now)
 	if err != nil {
 		return wire.EnrollResponse{}, err
@@ -233,9 +245,13 @@ func (e *Enroller) Enroll(ctx context.Context, req wire.EnrollRequest) (wire.Enr
 	if err != nil {
 		return wire.EnrollResponse{}, fmt.Errorf("issue certificate for %s: %w", req.DeviceID, err)
 	}
-	if err := e.cfg.Store.PutCert(ctx, CertRecord{Serial: serialHex(cert.SerialNumber), DeviceID: req.DeviceID, NotAfter: cert.NotAfter}); err != nil {
+	crec := CertRecord{Serial: serialHex(cert.SerialNumber), DeviceID: req.DeviceID, NotAfter: cert.NotAfter}
+	if err := e.cfg.Store.PutCert(ctx, crec); err != nil {
 		return wire.EnrollResponse{}, fmt.Errorf("record certificate of %s: %w", req.DeviceID, err)
 	}
+	e.mu.Lock()
+	e.live[req.DeviceID] = append(e.live[req.DeviceID], crec)
+	e.mu.Unlock()
 	return wire.EnrollResponse{
 		Schema: wire.EnrollSchema, DeviceID: req.DeviceID,
 		Certificate: string(pemCert(cert.Raw)), CA: string(e.ca.PEM),
@@ -285,19 +301,29 @@ func (e *Enroller) consume(ctx context.Context, rec TokenRecord, secret string, 
 	return TokenRecord{}, fmt.Errorf("consume a use of join token %s: too many concurrent enrollments, try again: %w", rec.ID, errdefs.ErrUnavailable)
 }
 
-// checkNotEnrolled refuses a device id that holds a valid certificate.
-func (e *Enroller) checkNotEnrolled(ctx context.Context, id string, now time.Time) error {
-	certs, err := e.cfg.Store.Certs(ctx)
-	if err != nil {
-		return fmt.Errorf("list certificates: %w", err)
-	}
-	for _, c := range certs {
-		if c.DeviceID == id && c.RevokedAt.IsZero() && now.Before(c.NotAfter) {
+// reserve refuses a device id that holds a valid certificate, or that
+// another enrollment is enrolling now; otherwise it marks id as being
+// enrolled until release.
+func (e *Enroller) reserve(id string, now time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.live[id] {
+		if now.Before(c.NotAfter) {
 			return fmt.Errorf("device %s is already enrolled (certificate %s): remove it first ('tender device rm %s') or choose another id: %w",
 				id, c.Serial, id, errdefs.ErrAlreadyExists)
 		}
 	}
+	if e.enrolling[id] {
+		return fmt.Errorf("device %s is being enrolled by another request: %w", id, errdefs.ErrAlreadyExists)
+	}
+	e.enrolling[id] = true
 	return nil
+}
+
+func (e *Enroller) release(id string) {
+	e.mu.Lock()
+	delete(e.enrolling, id)
+	e.mu.Unlock()
 }
 
 // checkCSR parses and checks a CSR for device id.
@@ -359,6 +385,10 @@ func (e *Enroller) Revoke(ctx context.Context, target string) ([]string, error) 
 		}
 		e.mu.Lock()
 		e.revoked[c.Serial] = true
+		e.live[c.DeviceID] = slices.DeleteFunc(e.live[c.DeviceID], func(l CertRecord) bool { return l.Serial == c.Serial })
+		if len(e.live[c.DeviceID]) == 0 {
+			delete(e.live, c.DeviceID)
+		}
 		e.mu.Unlock()
 		revoked = append(revoked, c.Serial)
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -608,5 +610,101 @@ func TestControllerCertificate(t *testing.T) {
 	}
 	if c3.Leaf.Equal(leaf) {
 		t.Fatal("a controller certificate ending within a day was not renewed")
+	}
+}
+
+// countingStore counts the listings of every certificate.
+type countingStore struct {
+	*MemStore
+	lists atomic.Int64
+}
+
+func (s *countingStore) Certs(ctx context.Context) ([]CertRecord, error) {
+	s.lists.Add(1)
+	return s.MemStore.Certs(ctx)
+}
+
+// Enrolling a device does not list every certificate (which made a fleet
+// of n devices cost O(n²) to enroll); the check that a device id holds no
+// valid certificate survives a restart (the index is rebuilt from the
+// store) and a revocation frees the id.
+func TestEnrollIndexesCertificates(t *testing.T) {
+	ctx := context.Background()
+	pub, _, err := sign.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &countingStore{MemStore: NewMemStore()}
+	dir := filepath.Join(t.TempDir(), "pki")
+	cfg := Config{Dir: dir, Store: st, Brokers: []string{"tls://127.0.0.1:8883"}, SigningKey: pub}
+	e, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := e.CreateToken(ctx, TokenOptions{Uses: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := wire.ParseJoinToken(s)
+	before := st.lists.Load()
+	for i := range 30 {
+		if _, err := e.Enroll(ctx, request(t, tok, fmt.Sprintf("gw-%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := st.lists.Load() - before; n != 0 {
+		t.Fatalf("30 enrollments listed every certificate %d times, want 0", n)
+	}
+
+	e2, err := New(ctx, cfg) // a restart
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2.Enroll(ctx, request(t, tok, "gw-7")); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("gw-7 enrolled again after a restart: %v, want already exists", err)
+	}
+	if _, err := e2.Revoke(ctx, "gw-7"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2.Enroll(ctx, request(t, tok, "gw-7")); err != nil {
+		t.Fatalf("gw-7 after its revocation: %v", err)
+	}
+	if _, err := e2.Enroll(ctx, request(t, tok, "gw-7")); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("gw-7 enrolled twice after its revocation: %v, want already exists", err)
+	}
+}
+
+// Requests enrolling one device id at once: exactly one gets a
+// certificate, the others are refused as already enrolled.
+func TestEnrollSameIDOnce(t *testing.T) {
+	f := newFixture(t)
+	const n = 8
+	tok := f.token(t, TokenOptions{Uses: n})
+	reqs := make([]wire.EnrollRequest, n)
+	for i := range reqs {
+		reqs[i] = request(t, tok, "gw-same")
+	}
+	var wg sync.WaitGroup
+	var won, refused atomic.Int64
+	start := make(chan struct{})
+	for _, r := range reqs {
+		wg.Go(func() {
+			<-start
+			_, err := f.e.Enroll(context.Background(), r)
+			switch {
+			case err == nil:
+				won.Add(1)
+			case errdefs.IsAlreadyExists(err):
+				refused.Add(1)
+			default:
+				t.Errorf("enroll: %v", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	certs, _ := f.store.Certs(context.Background())
+	if won.Load() != 1 || refused.Load() != n-1 || len(certs) != 1 {
+		t.Fatalf("%d enrollments of one id won, %d refused, %d certificates; want 1, %d, 1", won.Load(), refused.Load(), len(certs), n-1)
 	}
 }

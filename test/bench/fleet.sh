@@ -1,32 +1,42 @@
 #!/bin/bash
 # Fleet benchmark (issue 10): N simulated devices (test/fleetsim, default
 # 10,000) speaking MQTT over mutual TLS, each with its own certificate,
-# verifying every signed desired document as the agent does. For each
-# broker: the time to connect them all, the time from publishing one
-# generation to every device to the whole fleet reporting it, and the
-# simulator's RSS (per device).
+# verifying every signed desired document as the agent does.
 #
-#   test/bench/fleet.sh [N]
+#   test/bench/fleet.sh [N]          (make bench-fleet; FLEET_N=1000 make bench-fleet)
 #
-# Brokers (FLEET_BROKERS, default "mochi mosquitto"):
-#   mochi       embedded mochi (fleetsim broker), the controller's broker
-#   mosquitto   Debian's mosquitto with the ACL of configs/mosquitto
-#   external    the broker at FLEET_BROKER, e.g. `tender serve`'s:
+# Modes (FLEET_BROKERS, default "serve"):
+#   serve       `tender serve` with its embedded broker: the devices enroll
+#               through POST /v1/enroll with one join token of N uses (the
+#               controller runs with --enroll-rate, the benchmark-only knob
+#               raising the per-address limit), connect with the
+#               certificates and fleet key enrollment gave them, then the
+#               demo app is applied (version 1) and rolled out to version 2
+#               in waves of 1%, 10%, 100%, no soak (healthyFor 0,
+#               maxUnavailable 100%: the waves are the only gate). For each:
+#               the time from `tender apply` to the rollout succeeded with
+#               every device reporting the version (polled with `tender
+#               rollout status demo -o json`), the controller's CPU seconds
+#               (utime+stime from /proc) over it; the controller's RSS with
+#               the fleet connected, its peak (VmHWM), and RSS per device.
+#   mochi       bare embedded mochi (fleetsim broker) and the test publisher
+#   mosquitto   bare mosquitto with the ACL of configs/mosquitto and the test publisher
+#   external    the broker at FLEET_BROKER and the test publisher:
 #     FLEET_BROKER=ssl://127.0.0.1:8883   its address
 #     FLEET_CA_CERT, FLEET_CA_KEY          the CA issuing device certificates
-#                                          (tender serve: DATA/ca.crt, ca.key)
 #     FLEET_ROOT_CA                        CA of the broker's certificate (default FLEET_CA_CERT)
 #     FLEET_PUB                            the fleet public key devices verify with
-#     FLEET_PUBLISH=0                      let the controller publish instead of
+#     FLEET_PUBLISH=0                      let a controller publish instead of
 #                                          the test publisher (which then needs
 #                                          FLEET_KEY, FLEET_CTL_CERT, FLEET_CTL_KEY)
-# Other knobs: FLEET_RATE (connects/s, default 1000), FLEET_APPLY_DELAY (default 0s).
+# Other knobs: FLEET_RATE (connects/s, default 1000), FLEET_APPLY_DELAY
+# (default 0s), FLEET_ENROLL_WORKERS (default 4).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-10000}
 RATE=${FLEET_RATE:-1000}
 DELAY=${FLEET_APPLY_DELAY:-0s}
-BROKERS=${FLEET_BROKERS:-mochi mosquitto}
+BROKERS=${FLEET_BROKERS:-serve}
 [ -n "${FLEET_BROKER:-}" ] && BROKERS=external
 
 ulimit -n $((4 * N + 4096)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -46,11 +56,15 @@ SIM=$PWD/build/fleetsim
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_for FILE PATTERN SECONDS
+# wait_for FILE PATTERN SECONDS [PID]: gives up early when PID ends
 wait_for() {
 	local i=0
 	until grep -q "$2" "$1" 2>/dev/null; do
 		i=$((i + 1))
+		if [ -n "${4:-}" ] && ! kill -0 "$4" 2>/dev/null; then
+			echo "process $4 ended before '$2' in $1" >&2
+			return 1
+		fi
 		if [ "$i" -gt $(($3 * 10)) ]; then
 			echo "gave up waiting for '$2' in $1:" >&2
 			tail -5 "$1" >&2
@@ -106,7 +120,137 @@ start_broker() { # sets URL
 rss_of() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$1/status"; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f MiB", b / 1048576}'; }
 
+# --- `tender serve` modes -------------------------------------------------
+TENDER=$PWD/build/tender
+HZ=$(getconf CLK_TCK)
+cpu_of() { awk -v hz="$HZ" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; } # utime+stime, seconds
+hwm_of() { awk '/VmHWM/ {print $2 * 1024}' "/proc/$1/status"; }
+parts_of() { awk '/RssAnon|RssFile/ {printf "%s %.1f MiB ", $1, $2 / 1024}' "/proc/$1/status"; } # heap and stacks vs the store's mmap
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
+sub() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", b - a}'; }
+
+app_spec() { # VERSION: the demo app, on every device, waves of 1%, 10%, 100%, no soak
+	cat <<-EOF
+		name: demo
+		version: "$1"
+		containers:
+		  - name: main
+		    image: $REG/demo/workload:$1
+		    resources: {memory: 16Mi, cpu: 10m}
+		placement: {selector: {fleet: bench}}
+		rollout: {waves: ["1%", "10%", "100%"], maxUnavailable: "100%"}
+	EOF
+}
+
+# rollout VERSION: applies the demo app at VERSION and waits for its
+# rollout to succeed; sets ROLL (seconds from apply to succeeded) and CPU
+# (controller CPU seconds over it).
+rollout() {
+	app_spec "$1" >"$W/demo-$1.yaml"
+	local c0 t0 phase i=0
+	c0=$(cpu_of "$CPID")
+	t0=$(now)
+	if ! "$TENDER" apply -f "$W/demo-$1.yaml" >/dev/null; then
+		echo "   (tender apply of $1 got no answer in the CLI's 30 s: the API waits for the controller's loop; polling for the rollout it started)" >&2
+	fi
+	APPLIED=$(secs "$t0" "$(now)")
+	until phase=$("$TENDER" rollout status demo -o json 2>/dev/null | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["phase"] if r["to"].startswith(sys.argv[1]) else "")' "$1" 2>/dev/null) &&
+		[ "$phase" = succeeded ]; do
+		case $phase in rolled-back | aborted | rolling-back)
+			echo "rollout of $1: $phase" >&2
+			"$TENDER" rollout status demo >&2
+			return 1
+			;;
+		esac
+		i=$((i + 1))
+		[ "$i" -gt 3000 ] && { echo "rollout of $1 did not end in 10 minutes" >&2; "$TENDER" rollout status demo >&2; return 1; }
+		sleep 0.2
+	done
+	ROLL=$(secs "$t0" "$(now)")
+	CPU=$(sub "$c0" "$(cpu_of "$CPID")")
+}
+
+run_serve() {
+	local mode=$1 api mqtt regport data=$W/controller
+	api=$(free_port) mqtt=$(free_port) regport=$(free_port)
+	REG=127.0.0.1:$regport
+	mkdir -p "$W/registry" "$data"
+	chmod 0700 "$data"
+	cat >"$W/registry.yml" <<-EOF
+		version: 0.1
+		log: {level: error, accesslog: {disabled: true}}
+		storage: {filesystem: {rootdirectory: $W/registry}}
+		http: {addr: $REG}
+	EOF
+	/usr/bin/docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 &
+	PIDS+=($!)
+	for _ in $(seq 100); do curl -fsS "http://$REG/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+	for v in 1 2; do "$PUSH" -insecure build/testimage.tar "$REG/demo/workload:$v" >/dev/null; done
+	printf 'registries:\n  "%s": {insecure: true}\n' "$REG" >"$W/registries.yaml"
+
+	"$TENDER" serve --data "$data" --listen "127.0.0.1:$api" --mqtt "127.0.0.1:$mqtt" --host 127.0.0.1 \
+		--registries "$W/registries.yaml" --enroll-rate 100000 --log-level warn >"$W/controller.log" 2>&1 &
+	CPID=$!
+	PIDS+=($CPID)
+	for _ in $(seq 300); do [ -s "$data/admin.token" ] && curl -ksS "https://127.0.0.1:$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+	export TENDER_SERVER=https://127.0.0.1:$api TENDER_CA=$data/ca.crt
+	TENDER_TOKEN=$(cat "$data/admin.token")
+	export TENDER_TOKEN
+	local rss0 token
+	rss0=$(rss_of "$CPID")
+	token=$("$TENDER" token create --labels fleet=bench --ttl 2h --uses "$N" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+
+	"$SIM" devices -enroll "https://127.0.0.1:$api" -token "$token" -enroll-workers "${FLEET_ENROLL_WORKERS:-4}" \
+		-n "$N" -rate "$RATE" -apply-delay "$DELAY" -every 1s -heartbeat 5m \
+		>"$W/devices-$mode.log" 2>"$W/devices-$mode.err" &
+	dpid=$!
+	PIDS+=($dpid)
+	wait_for "$W/devices-$mode.log" "^enrolled" $((N / 10 + 120)) "$dpid" || { cat "$W/devices-$mode.err" >&2; return 1; }
+	wait_for "$W/devices-$mode.log" "^connected" $((N / RATE * 10 + 120)) "$dpid" || { cat "$W/devices-$mode.err" >&2; return 1; }
+	local i=0 online=0
+	until online=$("$TENDER" status -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["online"])' 2>/dev/null) && [ "$online" -ge "$N" ]; do
+		i=$((i + 1))
+		[ "$i" -gt 600 ] && { echo "only $online of $N devices online at the controller after 2 minutes" >&2; return 1; }
+		sleep 0.2
+	done
+	local rss1 cpu1 parts1
+	rss1=$(rss_of "$CPID") cpu1=$(cpu_of "$CPID") parts1=$(parts_of "$CPID")
+
+	rollout 1
+	local roll1=$ROLL cpuroll1=$CPU app1=$APPLIED
+	rollout 2
+	local roll2=$ROLL cpuroll2=$CPU app2=$APPLIED
+	sleep 1.5 # one more statistics line, after the last report
+	local rss2 hwm last parts2
+	rss2=$(rss_of "$CPID") hwm=$(hwm_of "$CPID") parts2=$(parts_of "$CPID")
+	last=$(grep '^{' "$W/devices-$mode.log" | tail -1)
+	echo "== tender serve (embedded broker), $N devices, mutual TLS"
+	echo "   $(grep -m1 '^enrolled' "$W/devices-$mode.log") through POST /v1/enroll"
+	echo "   $(grep -m1 '^connected' "$W/devices-$mode.log") (rate limit $RATE/s); all online at the controller"
+	echo "   apply version 1 (first install) -> rollout succeeded: ${roll1}s (tender apply answered in ${app1}s), controller CPU ${cpuroll1}s"
+	echo "   apply version 2 (waves 1%, 10%, 100%, no soak) -> rollout succeeded, every device reporting it: ${roll2}s (tender apply answered in ${app2}s), controller CPU ${cpuroll2}s"
+	echo "   controller RSS: $(mib "$rss0") idle, $(mib "$rss1") with the fleet connected ($(((rss1 - rss0) / N)) bytes per device), $(mib "$rss2") after the rollouts, peak $(mib "$hwm"); CPU ${cpu1}s up to all connected"
+	echo "   controller RSS split: connected: $parts1; after: $parts2; store $(mib "$(stat -c %s "$data/fleet.db" 2>/dev/null || echo 0)")"
+	echo "   simulator RSS $(mib "$(rss_of "$dpid")"); $(echo "$last" | python3 -c 'import json,sys; s=json.load(sys.stdin); l=s["latency"]; print("verified %d refused %d reports %d connect errors %d disconnects %d; issuedAt->report (both rollouts) p50 %.0fms p99 %.0fms max %.0fms" % (s["verified"], s["refused"], s["reports"], s["connectErrors"], s["disconnects"], l["p50"]/1e6, l["p99"]/1e6, l["max"]/1e6))')"
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	PIDS=()
+}
+
+PUSH=$PWD/build/pushimage
+if [[ " $BROKERS " == *" serve "* ]]; then
+	CGO_ENABLED=0 go build -o build/tender ./cmd/tender
+	CGO_ENABLED=0 go build -o "$PUSH" ./test/bench/pushimage
+	[ -f build/testimage.tar ] || make testimage >/dev/null
+fi
+
 for B in $BROKERS; do
+	case $B in serve)
+		run_serve "$B"
+		continue
+		;;
+	esac
 	start_broker "$B"
 	bpid=""
 	[ "$B" != external ] && bpid=${PIDS[-1]}

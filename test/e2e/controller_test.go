@@ -36,6 +36,7 @@ type controller struct {
 	dir       string
 	api, mqtt string
 	regConf   string
+	args      []string // more flags of tender serve
 	cmd       *exec.Cmd
 	log       *bytes.Buffer
 	// mosq is the external broker (tender serve --broker), nil with the
@@ -43,14 +44,15 @@ type controller struct {
 	mosq *mqtttest.Mosquitto
 }
 
-// startController starts tender serve with broker. With mosquitto, the
-// controller starts first, as an operator would: it makes the CA, the
-// server certificate and the CRL that mosquitto reads, then waits until
-// mosquitto, started on those files, takes its connection.
-func startController(t *testing.T, regAddr string, broker brokerKind) *controller {
+// startController starts tender serve with broker and the extra serve
+// flags args. With mosquitto, the controller starts first, as an operator
+// would: it makes the CA, the server certificate and the CRL that
+// mosquitto reads, then waits until mosquitto, started on those files,
+// takes its connection.
+func startController(t *testing.T, regAddr string, broker brokerKind, args ...string) *controller {
 	t.Helper()
 	dir := t.TempDir()
-	c := &controller{t: t, dir: filepath.Join(dir, "data"), api: "127.0.0.1:" + mqtttest.FreePort(t),
+	c := &controller{t: t, dir: filepath.Join(dir, "data"), args: args, api: "127.0.0.1:" + mqtttest.FreePort(t),
 		mqtt: "127.0.0.1:" + mqtttest.FreePort(t), regConf: filepath.Join(dir, "registries.yaml")}
 	if broker == mosquitto {
 		if _, err := os.Stat(mqtttest.MosquittoBin); err != nil {
@@ -97,6 +99,7 @@ func (c *controller) launch(broker ...string) {
 	c.log = &bytes.Buffer{}
 	c.cmd = exec.Command(tenderBin, append([]string{"serve", "--data", c.dir, "--listen", c.api,
 		"--host", "127.0.0.1", "--registries", c.regConf, "--log-level", "debug"}, broker...)...)
+	c.cmd.Args = append(c.cmd.Args, c.args...)
 	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
 	if err := c.cmd.Start(); err != nil {
 		c.t.Fatal(err)

@@ -59,6 +59,19 @@
 // raw file descriptors would save the reader's stack (8 KiB) but not
 // TLS's buffers, which dominate.
 //
+// # Enrollment
+//
+// Enroll makes the devices the controller's own: each makes a key and a
+// CSR and posts it to `tender serve`'s POST /v1/enroll with one join
+// token of N uses, checking the controller's certificate against the
+// token's CA hash as the agent does; the answers give each device its
+// client certificate, and the fleet CA, the fleet's signing key and the
+// broker URLs for Config. A 429 (the per-address rate limit, F-04) or a
+// 503 (a token use raced) is retried. The controller's limit is 10 at
+// once then one every 6 s per address; a benchmark enrolling thousands
+// of devices from one host runs `tender serve --enroll-rate N`, which
+// only raises it (test/bench/fleet.sh).
+//
 // # Stats
 //
 // Sim.Stats counts connections, documents verified and refused (by
@@ -69,10 +82,12 @@
 //
 // # The test publisher
 //
-// Publisher stands in for the controller until `tender serve` exists:
+// Publisher stands in for the controller against a bare broker:
 // it signs desired documents (Doc, Publish), or publishes any bytes
 // (PublishRaw, for forgeries), and decodes every report and event with
 // the wire's strict decoders to tell when the fleet converged
 // (WaitObserved). The command (cmd/fleetsim) wraps all of it for
-// test/bench/fleet.sh.
+// test/bench/fleet.sh, whose default mode runs the real controller
+// instead: devices enrolled through `tender serve`, rollouts applied with
+// the CLI.
 package fleetsim

@@ -131,9 +131,7 @@ func New(cfg Config) (*Sim, error) {
 		cfg.Heartbeat = 60 * time.Second
 	}
 	if cfg.Facts == nil {
-		cfg.Facts = func(int, string) wire.DeviceFacts {
-			return wire.DeviceFacts{Arch: "amd64", CPUs: 4, MemoryBytes: 1 << 30, CgroupVersion: 2, AgentVersion: "fleetsim"}
-		}
+		cfg.Facts = defaultFacts
 	}
 	s := &Sim{cfg: cfg, pace: newPacer(cfg.ConnectRate), shutdown: make(chan struct{})}
 	if _, useTLS, _ := SplitBroker(cfg.Broker); useTLS {
@@ -149,6 +147,11 @@ func New(cfg Config) (*Sim, error) {
 		s.devices[i] = &device{s: s, i: i, id: id, prefix: topic.Root + "/devices/" + id + "/"}
 	}
 	return s, nil
+}
+
+// defaultFacts are a simulated device's facts: amd64, 4 CPUs, 1Gi.
+func defaultFacts(int, string) wire.DeviceFacts {
+	return wire.DeviceFacts{Arch: "amd64", CPUs: 4, MemoryBytes: 1 << 30, CgroupVersion: 2, AgentVersion: "fleetsim"}
 }
 
 // DeviceIDs are the ids of n devices named from prefix: prefix+"00000",

@@ -1,14 +1,17 @@
-// Command fleetsim runs simulated Tender devices against an MQTT broker,
-// and the pieces a benchmark needs around them until `tender serve`
-// exists: a throwaway PKI, an embedded broker and a test publisher.
+// Command fleetsim runs simulated Tender devices against an MQTT broker:
+// enrolled at `tender serve` (-enroll), or, against a bare broker, with the
+// pieces a benchmark needs around them: a throwaway PKI, an embedded
+// broker and a test publisher.
 //
 //	fleetsim pki     -dir D                       CA, broker and controller certificates, fleet key
 //	fleetsim broker  -dir D -listen 127.0.0.1:8883  embedded mochi, mutual TLS with D's CA
 //	fleetsim devices -broker ssl://H:P -n N -ca-cert F -ca-key F -fleet-pub F [-rate R] ...
+//	fleetsim devices -enroll https://H:P -token T -n N [-broker ssl://H:P] ...  devices of `tender serve`
 //	fleetsim publish -broker ssl://H:P -n N -fleet-key F -cert F -key F -ca F -gen G ...
 //
 // devices prints one JSON line of statistics every -every and at the end
-// (SIGINT/SIGTERM), and "connected N devices in D" once they all are.
+// (SIGINT/SIGTERM), "enrolled N devices in D" after -enroll, and
+// "connected N devices in D" once they all are.
 // publish prints how long publishing and convergence took.
 package main
 
@@ -185,21 +188,37 @@ func devices(ctx context.Context, args []string) error {
 	keepAlive := fs.Duration("keepalive", 60*time.Second, "MQTT keepalive")
 	bad := fs.String("bad", "", "comma-separated app versions that run unhealthy")
 	every := fs.Duration("every", 5*time.Second, "interval of the statistics lines")
+	enrollServer := fs.String("enroll", "", "enroll every device first at this controller (https://HOST:PORT, POST /v1/enroll); its answers give the certificates, the fleet key, the CA and (without -broker) the broker")
+	token := fs.String("token", "", "-enroll: join token with a use per device (tender token create --uses N)")
+	workers := fs.Int("enroll-workers", 8, "-enroll: enrollments in flight")
 	_ = fs.Parse(args)
 
-	pb, err := os.ReadFile(*fleetPub)
-	if err != nil {
-		return fmt.Errorf("-fleet-pub: %w", err)
-	}
-	pub, err := sign.ParsePublicKey(pb)
-	if err != nil {
-		return fmt.Errorf("-fleet-pub: %w", err)
-	}
 	cfg := fleetsim.Config{
-		Broker: *brokerURL, Devices: *n, Prefix: *prefix, FleetKey: pub, ConnectRate: *rate,
+		Broker: *brokerURL, Devices: *n, Prefix: *prefix, ConnectRate: *rate,
 		ApplyDelay: *applyDelay, ApplyJitter: *applyJitter, Heartbeat: *heartbeat, KeepAlive: *keepAlive,
 		Logf: func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) },
 	}
+	if *enrollServer != "" {
+		start := time.Now()
+		e, err := fleetsim.Enroll(ctx, fleetsim.EnrollConfig{Server: *enrollServer, Token: *token, IDs: fleetsim.DeviceIDs(*prefix, *n), Workers: *workers})
+		if err != nil {
+			return err
+		}
+		fmt.Printf("enrolled %d devices in %s (%d attempts rate-limited and retried)\n", len(e.Certificates), time.Since(start).Round(time.Millisecond), e.Retries)
+		cfg.FleetKey, cfg.RootCAs, cfg.Certificate = e.FleetKey, e.Pool(), e.Certificate
+		if cfg.Broker == "" && len(e.Brokers) > 0 {
+			cfg.Broker = e.Brokers[0]
+		}
+	} else {
+		pb, err := os.ReadFile(*fleetPub)
+		if err != nil {
+			return fmt.Errorf("-fleet-pub: %w", err)
+		}
+		if cfg.FleetKey, err = sign.ParsePublicKey(pb); err != nil {
+			return fmt.Errorf("-fleet-pub: %w", err)
+		}
+	}
+	var err error
 	if *caCert != "" {
 		cb, err := os.ReadFile(*caCert)
 		if err != nil {
