@@ -138,15 +138,7 @@ func (c *controller) cli(args ...string) result {
 	cmd := exec.CommandContext(ctx, tenderBin, args...)
 	cmd.Env = append(os.Environ(), "TENDER_SERVER=https://"+c.api, "TENDER_CA="+filepath.Join(c.dir, "ca.crt"),
 		"TENDER_TOKEN="+strings.TrimSpace(string(tok)), "HOME="+c.dir)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		r.code = -1
-	}
+	r, _ := runCmd(cmd)
 	return r
 }
 

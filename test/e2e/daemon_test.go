@@ -98,16 +98,7 @@ func (d *daemon) stop() {
 func (d *daemon) cli(args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, agentBin, append([]string{"--root", d.root, "--socket", d.socket}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		r.code = -1
-	}
+	r, _ := runCmd(exec.CommandContext(ctx, agentBin, append([]string{"--root", d.root, "--socket", d.socket}, args...)...))
 	return r
 }
 

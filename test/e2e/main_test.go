@@ -89,7 +89,17 @@ func agent(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, agentBin, append([]string{"--root", root}, args...)...)
+	r, err := runCmd(exec.CommandContext(ctx, agentBin, append([]string{"--root", root}, args...)...))
+	if err != nil {
+		t.Fatalf("tender-agent %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// runCmd runs cmd and returns its output and exit code (-1 when a signal
+// ended it); the error is for a command that could not run at all (its
+// code is then -1 too).
+func runCmd(cmd *exec.Cmd) (result, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -99,9 +109,10 @@ func agent(t *testing.T, args ...string) result {
 	case errors.As(err, &ee):
 		r.code = ee.ExitCode()
 	case err != nil:
-		t.Fatalf("tender-agent %s: %v", strings.Join(args, " "), err)
+		r.code = -1
+		return r, err
 	}
-	return r
+	return r, nil
 }
 
 // ok runs tender-agent and fails the test unless it exits 0.
