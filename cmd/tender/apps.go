@@ -180,7 +180,7 @@ func (c *cli) appCmd() *cobra.Command {
 	outputFlag(history, &oHist, false)
 	rm := &cobra.Command{
 		Use:               "rm APP",
-		Short:             "Remove an app from every device (through a rollout), then forget it",
+		Short:             "Remove an app from every device, then forget it",
 		Args:              exactArgs(1),
 		ValidArgsFunction: c.completeApps,
 		RunE: func(cmd *cobra.Command, args []string) error {

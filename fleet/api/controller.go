@@ -38,8 +38,9 @@ type Controller interface {
 	Apps(ctx context.Context) ([]AppView, error)
 	App(ctx context.Context, name string) (AppView, error)
 	AppHistory(ctx context.Context, name string) ([]AppRevisionView, error)
-	// RemoveApp removes the app from every device (through a rollout like
-	// any change), then forgets it.
+	// RemoveApp removes the app from every device (at once today; through
+	// a rollout like any change is still to come, issue 10), then forgets
+	// it.
 	RemoveApp(ctx context.Context, who Caller, name string) (AppView, error)
 	// Explain says, device by device (or for one device), why the app is
 	// or is not placed there.
