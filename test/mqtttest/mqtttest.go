@@ -352,8 +352,11 @@ func runMosquitto(t testing.TB, conf string) *Process {
 			}
 		}
 	}()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed once mosquitto is reaped (waitErr set): the start
+	// below and the cleanup may both wait on it.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
@@ -363,8 +366,8 @@ func runMosquitto(t testing.TB, conf string) *Process {
 	})
 	select {
 	case <-running:
-	case err := <-exited:
-		t.Fatalf("mosquitto exited: %v\n%s", err, strings.Join(p.Log(), "\n"))
+	case <-exited:
+		t.Fatalf("mosquitto exited: %v\n%s", waitErr, strings.Join(p.Log(), "\n"))
 	case <-time.After(10 * time.Second):
 		t.Fatal("mosquitto did not say it is running within 10s")
 	}
