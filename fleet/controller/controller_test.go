@@ -49,6 +49,8 @@ type harness struct {
 	resolver controller.Resolver
 	// limiter, if set before start, is Config.EnrollLimiter.
 	limiter *enroll.Limiter
+	// now, if set before start, is Config.Now.
+	now func() time.Time
 }
 
 func newHarness(t *testing.T) *harness {
@@ -96,7 +98,7 @@ func (h *harness) start() {
 		t.Fatal(err)
 	}
 	tr := controller.MQTT{Client: cl}
-	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Log: testLog(t)},
+	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Now: h.now, Log: testLog(t)},
 		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: tr, Resolver: h.resolver})
 	if err != nil {
 		t.Fatal(err)
@@ -447,3 +449,65 @@ func (s *syncBuf) Write(p []byte) (int, error) {
 }
 
 func init() { zerolog.TimeFieldFormat = time.RFC3339Nano }
+
+// A maintenance window holds the devices it selects until it opens in the
+// device's own time zone; other devices update at once; and the rollout
+// policy stays the controller's: devices get only healthyFor.
+func TestRollout_MaintenanceWindowInTheDevicesZone(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC) // Monday, 12:00 in Berlin
+	h := &harness{t: t, now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }}
+	h.init()
+	night := h.device("gw-night", map[string]string{"site": "berlin", "night": "yes"})
+	day := h.device("gw-day", berlin)
+	night.mu.Lock()
+	night.zone = "Europe/Berlin"
+	night.mu.Unlock()
+	d, err := h.st.Devices.Get(context.Background(), "gw-night")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Facts.TimeZone = "Europe/Berlin" // as the agent enrolls with it
+	if _, err := h.st.Devices.Put(context.Background(), d, d.Rev); err != nil {
+		t.Fatal(err)
+	}
+
+	spec := `name: thermo
+version: "1.0"
+containers:
+  - name: main
+    image: registry.example/thermo@sha256:` + strings.Repeat("1", 64) + `
+placement:
+  selector: {site: berlin}
+rollout:
+  healthyFor: 1s
+  pace: 30
+  windows:
+    - selector: {night: "yes"}
+      schedule: "daily 02:00-04:00"
+`
+	if _, err := h.c.Apply(context.Background(), admin, []byte(spec)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the device outside any window updated", func() bool { return day.Running("thermo") == "1.0" })
+	eventually(t, "the rollout waits on the windowed device", func() bool {
+		r, err := h.c.Rollout(context.Background(), "thermo")
+		return err == nil && len(r.Waves) == 1 && r.Waves[0].Pending == 1
+	})
+	if night.Running("thermo") != "" {
+		t.Fatal("the windowed device was updated at noon, outside its 02:00-04:00 window")
+	}
+
+	// 01:30 UTC is 02:30 in Berlin (CET): open there, not in UTC.
+	mu.Lock()
+	now = time.Date(2026, 12, 1, 1, 30, 0, 0, time.UTC)
+	mu.Unlock()
+	eventually(t, "the windowed device updated once its window opened in its zone", func() bool { return night.Running("thermo") == "1.0" })
+
+	night.mu.Lock()
+	p := night.policy["thermo"]
+	night.mu.Unlock()
+	if p == nil || p.HealthyFor.Duration != time.Second || p.Pace != 0 || len(p.Windows) != 0 {
+		t.Fatalf("the device was sent the rollout policy %+v, want healthyFor only", p)
+	}
+}

@@ -41,6 +41,9 @@ type loop struct {
 	specs     map[specKey]wire.App
 	decision  *placement.Decision
 	devices   []store.Device // of the last pass
+	// zones caches the time zones devices report, loaded once each (nil:
+	// unknown to this controller's tz database).
+	zones map[string]*time.Location
 }
 
 type specKey struct {
@@ -167,10 +170,7 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 			continue
 		}
 		byID[d.ID] = d
-		facts := d.Facts
-		if d.Status.Report != nil {
-			facts = d.Status.Report.Device
-		}
+		facts := factsOf(d)
 		on := d.Status.Presence == wire.Online
 		if on {
 			online++
@@ -233,7 +233,7 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 			}
 			_ = r.r.Observe(d.ID, observe(dev.Status, name, r.r, versions, lp.given[d.ID][name]))
 		}
-		for _, act := range r.r.Step(rollout.Input{Now: now}) {
+		for _, act := range r.r.Step(rollout.Input{Now: now, Locations: c.locations(lp, r.r)}) {
 			switch act.Kind {
 			case rollout.ActSetDesired:
 				if !assigned[act.Device] || byID[act.Device] == nil {
@@ -349,6 +349,7 @@ func (c *Controller) reconcileApp(ctx context.Context, lp *loop, a store.App, sp
 				d := rollout.Device{ID: id}
 				if dev := byID[id]; dev != nil {
 					d.Labels = dev.Labels
+					d.Zone = factsOf(dev).TimeZone
 				}
 				devices = append(devices, d)
 			}
@@ -466,6 +467,7 @@ func (c *Controller) desiredApps(ctx context.Context, lp *loop, dev string) []wi
 			c.log.Error().Err(err).Str("app", n).Str("device", dev).Msg("desired app revision unreadable: left out")
 			continue
 		}
+		s.Rollout = s.Rollout.ForDevice()
 		out = append(out, s)
 	}
 	if len(m) == 0 {
@@ -609,4 +611,45 @@ func deviceIn(r *rollout.Rollout, id string) *rollout.DeviceStatus {
 		}
 	}
 	return nil
+}
+
+// factsOf is what a device last said of itself: its report's facts, else
+// those it enrolled with.
+func factsOf(d *store.Device) wire.DeviceFacts {
+	if d.Status.Report != nil {
+		return d.Status.Report.Device
+	}
+	return d.Facts
+}
+
+// locations are the time zones of r's devices that have maintenance
+// windows, loaded from the tz database (embedded in cmd/tender) once each.
+// A zone the database does not know stays out: the rollout core holds those
+// devices and says why.
+func (c *Controller) locations(lp *loop, r *rollout.Rollout) map[string]*time.Location {
+	if len(r.Spec.Windows) == 0 {
+		return nil
+	}
+	if lp.zones == nil {
+		lp.zones = map[string]*time.Location{}
+	}
+	out := map[string]*time.Location{}
+	for _, d := range r.Devices {
+		if d.Zone == "" {
+			continue
+		}
+		loc, ok := lp.zones[d.Zone]
+		if !ok {
+			var err error
+			if loc, err = time.LoadLocation(d.Zone); err != nil {
+				c.log.Warn().Err(err).Str("device", d.ID).Str("zone", d.Zone).Msg("device time zone unknown: its maintenance windows never open")
+				loc = nil
+			}
+			lp.zones[d.Zone] = loc
+		}
+		if loc != nil {
+			out[d.Zone] = loc
+		}
+	}
+	return out
 }

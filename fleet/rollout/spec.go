@@ -74,6 +74,9 @@ func (s *Spec) FromWire(r *wire.Rollout) {
 	s.MaxUnavailable = r.MaxUnavailable
 	s.FailureThreshold = r.FailureThreshold
 	s.HealthyFor = r.HealthyFor.Duration
+	s.Pace = r.Pace
+	s.ProgressDeadline = r.ProgressDeadline.Duration
+	s.Windows = r.Windows
 }
 
 // parseAmount reads a count ("3") or a percentage ("10%") of total; up
