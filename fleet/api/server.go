@@ -339,6 +339,19 @@ func queryUint(r *http.Request, name string) (uint64, error) {
 	return n, nil
 }
 
+// queryBool parses an optional boolean query parameter (true/false, 1/0).
+func queryBool(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("query parameter %s=%q: want true or false: %w", name, v, errdefs.ErrInvalidArgument)
+	}
+	return b, nil
+}
+
 // page is the limit query parameter: DefaultPage if absent, at most
 // MaxPage.
 func page(r *http.Request) (int, error) {
@@ -445,7 +458,11 @@ func (s *Server) routeTable() []route {
 			return c.App(r.Context(), r.PathValue("app"))
 		}},
 		{method: "DELETE", path: "/v1/apps/{app}", access: write, handle: func(r *http.Request, who Caller) (any, error) {
-			return c.RemoveApp(r.Context(), who, r.PathValue("app"))
+			now, err := queryBool(r, "now")
+			if err != nil {
+				return nil, err
+			}
+			return c.RemoveApp(r.Context(), who, r.PathValue("app"), now)
 		}},
 		{method: "GET", path: "/v1/apps/{app}/history", access: read, handle: func(r *http.Request, _ Caller) (any, error) {
 			return nonNil(c.AppHistory(r.Context(), r.PathValue("app")))

@@ -251,7 +251,7 @@ func (c *Controller) Apply(ctx context.Context, who api.Caller, spec []byte) (ap
 			return c.App(ctx, a.Name) // unchanged: no new revision
 		}
 		if cur.Deleting {
-			return api.AppView{}, fmt.Errorf("app %s is being removed; apply it again once it is gone: %w", a.Name, errdefs.ErrFailedPrecondition)
+			return api.AppView{}, fmt.Errorf("app %s is being removed; `tender rollout undo %s` keeps it, or apply it again once it is gone: %w", a.Name, a.Name, errdefs.ErrFailedPrecondition)
 		}
 	case !errdefs.IsNotFound(err):
 		return api.AppView{}, err
@@ -382,17 +382,23 @@ func (c *Controller) AppHistory(ctx context.Context, name string) ([]api.AppRevi
 	return out, nil
 }
 
-// RemoveApp implements api.Controller: the app is marked for deletion,
-// taken off every device, and forgotten once every device was told.
-func (c *Controller) RemoveApp(ctx context.Context, who api.Caller, name string) (api.AppView, error) {
+// RemoveApp implements api.Controller: the app is marked for deletion and
+// taken off its devices through a rollout to nothing (its waves, pace and
+// windows; at once with now), then forgotten once every device was told.
+func (c *Controller) RemoveApp(ctx context.Context, who api.Caller, name string, now bool) (api.AppView, error) {
 	a, err := store.UpdateApp(ctx, c.st.Apps, name, func(a *store.App) error {
 		a.Deleting = true
+		a.DeleteNow = a.DeleteNow || now
 		return nil
 	})
 	if err != nil {
 		return api.AppView{}, err
 	}
-	c.audit(ctx, who.Name, "app rm", "app "+name, who.From, "")
+	detail := "through a rollout"
+	if now {
+		detail = "at once"
+	}
+	c.audit(ctx, who.Name, "app rm", "app "+name, who.From, detail)
 	c.Kick()
 	return c.appView(ctx, a, nil)
 }

@@ -273,11 +273,22 @@ func TestRollout_WavesThenBadVersionRolledBack(t *testing.T) {
 		t.Fatalf("logs: %+v %v", res, err)
 	}
 
-	// Removing the app takes it off every device (a signed document with
-	// no apps), then forgets it.
-	if _, err := h.c.RemoveApp(context.Background(), admin, "thermo"); err != nil {
+	// Removing the app is a rollout too: the first wave's device is sent a
+	// document without it, and the others wait until it has settled.
+	gws[0].mu.Lock()
+	gws[0].holdAll = true
+	gws[0].mu.Unlock()
+	if _, err := h.c.RemoveApp(context.Background(), admin, "thermo", false); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "the removal's first wave underway, the second waiting", func() bool {
+		r, err := h.c.Rollout(context.Background(), "thermo")
+		return err == nil && r.To == "" && gws[0].Held() && len(r.Waves) == 2 && r.Waves[1].Pending == 2
+	})
+	if gws[1].Running("thermo") != "2.0" || gws[2].Running("thermo") != "2.0" {
+		t.Fatal("the second wave lost the app while the first had not settled")
+	}
+	gws[0].Release("")
 	eventually(t, "the app gone from every device and from the store", func() bool {
 		_, err := h.c.App(context.Background(), "thermo")
 		return errdefs.IsNotFound(err) && gws[0].Running("thermo") == "" && gws[1].Running("thermo") == "" && gws[2].Running("thermo") == ""
@@ -490,9 +501,11 @@ rollout:
 		t.Fatal(err)
 	}
 	eventually(t, "the device outside any window updated", func() bool { return day.Running("thermo") == "1.0" })
-	eventually(t, "the rollout waits on the windowed device", func() bool {
+	// (Settled before the clock jumps 14 hours: an unsettled device would
+	// be past its progress deadline.)
+	eventually(t, "the rollout waits on the windowed device, the other settled", func() bool {
 		r, err := h.c.Rollout(context.Background(), "thermo")
-		return err == nil && len(r.Waves) == 1 && r.Waves[0].Pending == 1
+		return err == nil && len(r.Waves) == 1 && r.Waves[0].Pending == 1 && r.Waves[0].Healthy == 1
 	})
 	if night.Running("thermo") != "" {
 		t.Fatal("the windowed device was updated at noon, outside its 02:00-04:00 window")
@@ -509,5 +522,37 @@ rollout:
 	night.mu.Unlock()
 	if p == nil || p.HealthyFor.Duration != time.Second || p.Pace != 0 || len(p.Windows) != 0 {
 		t.Fatalf("the device was sent the rollout policy %+v, want healthyFor only", p)
+	}
+}
+
+// An app's removal undone keeps the app: the devices that dropped it get it
+// back, and the app is no longer being deleted.
+func TestRemoveApp_UndoKeepsTheApp(t *testing.T) {
+	h := newHarness(t)
+	gws := []*fakeDevice{h.device("gw-1", berlin), h.device("gw-2", berlin)}
+	h.apply("1.0", `"1"`, `"100%"`)
+	eventually(t, "1.0 everywhere", func() bool { return gws[0].Running("thermo") == "1.0" && gws[1].Running("thermo") == "1.0" })
+	eventually(t, "rollout succeeded", func() bool { return h.phase("thermo") == "succeeded" })
+
+	gws[0].mu.Lock()
+	gws[0].holdAll = true
+	gws[0].mu.Unlock()
+	if _, err := h.c.RemoveApp(context.Background(), admin, "thermo", false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first wave's device sent the removal", gws[0].Held)
+	if _, err := h.c.Apply(context.Background(), admin, []byte("name: thermo\nversion: '9'\ncontainers: [{name: main, image: 'registry.example/thermo@sha256:"+strings.Repeat("9", 64)+"'}]\n")); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("apply during the removal: %v, want a failed precondition", err)
+	}
+	if _, err := h.c.RolloutCommand(context.Background(), admin, "thermo", "undo"); err != nil {
+		t.Fatal(err)
+	}
+	gws[0].Release("")
+	eventually(t, "the app kept, on both devices", func() bool {
+		v, err := h.c.App(context.Background(), "thermo")
+		return err == nil && !v.Deleting && v.Version == "1.0" && gws[0].Running("thermo") == "1.0" && gws[1].Running("thermo") == "1.0"
+	})
+	if !h.auditHas("app kept", "removal was rolled back") {
+		t.Fatal("no audit entry for the kept app")
 	}
 }

@@ -43,6 +43,7 @@ type fakeDevice struct {
 	refused []error
 	seen    map[string]bool // versions ever sent to it
 	guard   *sign.ReplayGuard
+	holdAll bool                     // hold every document, whatever it carries
 	zone    string                   // reported as its time zone
 	policy  map[string]*wire.Rollout // app → the rollout policy its document carried
 }
@@ -107,6 +108,10 @@ func (f *fakeDevice) onDesired(m mqttc.Message) {
 			return
 		}
 	}
+	if f.holdAll {
+		f.held = &d
+		return
+	}
 	f.apply(d)
 }
 
@@ -156,6 +161,7 @@ func (f *fakeDevice) Release(version string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.hold, version)
+	f.holdAll = false
 	if f.held != nil {
 		d := *f.held
 		f.held = nil

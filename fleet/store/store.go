@@ -266,8 +266,11 @@ type App struct {
 	Latest uint64 `json:"latest"`
 	// Deleting says the app is being removed from every device; the
 	// record goes once that rollout is done.
-	Deleting bool   `json:"deleting,omitempty"`
-	Rev      uint64 `json:"rev"`
+	Deleting bool `json:"deleting,omitempty"`
+	// DeleteNow: remove it from every device at once, not through a
+	// rollout.
+	DeleteNow bool   `json:"deleteNow,omitempty"`
+	Rev       uint64 `json:"rev"`
 }
 
 // AppRevision is one stored spec of an app.
