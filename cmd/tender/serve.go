@@ -221,6 +221,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 				c := ctrlRef.Load()
 				return c != nil && c.Enroller().Revoked(serial)
 			},
+			Passwords: passwords{&ctrlRef},
 			Log: log,
 		})
 		if err != nil {
@@ -299,4 +300,15 @@ func ignoreCanceled(err error) error {
 		return nil
 	}
 	return err
+}
+
+// passwords checks the embedded broker's password fallback against the
+// controller, once it runs (until then every password is refused).
+type passwords struct {
+	ctrl *atomic.Pointer[fleetctl.Controller]
+}
+
+func (p passwords) Check(device, password string) bool {
+	c := p.ctrl.Load()
+	return c != nil && c.CheckPassword(device, password)
 }

@@ -2,7 +2,10 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -33,6 +36,9 @@ func (c *Controller) enrolled(ctx context.Context, req wire.EnrollRequest, resp 
 		}
 	}
 	d := store.Device{ID: req.DeviceID, Labels: maps.Clone(resp.Labels), Facts: req.Facts, EnrolledAt: c.cfg.Now(), CertSerial: serial}
+	if req.PasswordHash != "" {
+		d.PasswordHash, _ = hex.DecodeString(req.PasswordHash) // validated by wire
+	}
 	old, err := c.st.Devices.Get(ctx, req.DeviceID)
 	switch {
 	case err == nil:
@@ -563,3 +569,19 @@ func (c *Controller) Status(ctx context.Context) (api.StatusView, error) {
 	})
 	return v, err
 }
+
+// CheckPassword implements broker.Passwords for the embedded broker: the
+// password fallback of a device that enrolled with one (its sha256 was
+// stored, never the password). A revoked or unknown device, or a device
+// without a password, is refused; the comparison takes the same time.
+func (c *Controller) CheckPassword(device, password string) bool {
+	sum := sha256.Sum256([]byte(password))
+	want, ok := noPassword[:], false
+	if d, err := c.st.Devices.Get(context.Background(), device); err == nil && !d.Revoked && len(d.PasswordHash) == sha256.Size {
+		want, ok = d.PasswordHash, true
+	}
+	return subtle.ConstantTimeCompare(sum[:], want) == 1 && ok
+}
+
+// noPassword is compared against when there is no hash to compare with.
+var noPassword [sha256.Size]byte

@@ -24,7 +24,7 @@ const (
 type Spec struct {
 	App  string `json:"app"`
 	From string `json:"from"` // revision the devices run now ("" if the app is new)
-	To   string `json:"to"` // "" removes the app: a removal goes through waves like any change
+	To   string `json:"to"`   // "" removes the app: a removal goes through waves like any change
 	// Devices are the devices assigned to the app, in the order waves take
 	// them: wave 1 is the first devices of the list.
 	Devices []Device `json:"devices"`
