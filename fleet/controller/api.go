@@ -76,6 +76,9 @@ func matches(sel, labels map[string]string) bool {
 
 // health sums a device's apps up.
 func health(d store.Device) string {
+	if d.Status.Impersonations > 0 {
+		return "flagged" // it spoke in another device's name (F-08)
+	}
 	r := d.Status.Report
 	if r == nil {
 		return "unknown"

@@ -399,8 +399,16 @@ func TestIngest_RefusesAnotherDevicesReportAndOfflineCommand(t *testing.T) {
 	if d, _ := h.st.Devices.Get(context.Background(), "gw-2"); d.Status.Report != nil {
 		t.Fatalf("gw-2's status took gw-1's report: %+v", d.Status.Report)
 	}
-	if st := h.c.Stats(); st.Refused != 1 || st.StoreRefused != 0 {
-		t.Fatalf("stats %+v: want the lie refused by ingest, before the store", st)
+	eventually(t, "the lie refused by ingest and by the store (the store's count follows its write)", func() bool {
+		st := h.c.Stats()
+		return st.Refused == 1 && st.StoreRefused == 1
+	})
+	// The liar is flagged on its record (F-08), the other is not.
+	if d, err := h.c.Device(context.Background(), "gw-1"); err != nil || d.Health != "flagged" || d.Status.Impersonations != 1 || d.Status.ImpersonatedAs != "gw-2" {
+		t.Fatalf("gw-1 after one report as gw-2: health %q, status %+v, %v", d.Health, d.Status, err)
+	}
+	if d, _ := h.c.Device(context.Background(), "gw-2"); d.Health == "flagged" {
+		t.Fatal("gw-2 flagged for gw-1's lie")
 	}
 
 	// gw-2 never connected; gw-1 goes offline.

@@ -210,6 +210,13 @@ type DeviceStatus struct {
 	EventsKept uint64 `json:"eventsKept,omitempty"`
 	// PresenceAt is when the presence message was received.
 	PresenceAt time.Time `json:"presenceAt,omitzero"`
+	// Impersonations counts the messages the device sent in another
+	// device's name (payload deviceId not its own: SECURITY.md F-08),
+	// dropped; ImpersonatedAs and ImpersonatedAt are the last one's claim
+	// and time. A device with any is flagged.
+	Impersonations uint64    `json:"impersonations,omitempty"`
+	ImpersonatedAs string    `json:"impersonatedAs,omitempty"`
+	ImpersonatedAt time.Time `json:"impersonatedAt,omitzero"`
 }
 
 // Batch is what devices published over a short while. Within a batch,
