@@ -222,7 +222,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 				return c != nil && c.Enroller().Revoked(serial)
 			},
 			Passwords: passwords{&ctrlRef},
-			Log: log,
+			Log:       log,
 		})
 		if err != nil {
 			return err
