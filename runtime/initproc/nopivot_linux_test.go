@@ -49,6 +49,7 @@ func TestNoPivot(t *testing.T) {
 		{"Sysctl", TestStart_Sysctl},
 		{"FileCapabilitiesGainNothing", TestStart_FileCapabilitiesGainNothing},
 		{"HostMountsGone", TestStart_HostMountsGone},
+		{"ChrootEscape", TestStart_ChrootEscape},
 	} {
 		t.Run(tc.name, tc.fn)
 	}
@@ -168,6 +169,20 @@ func TestStart_HostMountsGone(t *testing.T) {
 		}
 	}
 	t.Logf("%d mounts in the container's namespace, %d on the host", len(mounts), len(host))
+}
+
+// TestStart_ChrootEscape: a process with CAP_SYS_CHROOT (Docker's default
+// set has it) tries the classic chroot escape. After pivot_root there is
+// nothing above the root; after the no-pivot fallback, ".." at the top of
+// the namespace leads back onto the container's root, which covers the
+// host's /. Either way it ends in the container's own /.
+func TestStart_ChrootEscape(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.Spec.Process.Args = []string{"/probe", "chroot-escape"}
+	names := strings.Fields(e.mustRun(t))
+	if !slices.Contains(names, "probe") || !slices.Contains(names, "workload") {
+		t.Errorf("after the chroot escape / holds %v: not the container's root", names)
+	}
 }
 
 // hostMountinfo reads the host's mount table: that of this thread, locked
