@@ -83,3 +83,19 @@ func deviceFilters(fd int) ([]ebpf.ProgramID, error) {
 	}
 	return ids, nil
 }
+
+// ProbeDeviceFilter loads (and releases) a deny-all device program, as
+// Create does on v2: it fails where the kernel cannot enforce v2 device
+// rules (no BPF, or no BPF_PROG_TYPE_CGROUP_DEVICE). It attaches nothing.
+func ProbeDeviceFilter() error {
+	wild := int64(-1)
+	insts, license, err := cgroup2.DeviceFilter([]specs.LinuxDeviceCgroup{{Allow: false, Type: "a", Major: &wild, Minor: &wild, Access: "rwm"}})
+	if err != nil {
+		return fmt.Errorf("compile device filter: %w", err)
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.CGroupDevice, Instructions: insts, License: license})
+	if err != nil {
+		return fmt.Errorf("load device filter: %w", err)
+	}
+	return prog.Close()
+}
