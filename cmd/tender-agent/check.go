@@ -71,4 +71,3 @@ func printCheck(w io.Writer, rs []hostcheck.Result) {
 	fmt.Fprintf(w, "\n%d OK, %d WARN, %d FAIL\n", n[hostcheck.OK], n[hostcheck.Warn], n[hostcheck.Fail])
 	flush(w)
 }
-
