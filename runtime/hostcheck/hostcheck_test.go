@@ -59,7 +59,7 @@ func newFixture(t *testing.T) *fixture {
 	f.host = Host{
 		Proc: filepath.Join(f.dir, "proc"), Sys: filepath.Join(f.dir, "sys"), Modules: filepath.Join(f.dir, "lib/modules"),
 		StateDir: filepath.Join(f.dir, "var/lib/tender"), Now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC),
-		Statfs: func(string, *unix.Statfs_t) error { return errors.New("set by the test") },
+		Statfs:            func(string, *unix.Statfs_t) error { return errors.New("set by the test") },
 		ProbeDeviceFilter: func() error { return nil },
 		LockHeld:          func(string) (bool, error) { return false, os.ErrNotExist },
 	}
