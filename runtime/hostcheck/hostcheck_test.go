@@ -63,14 +63,16 @@ func newFixture(t *testing.T) *fixture {
 		ProbeDeviceFilter: func() error { return nil },
 		LockHeld:          func(string) (bool, error) { return false, os.ErrNotExist },
 	}
-	f.host.Statfs = statfsFake(8<<30, 100000, 4096)
+	f.host.Statfs = statfsFake(8<<30, 100000)
 	return f
 }
 
-func statfsFake(free, inodes, bsize uint64) func(string, *unix.Statfs_t) error {
+// statfsFake is a filesystem of 4 KiB blocks with free bytes and inodes
+// free inodes (of twice as many).
+func statfsFake(free, inodes uint64) func(string, *unix.Statfs_t) error {
 	return func(_ string, st *unix.Statfs_t) error {
-		st.Bsize = int64(bsize)
-		st.Bavail = free / bsize
+		st.Bsize = 4096
+		st.Bavail = free / 4096
 		st.Files, st.Ffree = inodes*2, inodes
 		return nil
 	}
@@ -232,7 +234,7 @@ func TestSpace(t *testing.T) {
 	} {
 		f := newFixture(t)
 		var asked string
-		fake := statfsFake(tc.free, tc.inodes, 4096)
+		fake := statfsFake(tc.free, tc.inodes)
 		f.host.Statfs = func(p string, st *unix.Statfs_t) error { asked = p; return fake(p, st) }
 		rs := f.run()
 		want(t, rs, "Free space", tc.space)

@@ -571,7 +571,8 @@ func rootIsInitramfs() bool {
 	if err := unix.Statfs("/", &st); err != nil {
 		return false
 	}
-	return st.Type == unix.RAMFS_MAGIC || st.Type == unix.TMPFS_MAGIC
+	t := uint32(st.Type) // int32 on 32-bit ARM, where RAMFS_MAGIC overflows it
+	return t == unix.RAMFS_MAGIC || t == unix.TMPFS_MAGIC
 }
 
 // detachOldRoot finishes pivotRoot: the old root, stacked under the new one
