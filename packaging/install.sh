@@ -117,6 +117,9 @@ purge_state() {
 	dir=$1
 	[ -d "$dir" ] || return 0
 	running=
+	add_running() {
+		case " $running " in *" $1 "*) ;; *) running="$running $1" ;; esac
+	}
 	# A running container: a shim "tender-agent __tender_shim__ ROOT ID",
 	# or a state.json that says running with a live pid.
 	for f in /proc/[0-9]*/cmdline; do
@@ -124,7 +127,7 @@ purge_state() {
 			NR == 2 && $0 != "__tender_shim__" { exit }
 			NR == 3 && $0 != root { exit }
 			NR == 4 { print; exit }') || continue
-		[ -n "$id" ] && running="$running $id"
+		if [ -n "$id" ]; then add_running "$id"; fi
 	done
 	for s in "$dir"/containers/*/state.json; do
 		[ -f "$s" ] || continue
@@ -132,7 +135,7 @@ purge_state() {
 		pid=$(sed -n 's/^  "pid": \([0-9][0-9]*\),*$/\1/p' "$s")
 		if [ -z "$pid" ] || [ ! -d "/proc/$pid" ]; then continue; fi
 		id=${s%/state.json}
-		running="$running ${id##*/}"
+		add_running "${id##*/}"
 	done
 	mounted() { # is anything mounted at or under $1?
 		awk -v p="$1" '$5 == p || index($5, p "/") == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo
