@@ -110,7 +110,7 @@ func (e *env) cleanup() {
 	}
 	killLeftovers(e.t)
 	for _, p := range []string{"tender-agent", "tender"} {
-		_ = exec.Command("dpkg", "-P", p).Run()
+		_, _ = runDpkg(e.t, "-P", p)
 	}
 	for _, p := range hostTouched {
 		if err := os.RemoveAll(p); err != nil {
@@ -153,14 +153,26 @@ func killLeftovers(t *testing.T) {
 	}
 }
 
+// runDpkg runs dpkg, waiting its turn while another process (apt, a
+// helper's install) holds dpkg's lock: dpkg itself does not wait.
+func runDpkg(t *testing.T, args ...string) (string, error) {
+	var out []byte
+	var err error
+	waitFor(t, "dpkg's lock", func() bool {
+		out, err = exec.Command("dpkg", args...).CombinedOutput()
+		return err == nil || !bytes.Contains(out, []byte("locked by another process"))
+	})
+	return string(out), err
+}
+
 // dpkg runs dpkg and returns its output; it must succeed.
 func (e *env) dpkg(args ...string) string {
 	e.t.Helper()
-	out, err := exec.Command("dpkg", args...).CombinedOutput()
+	out, err := runDpkg(e.t, args...)
 	if err != nil {
 		e.t.Fatalf("dpkg %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return out
 }
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
