@@ -37,8 +37,8 @@
 // Every answer carries a Content-Security-Policy that allows scripts,
 // styles, images and fetches from the console itself only (no inline
 // script or style: bars are <meter> elements and width classes), forbids
-// framing (frame-ancestors 'none', X-Frame-Options DENY) and sends no
-// referrer. Device-supplied strings (versions, labels, messages, log
+// framing (frame-ancestors 'none', X-Frame-Options DENY) and sends the
+// referrer to the console only. Device-supplied strings (versions, labels, messages, log
 // lines) are escaped by html/template and have their control characters
 // shown as escapes (internal/termsafe), so a `<script>` or a terminal
 // escape reads as text.

@@ -210,8 +210,19 @@ func safeNext(n string) bool {
 func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	ck, err := r.Cookie(loginCookie)
-	if !sameOrigin(r) || err != nil || !equal(r.PostFormValue("csrf"), ck.Value) {
+	why := ""
+	switch {
+	case !sameOrigin(r):
+		why = "from another site"
+	case err != nil:
+		why = "no sign-in cookie"
+	case !equal(r.PostFormValue("csrf"), ck.Value):
+		why = "csrf value does not match"
+	}
+	if why != "" {
 		c.authFailed(r, "csrf")
+		c.cfg.Log.Warn().Str("from", r.RemoteAddr).Str("why", why).Str("origin", r.Header.Get("Origin")).
+			Str("fetchSite", r.Header.Get("Sec-Fetch-Site")).Msg("console sign-in form refused")
 		c.loginPage(w, r, http.StatusForbidden, "The sign-in form expired or came from elsewhere: try again.")
 		return
 	}
