@@ -5,8 +5,8 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -192,7 +192,6 @@ func (b *browser) waitJS(what string, d time.Duration, js string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
 
 // spkiList is the base64 sha256 of the public keys of the PEM
 // certificates in files, comma-separated, for
