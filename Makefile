@@ -8,7 +8,7 @@ SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
 
-.PHONY: all build cross testimage test vet fmt-check run demo-agent bench bench-fleet size deps clean
+.PHONY: all build cross testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean
 
 all: build
 
@@ -50,7 +50,7 @@ $(BUILD)/busybox:
 	rm -rf $(BUILD)/bbx
 
 # Debian packages the tests and benchmarks use, installed only when missing.
-DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto
+DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto chromium
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -95,6 +95,14 @@ bench: deps build testimage
 FLEET_N ?= 10000
 bench-fleet: deps build testimage
 	./test/bench/fleet.sh $(FLEET_N)
+
+# The console's overview with CONSOLE_N simulated devices (default 10,000)
+# in headless Chromium: load and interactive times from the Performance API,
+# in the test log (issue 12). A few minutes, not part of `make test`.
+CONSOLE_N ?= 10000
+bench-console: deps build
+	TENDER_BIN=$(CURDIR)/$(BUILD)/tender TENDER_CONSOLE_DEVICES=$(CONSOLE_N) \
+		$(GO) test -count=1 -timeout 30m -run 'TestConsole_Bench' -v ./test/console/
 
 # Stripped size per architecture, what weighs most in it, and whether the
 # linker can drop unused methods (a report; it never fails on a size).

@@ -262,8 +262,12 @@ func (c *Console) app(w http.ResponseWriter, r *http.Request, v *viewer) {
 	c.render(w, http.StatusOK, "app", v, data)
 }
 
-// addRollout puts the app's rollout (or that it has none) into data.
+// addRollout puts the app's summary and its rollout (or that it has
+// none) into data: the live part of the app's page.
 func (c *Console) addRollout(r *http.Request, data map[string]any, app string) {
+	if a, err := c.cfg.Controller.App(r.Context(), app); err == nil {
+		data["A"] = a
+	}
 	ro, err := c.cfg.Controller.Rollout(r.Context(), app)
 	switch {
 	case errdefs.IsNotFound(err):

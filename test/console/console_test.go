@@ -208,7 +208,7 @@ func TestConsole_Browser(t *testing.T) {
 			}
 			if strings.Contains(st.To, "→ 2") {
 				seen[fmt.Sprint(st.Healthy)] = true
-				if !shot && st.Healthy > 0 && st.Healthy < st.Total {
+				if !shot && st.Healthy >= 7 && st.Healthy < st.Total {
 					shot = true
 					b.screenshot("rollout-desktop", 1366, 768)
 					b.screenshot("rollout-phone", 390, 844)
@@ -312,6 +312,8 @@ func TestConsole_Browser(t *testing.T) {
 		if markup != 0 || b.dialogs.Load() != 0 || strings.Contains(main, "\x1b") {
 			t.Errorf("device strings became markup: %d elements, %d dialogs", markup, b.dialogs.Load())
 		}
+		b.screenshot("device-hostile-desktop", 1366, 768)
+		b.open("/ui/devices/berlin-00003")
 		b.screenshot("device-desktop", 1366, 768)
 		b.screenshot("device-phone", 390, 844)
 		b.open("/ui/")
