@@ -260,6 +260,24 @@ func TestConsole_AdminPages(t *testing.T) {
 			t.Errorf("calls %+v, want one by admin", e.fake.Calls)
 		}
 	}()
+	// The diff of two revisions, the events filter, an older revision
+	// rolled out again (its stored spec applied as a new revision).
+	if _, body := b.do("GET", "/ui/apps/thermo?from=1&to=2", nil); !strings.Contains(body, `<span class="ddel">- version: &#34;1.0&#34;</span>`) ||
+		!strings.Contains(body, `<span class="dadd">&#43; version: &#34;2.0&#34;</span>`) {
+		t.Errorf("no diff of revisions 1 and 2:\n%s", body)
+	}
+	if _, body := b.do("GET", "/ui/events?device=gw-3", nil); !strings.Contains(body, ">gw-3<") || strings.Contains(body, ">gw-1<") {
+		t.Errorf("events filtered by device gw-3:\n%s", body)
+	}
+	if _, body := b.do("GET", "/ui/apps/thermo/confirm?do=apply&revision=1", nil); !strings.Contains(body, "Apply revision 1 (version 1.0) of thermo") {
+		t.Errorf("the confirmation of applying revision 1:\n%s", body)
+	}
+	if code, _ := b.do("POST", "/ui/apps/thermo/rollout", url.Values{"do": {"apply"}, "revision": {"1"}, "csrf": {b.csrf}}); code != http.StatusSeeOther {
+		t.Errorf("apply revision 1: %d, want 303", code)
+	}
+	if _, body := b.do("GET", "/ui/apps/thermo", nil); !strings.Contains(body, `id="version">1.0<`) {
+		t.Errorf("after applying revision 1 the app is not at 1.0:\n%s", body)
+	}
 	// The log tail shows a device's escape as text.
 	_, body = b.do("POST", "/ui/devices/gw-1/logs", url.Values{"app": {"thermo"}, "lines": {"5"}, "csrf": {b.csrf}})
 	if !strings.Contains(body, `evil \x1b[2J line`) || strings.Contains(body, "\x1b") {

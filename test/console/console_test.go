@@ -372,6 +372,28 @@ func TestConsole_Browser(t *testing.T) {
 		}
 	})
 
+	t.Run("roll out an older revision from the page", func(t *testing.T) {
+		b.open("/ui/apps/demo")
+		b.run("apply revision 1", chromedp.Click(chromedp.CSS(`a[href$="do=apply&revision=1"]`)), chromedp.WaitVisible(chromedp.CSS("form.confirm")))
+		if what := b.text("#what"); !strings.Contains(what, "Apply revision 1 (version 1) of demo") {
+			t.Errorf("the confirmation says %q", what)
+		}
+		b.run("confirm", chromedp.Click(chromedp.CSS("form.confirm button")), chromedp.WaitVisible(chromedp.CSS("#rollout")))
+		waitFor(t, "revision 1 to roll out again", 2*time.Minute, func() bool {
+			r := f.rollout("demo")
+			return r.Phase == "succeeded" && strings.HasPrefix(r.To, "1 ")
+		})
+		var devs []api.DeviceView
+		f.json(&devs, "devices", "-l", "role=gw")
+		for _, d := range devs {
+			for _, a := range d.Apps {
+				if a.Name == "demo" && a.Version != "1" {
+					t.Errorf("%s runs demo %s, want 1", d.ID, a.Version)
+				}
+			}
+		}
+	})
+
 	t.Run("offline devices show live", func(t *testing.T) {
 		b.open("/ui/")
 		eval[bool](b, `window.__notReloaded = true`)
