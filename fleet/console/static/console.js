@@ -27,9 +27,4 @@
   }
   var els = document.querySelectorAll('[data-live]');
   for (var i = 0; i < els.length; i++) { live(els[i]); }
-  // A select that filters submits its form on change.
-  var auto = document.querySelectorAll('form.filter select');
-  for (var j = 0; j < auto.length; j++) {
-    auto[j].addEventListener('change', function (e) { e.target.form.submit(); });
-  }
 })();
