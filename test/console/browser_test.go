@@ -220,3 +220,16 @@ func spkiList(t *testing.T, files ...string) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// tabTo presses Tab until the element sel has the keyboard focus (at most
+// 60 times, from the top of the page).
+func (b *browser) tabTo(sel string) {
+	b.t.Helper()
+	for range 60 {
+		b.run("tab", chromedp.KeyEvent("\t"))
+		if eval[bool](b, fmt.Sprintf(`document.activeElement === document.querySelector(%q)`, sel)) {
+			return
+		}
+	}
+	b.t.Fatalf("Tab never reaches %s", sel)
+}

@@ -232,12 +232,16 @@ func TestConsole_Browser(t *testing.T) {
 		f.apply("3", "4s")
 		b.open("/ui/apps/demo")
 		b.waitJS("the rollout of 3 with a pause button", 30*time.Second, `!!document.querySelector('#do-pause') && document.querySelector('.phase-line').textContent.indexOf('→ 3') >= 0`)
-		b.run("pause", chromedp.Click(chromedp.CSS("#do-pause")), chromedp.WaitVisible(chromedp.CSS("form.confirm")))
+		// With the keyboard only: Tab to the button, Enter; Tab to the
+		// confirmation, Enter.
+		b.tabTo("#do-pause")
+		b.run("pause", chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.CSS("form.confirm")))
 		what := b.text("#what")
 		if !strings.Contains(what, "Pause the rollout of demo") {
 			t.Errorf("the confirmation says %q", what)
 		}
-		b.run("confirm pause", chromedp.Click(chromedp.CSS("form.confirm button")), chromedp.WaitVisible(chromedp.CSS("#rollout")))
+		b.tabTo("form.confirm button")
+		b.run("confirm pause", chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.CSS("#rollout")))
 		r := f.rollout("demo")
 		if r.Phase != "paused" {
 			t.Fatalf("after pause on the page, the API says %s", r.Phase)
