@@ -157,7 +157,7 @@ type count struct {
 type group struct {
 	Value                            string
 	Total, Online, Offline           int
-	OK, Degraded, Failing, Unhealthy int
+	OK, Degraded, Failing, Unknown int
 }
 
 type appVersions struct {
@@ -230,7 +230,7 @@ func summarize(s *snapshot, f filter, by string, page, size int) overview {
 			case "failing", "flagged":
 				g.Failing++
 			default:
-				g.Unhealthy++
+				g.Unknown++
 			}
 		}
 		for _, a := range d.Apps {

@@ -77,6 +77,7 @@ func (c *Console) devicePage(w http.ResponseWriter, r *http.Request, v *viewer, 
 		c.fail(w, r, v, err)
 		return
 	}
+	slices.Reverse(d.Events) // newest first, as on the events page
 	data := map[string]any{"Title": "Device " + d.ID, "D": d, "Logs": logs, "Msg": r.URL.Query().Get("msg")}
 	if logs == nil {
 		data["Logs"] = &logTail{Lines: 100}
