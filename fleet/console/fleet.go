@@ -155,8 +155,8 @@ type count struct {
 }
 
 type group struct {
-	Value                            string
-	Total, Online, Offline           int
+	Value                          string
+	Total, Online, Offline         int
 	OK, Degraded, Failing, Unknown int
 }
 
