@@ -8,7 +8,7 @@ SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
 
-.PHONY: all build cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet size deps clean
+.PHONY: all build cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean
 
 all: build
 
@@ -85,8 +85,8 @@ $(BUILD)/busybox:
 
 # Debian packages the tests and benchmarks use, installed only when missing
 # (rpm, shellcheck and systemd for packaging/: rpm -qip, shellcheck,
-# systemd-analyze verify).
-DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd
+# systemd-analyze verify; chromium for the console's browser tests).
+DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd chromium
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -131,6 +131,14 @@ bench: deps build testimage
 FLEET_N ?= 10000
 bench-fleet: deps build testimage
 	./test/bench/fleet.sh $(FLEET_N)
+
+# The console's overview with CONSOLE_N simulated devices (default 10,000)
+# in headless Chromium: load and interactive times from the Performance API,
+# in the test log (issue 12). A few minutes, not part of `make test`.
+CONSOLE_N ?= 10000
+bench-console: deps build
+	TENDER_BIN=$(CURDIR)/$(BUILD)/tender TENDER_CONSOLE_DEVICES=$(CONSOLE_N) \
+		$(GO) test -count=1 -timeout 30m -run 'TestConsole_Bench' -v ./test/console/
 
 # Stripped size per architecture, what weighs most in it, and whether the
 # linker can drop unused methods (a report; it never fails on a size).
