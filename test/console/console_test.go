@@ -225,6 +225,11 @@ func TestConsole_Browser(t *testing.T) {
 		if len(seen) < 3 {
 			t.Errorf("the page showed the healthy count at only %d values (%v): waves did not move", len(seen), seen)
 		}
+		// The revision table was rendered before version 2 existed: the
+		// page says so instead of showing it stale without a word.
+		if note := eval[string](b, `(document.getElementById('stale-note')||{}).textContent||''`); !strings.Contains(note, "new revision") {
+			t.Errorf("no notice that the revision table is older than the rollout: %q", note)
+		}
 		t.Logf("healthy counts seen on the page: %v", seen)
 	})
 

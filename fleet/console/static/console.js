@@ -20,10 +20,30 @@
         if (html !== null && html !== undefined) {
           el.innerHTML = html;
           el.setAttribute('data-updated', String(Date.now()));
+          stale(el);
         }
       }).catch(function () {}).then(function () { busy = false; });
     }
     window.setInterval(tick, every);
+  }
+  // A live part that says a newer revision exists than the page was
+  // rendered with (data-latest) gets a notice: the rest of the page (the
+  // revision table) is as it was.
+  function stale(el) {
+    var want = el.getAttribute('data-latest');
+    var got = el.querySelector('[data-latest]');
+    if (!want || !got || got.getAttribute('data-latest') === want || document.getElementById('stale-note')) { return; }
+    var p = document.createElement('p');
+    p.id = 'stale-note';
+    p.className = 'msg';
+    p.setAttribute('role', 'status');
+    p.appendChild(document.createTextNode('A new revision was applied since this page was loaded. '));
+    var a = document.createElement('a');
+    a.href = window.location.pathname + window.location.search;
+    a.textContent = 'Reload';
+    p.appendChild(a);
+    p.appendChild(document.createTextNode(' to see it in the revisions.'));
+    el.parentNode.insertBefore(p, el);
   }
   var els = document.querySelectorAll('[data-live]');
   for (var i = 0; i < els.length; i++) { live(els[i]); }
