@@ -85,8 +85,9 @@ $(BUILD)/busybox:
 
 # Debian packages the tests and benchmarks use, installed only when missing
 # (rpm, shellcheck and systemd for packaging/: rpm -qip, shellcheck,
-# systemd-analyze verify).
-DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd
+# systemd-analyze verify; etcd-server for fleet/store/etcdstore: the tests
+# run their own members on loopback ports, never a system etcd).
+DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd etcd-server
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

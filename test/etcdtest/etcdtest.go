@@ -1,0 +1,223 @@
+// Package etcdtest starts real etcd clusters for tests: Debian's
+// etcd-server (3.4), one process per member, on free loopback ports, with
+// data directories in t.TempDir(), killed when the test ends. A system
+// etcd that the package's install may have started is never touched.
+package etcdtest
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Bin is Debian's etcd-server.
+const Bin = "/usr/bin/etcd"
+
+// Cluster is a running etcd cluster.
+type Cluster struct {
+	Members []*Member
+}
+
+// Member is one etcd process.
+type Member struct {
+	Name      string
+	ClientURL string // http://127.0.0.1:PORT
+	PeerURL   string
+	Dir       string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	mu     sync.Mutex
+	log    []string
+}
+
+// Endpoints are the members' client addresses (host:port), also of the
+// killed ones: a client given them all finds the living.
+func (c *Cluster) Endpoints() []string {
+	var out []string
+	for _, m := range c.Members {
+		out = append(out, strings.TrimPrefix(m.ClientURL, "http://"))
+	}
+	return out
+}
+
+// Start starts a cluster of n members (1 or 3) for one test and kills it
+// when the test ends. It skips the test when etcd is not installed (make
+// deps installs etcd-server).
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if !Installed() {
+		t.Skipf("%s missing (apt-get install etcd-server)", Bin)
+	}
+	c, err := Launch(n, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Stop()
+		if t.Failed() {
+			for _, m := range c.Members {
+				t.Logf("etcd %s log:\n%s", m.Name, strings.Join(m.Log(), "\n"))
+			}
+		}
+	})
+	return c
+}
+
+// Installed says whether Debian's etcd is there.
+func Installed() bool {
+	_, err := os.Stat(Bin)
+	return err == nil
+}
+
+// Launch starts a cluster of n members with their data under dir (for
+// TestMain, which has no t: call Stop when done) and waits until every
+// member is healthy with a leader elected.
+func Launch(n int, dir string) (*Cluster, error) {
+	// A port taken between the probe and etcd's bind makes a member
+	// exit at once: start again on other ports.
+	var last error
+	for try := range 3 {
+		c, err := launch(n, filepath.Join(dir, "try"+strconv.Itoa(try)))
+		if err == nil {
+			return c, nil
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("etcd cluster of %d: %w", n, last)
+}
+
+// Stop kills every member.
+func (c *Cluster) Stop() {
+	for _, m := range c.Members {
+		m.Kill()
+	}
+}
+
+func launch(n int, dir string) (*Cluster, error) {
+	c := &Cluster{}
+	var initial []string
+	for i := range n {
+		m := &Member{
+			Name:   "m" + strconv.Itoa(i),
+			Dir:    filepath.Join(dir, "m"+strconv.Itoa(i)),
+			exited: make(chan struct{}),
+		}
+		cp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		pp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		m.ClientURL, m.PeerURL = "http://127.0.0.1:"+cp, "http://127.0.0.1:"+pp
+		if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+			return nil, err
+		}
+		c.Members = append(c.Members, m)
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	for _, m := range c.Members {
+		m.cmd = exec.Command(Bin,
+			"--name", m.Name, "--data-dir", m.Dir,
+			"--listen-client-urls", m.ClientURL, "--advertise-client-urls", m.ClientURL,
+			"--listen-peer-urls", m.PeerURL, "--initial-advertise-peer-urls", m.PeerURL,
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
+			"--initial-cluster-token", "tender-test",
+			// Fast elections on loopback: a killed leader is replaced in
+			// about a second, not ten.
+			"--heartbeat-interval", "50", "--election-timeout", "500",
+			"--log-level", "warn", "--logger", "zap", "--log-outputs", "stderr")
+		m.cmd.Env = append(os.Environ(), "ETCD_UNSUPPORTED_ARCH="+runtime.GOARCH)
+		stderr, err := m.cmd.StderrPipe()
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		if err := m.cmd.Start(); err != nil {
+			c.Stop()
+			return nil, fmt.Errorf("start %s: %w", Bin, err)
+		}
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				m.mu.Lock()
+				m.log = append(m.log, sc.Text())
+				m.mu.Unlock()
+			}
+			_ = m.cmd.Wait()
+			close(m.exited)
+		}()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, m := range c.Members {
+		if err := m.waitHealthy(deadline); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// waitHealthy polls the member's /health until it reports a leader.
+func (m *Member) waitHealthy(deadline time.Time) error {
+	cl := http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-m.exited:
+			return fmt.Errorf("etcd %s exited:\n%s", m.Name, strings.Join(m.Log(), "\n"))
+		default:
+		}
+		resp, err := cl.Get(m.ClientURL + "/health")
+		if err == nil {
+			var body [256]byte
+			k, _ := resp.Body.Read(body[:])
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && strings.Contains(string(body[:k]), `"true"`) {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("etcd %s not healthy: %v\n%s", m.Name, err, strings.Join(m.Log(), "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill kills the member (SIGKILL) and waits until it is gone.
+func (m *Member) Kill() {
+	if m.cmd != nil && m.cmd.Process != nil {
+		_ = m.cmd.Process.Kill()
+		if m.cmd.Process.Pid > 0 {
+			<-m.exited
+		}
+	}
+}
+
+// Log is what the member wrote to stderr.
+func (m *Member) Log() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.log...)
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), nil
+}
