@@ -89,7 +89,15 @@ func (s ingester) Ingest(ctx context.Context, b store.Batch) (store.IngestResult
 	for _, e := range evs {
 		of(e.Device).events = append(of(e.Device).events, e)
 	}
+	// Devices in id order, as boltdb takes events: the feed's cursors
+	// follow it. Unknown devices are named in the order they came.
+	rank := map[string]int{}
+	for i, p := range order {
+		rank[p.id] = i
+	}
+	slices.SortFunc(order, func(x, y *pending) int { return cmp.Compare(x.id, y.id) })
 	var res store.IngestResult
+	defer slices.SortFunc(res.Unknown, func(x, y string) int { return cmp.Compare(rank[x], rank[y]) })
 	idle := 0
 	for len(order) > 0 {
 		progress, err := s.round(ctx, &order, &res)
@@ -142,13 +150,15 @@ func (s ingester) round(ctx context.Context, order *[]*pending, res *store.Inges
 		return false, err
 	}
 	var units []*unit
+	done := map[*pending]bool{}
 	for _, p := range *order {
 		u, err := db.plan(p, kvs, res)
 		if err != nil {
 			return false, err
 		}
 		if u == nil {
-			continue // unknown or revoked: skipped, counted
+			done[p] = true // unknown or revoked: skipped, counted
+			continue
 		}
 		units = append(units, u)
 		// Over its cap: the device's oldest stored events go, at most as
@@ -164,11 +174,16 @@ func (s ingester) round(ctx context.Context, order *[]*pending, res *store.Inges
 		if err := u.finish(); err != nil {
 			return false, err
 		}
+		if len(u.rest) > 0 {
+			// The device's other events come next round, and the
+			// devices after it after them: the feed stays in batch
+			// order, as boltdb writes it.
+			break
+		}
 	}
 	// Pack and commit in order.
 	metaRev := modRev(metaKV)
 	progress := false
-	done := map[*pending]bool{}
 	i := 0
 	for i < len(units) {
 		j, txnCmps, txnOps := i, 1, 1 // meta/feed's compare and put
@@ -232,14 +247,11 @@ func (s ingester) round(ctx context.Context, order *[]*pending, res *store.Inges
 		}
 		i = j
 	}
-	// What is left: devices not committed, and the rest of the events of
-	// those that were. Unknown devices are done.
+	// What is left: devices not committed or not planned, and the rest
+	// of the events of those that were.
 	left := (*order)[:0]
 	for _, p := range *order {
-		if done[p] {
-			continue
-		}
-		if slices.ContainsFunc(units, func(u *unit) bool { return u.p == p }) {
+		if !done[p] {
 			left = append(left, p)
 		}
 	}

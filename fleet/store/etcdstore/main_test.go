@@ -74,3 +74,7 @@ func unquote(s string) (string, string, error) {
 	v, err := strconv.Unquote(q)
 	return v, s[len(q):], err
 }
+
+func opPut(k, v string) clientv3.Op       { return clientv3.OpPut(k, v) }
+func opDelete(k string) clientv3.Op       { return clientv3.OpDelete(k) }
+func opDeletePrefix(k string) clientv3.Op { return clientv3.OpDelete(k, clientv3.WithPrefix()) }
