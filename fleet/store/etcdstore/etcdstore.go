@@ -223,7 +223,7 @@ func (db *DB) txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3
 	defer cancel()
 	resp, err := db.cli.Txn(tctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
-		return nil, db.wrap(ctx, "transaction", err)
+		return nil, db.wrap(ctx, tctx, "transaction", err)
 	}
 	return resp, nil
 }
@@ -237,7 +237,7 @@ func (db *DB) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*
 	defer cancel()
 	resp, err := db.cli.Get(tctx, key, opts...)
 	if err != nil {
-		return nil, db.wrap(ctx, "read "+key, err)
+		return nil, db.wrap(ctx, tctx, "read "+key, err)
 	}
 	return resp, nil
 }
@@ -316,11 +316,18 @@ func (db *DB) rangeAt(ctx context.Context, from, end string, limit int, rev int6
 
 // wrap classifies an error of the etcd client by errdefs category,
 // naming the cluster. The caller's own cancellation stays as it is.
-func (db *DB) wrap(ctx context.Context, what string, err error) error {
-	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		return ctx.Err()
+// A request that ran out of its own timeout is ErrUnavailable whatever
+// the client made of it (gRPC sometimes reports it as code Unknown).
+func (db *DB) wrap(ctx, tctx context.Context, what string, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr
 	}
-	return fmt.Errorf("etcd %s: %s: %w", strings.Join(db.cfg.Endpoints, ","), what, classify(err))
+	if tctx.Err() != nil {
+		err = fmt.Errorf("no answer within %v (is a majority of the members up?): %v: %w", db.timeout, err, errdefs.ErrUnavailable)
+	} else {
+		err = classify(err)
+	}
+	return fmt.Errorf("etcd %s: %s: %w", strings.Join(db.cfg.Endpoints, ","), what, err)
 }
 
 // classify keeps err's text and adds the errdefs category it falls in.
