@@ -655,7 +655,7 @@ func (s events) Device(ctx context.Context, id string, limit int) ([]store.FeedE
 	if err != nil {
 		return nil, err
 	}
-	out := make([]store.FeedEvent, 0, len(keys))
+	var out []store.FeedEvent
 	for _, k := range keys {
 		kv := kvs[k]
 		if kv == nil {
