@@ -322,7 +322,7 @@ func (db *DB) wrap(ctx, tctx context.Context, what string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
-	if tctx.Err() != nil {
+	if dl, _ := tctx.Deadline(); tctx.Err() != nil || !time.Now().Before(dl) {
 		err = fmt.Errorf("no answer within %v (is a majority of the members up?): %v: %w", db.timeout, err, errdefs.ErrUnavailable)
 	} else {
 		err = classify(err)
