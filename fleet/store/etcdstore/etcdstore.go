@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -151,7 +152,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		maxOps: cfg.MaxTxnOps, maxBytes: cfg.MaxTxnBytes}
 	if err := db.init(ctx); err != nil {
 		_ = cli.Close()
-		return nil, fmt.Errorf("etcd store %s%s: %w", strings.Join(cfg.Endpoints, ","), cfg.Prefix, err)
+		return nil, fmt.Errorf("etcd store under %s: %w", cfg.Prefix, err)
 	}
 	return db, nil
 }
@@ -413,3 +414,6 @@ func first(resp *clientv3.TxnResponse, i int) *mvccpb.KeyValue {
 func eq(key string, rev int64) clientv3.Cmp {
 	return clientv3.Compare(clientv3.ModRevision(key), "=", rev)
 }
+
+// Endpoints are the members the store was opened with.
+func (db *DB) Endpoints() []string { return slices.Clone(db.cfg.Endpoints) }
