@@ -57,7 +57,8 @@
 // counter and, when it adds events, meta/feed. A device with more events
 // than one transaction holds (about 30 at 128 operations) has them stored
 // over several, in sequence order. A 500-message batch of as many devices
-// is about 6 transactions (the figure is in TestIngest_SplitsBatches).
+// (reports, events and presence alike) is 10 or 11 transactions
+// (TestIngest_SplitsBatches logs it).
 //
 // What that gives:
 //
@@ -83,6 +84,16 @@
 // feed entries, which Delete then removes in transactions of up to
 // MaxTxnOps keys (Open finishes a purge a crash interrupted; until then
 // the feed still shows those events).
+//
+// # Running etcd for it
+//
+// Every ingested report rewrites its device's status key, and etcd keeps
+// every revision until it is compacted: run the members with
+// --auto-compaction-mode=periodic --auto-compaction-retention=1h (or
+// revision), defragment now and then, and size --quota-backend-bytes
+// (2 GiB by default) for the fleet: a full store refuses writes with
+// errdefs.ErrResourceExhausted. The store never compacts by itself (the
+// cluster may hold more than this store).
 //
 // # Availability
 //

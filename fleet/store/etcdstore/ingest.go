@@ -136,8 +136,17 @@ type unit struct {
 // committed, and events held back by the size limits).
 func (s ingester) round(ctx context.Context, order *[]*pending, res *store.IngestResult) (bool, error) {
 	db := s.db
+	// This round goes at most to the first device with more events than
+	// a transaction holds: read that far.
+	upto := len(*order)
+	for i, p := range *order {
+		if len(p.events) > db.eventsPerTxn() {
+			upto = i + 1
+			break
+		}
+	}
 	keys := []string{db.k(kFeedMeta)}
-	for _, p := range *order {
+	for _, p := range (*order)[:upto] {
 		keys = append(keys, db.k(kDevices, p.id), db.k(kStatus, p.id), db.k(kGenerations, p.id))
 	}
 	kvs, rev, err := db.getMany(ctx, keys, 0)
@@ -151,7 +160,7 @@ func (s ingester) round(ctx context.Context, order *[]*pending, res *store.Inges
 	}
 	var units []*unit
 	done := map[*pending]bool{}
-	for _, p := range *order {
+	for _, p := range (*order)[:upto] {
 		u, err := db.plan(p, kvs, res)
 		if err != nil {
 			return false, err
@@ -333,7 +342,7 @@ func (db *DB) plan(p *pending, kvs map[string]*mvccpb.KeyValue, res *store.Inges
 	}
 	// Events, as many as one transaction holds with the device's other
 	// writes (status, generation, meta/feed) and their trims.
-	maxEvents := max((db.maxOps-4)/4, 1)
+	maxEvents := db.eventsPerTxn()
 	budget := db.maxBytes / 2
 	for i, e := range p.events {
 		if len(u.newEvs) >= maxEvents || budget <= 0 {
@@ -373,6 +382,12 @@ func (db *DB) plan(p *pending, kvs map[string]*mvccpb.KeyValue, res *store.Inges
 	// The status is written last (finishStatus), after the trims.
 	return u, nil
 }
+
+// eventsPerTxn is how many new events of one device a transaction takes
+// with the device's other writes (status, generation, meta/feed): each
+// costs a feed and an index put, and may trim one stored event (two
+// deletes).
+func (db *DB) eventsPerTxn() int { return max((db.maxOps-4)/4, 1) }
 
 // eventSize is about what an event costs in a request: its feed entry and
 // index entry, keys included.
