@@ -6,6 +6,8 @@ package etcdtest
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -18,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tender-edge/tender/test/mqtttest"
 )
 
 // Bin is Debian's etcd-server.
@@ -26,6 +30,10 @@ const Bin = "/usr/bin/etcd"
 // Cluster is a running etcd cluster.
 type Cluster struct {
 	Members []*Member
+	// With StartTLS: the members serve clients over TLS only and want a
+	// client certificate of CAFile's CA; ClientCertFile and ClientKeyFile
+	// are one.
+	CAFile, ClientCertFile, ClientKeyFile string
 }
 
 // Member is one etcd process.
@@ -46,7 +54,7 @@ type Member struct {
 func (c *Cluster) Endpoints() []string {
 	var out []string
 	for _, m := range c.Members {
-		out = append(out, strings.TrimPrefix(m.ClientURL, "http://"))
+		out = append(out, strings.TrimPrefix(strings.TrimPrefix(m.ClientURL, "http://"), "https://"))
 	}
 	return out
 }
@@ -74,6 +82,40 @@ func Start(t testing.TB, n int) *Cluster {
 	return c
 }
 
+// StartTLS is Start with client TLS: a throwaway CA, a server
+// certificate for 127.0.0.1, client certificates required.
+func StartTLS(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if !Installed() {
+		t.Skipf("%s missing (apt-get install etcd-server)", Bin)
+	}
+	dir := t.TempDir()
+	ca := mqtttest.NewPKI(t, "etcd test ca")
+	_, scrt, skey := ca.Issue(t, "etcd", true)
+	_, ccrt, ckey := ca.Issue(t, "tender", false)
+	tf := &tlsFiles{}
+	for path, data := range map[*string][]byte{&tf.ca: ca.CertPEM(), &tf.cert: scrt, &tf.key: skey, &tf.clientCert: ccrt, &tf.clientKey: ckey} {
+		f, err := os.CreateTemp(dir, "*.pem")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		*path = f.Name()
+	}
+	c, err := launchTries(n, filepath.Join(dir, "data"), tf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CAFile, c.ClientCertFile, c.ClientKeyFile = tf.ca, tf.clientCert, tf.clientKey
+	t.Cleanup(c.Stop)
+	return c
+}
+
+type tlsFiles struct{ ca, cert, key, clientCert, clientKey string }
+
 // Installed says whether Debian's etcd is there.
 func Installed() bool {
 	_, err := os.Stat(Bin)
@@ -83,12 +125,14 @@ func Installed() bool {
 // Launch starts a cluster of n members with their data under dir (for
 // TestMain, which has no t: call Stop when done) and waits until every
 // member is healthy with a leader elected.
-func Launch(n int, dir string) (*Cluster, error) {
+func Launch(n int, dir string) (*Cluster, error) { return launchTries(n, dir, nil) }
+
+func launchTries(n int, dir string, tf *tlsFiles) (*Cluster, error) {
 	// A port taken between the probe and etcd's bind makes a member
 	// exit at once: start again on other ports.
 	var last error
 	for try := range 3 {
-		c, err := launch(n, filepath.Join(dir, "try"+strconv.Itoa(try)))
+		c, err := launch(n, filepath.Join(dir, "try"+strconv.Itoa(try)), tf)
 		if err == nil {
 			return c, nil
 		}
@@ -104,7 +148,7 @@ func (c *Cluster) Stop() {
 	}
 }
 
-func launch(n int, dir string) (*Cluster, error) {
+func launch(n int, dir string, tf *tlsFiles) (*Cluster, error) {
 	c := &Cluster{}
 	var initial []string
 	for i := range n {
@@ -122,6 +166,9 @@ func launch(n int, dir string) (*Cluster, error) {
 			return nil, err
 		}
 		m.ClientURL, m.PeerURL = "http://127.0.0.1:"+cp, "http://127.0.0.1:"+pp
+		if tf != nil {
+			m.ClientURL = "https://127.0.0.1:" + cp
+		}
 		if err := os.MkdirAll(m.Dir, 0o700); err != nil {
 			return nil, err
 		}
@@ -139,6 +186,10 @@ func launch(n int, dir string) (*Cluster, error) {
 			// about a second, not ten.
 			"--heartbeat-interval", "50", "--election-timeout", "500",
 			"--log-level", "warn", "--logger", "zap", "--log-outputs", "stderr")
+		if tf != nil {
+			m.cmd.Args = append(m.cmd.Args, "--cert-file", tf.cert, "--key-file", tf.key,
+				"--trusted-ca-file", tf.ca, "--client-cert-auth")
+		}
 		m.cmd.Env = os.Environ()
 		if runtime.GOARCH != "amd64" { // etcd 3.4 refuses to start elsewhere without it
 			m.cmd.Env = append(m.cmd.Env, "ETCD_UNSUPPORTED_ARCH="+runtime.GOARCH)
@@ -166,7 +217,7 @@ func launch(n int, dir string) (*Cluster, error) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for _, m := range c.Members {
-		if err := m.waitHealthy(deadline); err != nil {
+		if err := m.waitHealthy(deadline, tf); err != nil {
 			c.Stop()
 			return nil, err
 		}
@@ -175,8 +226,21 @@ func launch(n int, dir string) (*Cluster, error) {
 }
 
 // waitHealthy polls the member's /health until it reports a leader.
-func (m *Member) waitHealthy(deadline time.Time) error {
+func (m *Member) waitHealthy(deadline time.Time, tf *tlsFiles) error {
 	cl := http.Client{Timeout: time.Second}
+	if tf != nil {
+		pem, err := os.ReadFile(tf.ca)
+		if err != nil {
+			return err
+		}
+		cert, err := tls.LoadX509KeyPair(tf.clientCert, tf.clientKey)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		cl.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}
+	}
 	for {
 		select {
 		case <-m.exited:
@@ -203,9 +267,7 @@ func (m *Member) waitHealthy(deadline time.Time) error {
 func (m *Member) Kill() {
 	if m.cmd != nil && m.cmd.Process != nil {
 		_ = m.cmd.Process.Kill()
-		if m.cmd.Process.Pid > 0 {
-			<-m.exited
-		}
+		<-m.exited
 	}
 }
 

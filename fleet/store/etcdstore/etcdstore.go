@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,6 +154,11 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		maxOps: cfg.MaxTxnOps, maxBytes: cfg.MaxTxnBytes}
 	if err := db.init(ctx); err != nil {
 		_ = cli.Close()
+		if errdefs.IsUnavailable(err) && ctx.Err() == nil {
+			// gRPC hides why it could not connect behind the timeout:
+			// say what each member does when dialled.
+			err = fmt.Errorf("%w; %s", err, diagnose(cfg.Endpoints, cfg.TLS, min(cfg.DialTimeout, 2*time.Second)))
+		}
 		return nil, fmt.Errorf("etcd store under %s: %w", cfg.Prefix, err)
 	}
 	return db, nil
@@ -417,3 +424,41 @@ func eq(key string, rev int64) clientv3.Cmp {
 
 // Endpoints are the members the store was opened with.
 func (db *DB) Endpoints() []string { return slices.Clone(db.cfg.Endpoints) }
+
+// diagnose dials each endpoint (TCP, then the TLS handshake and the
+// server's first bytes) and says what happened, for an error message.
+func diagnose(endpoints []string, tc *tls.Config, timeout time.Duration) string {
+	var out []string
+	for _, ep := range endpoints {
+		out = append(out, ep+": "+probe(ep, tc, timeout))
+	}
+	return strings.Join(out, "; ")
+}
+
+func probe(ep string, tc *tls.Config, timeout time.Duration) string {
+	conn, err := net.DialTimeout("tcp", ep, timeout)
+	if err != nil {
+		return err.Error()
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if tc == nil {
+		return "accepts connections"
+	}
+	c := tc.Clone()
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(ep)
+	}
+	c.NextProtos = []string{"h2"}
+	tconn := tls.Client(conn, c)
+	if err := tconn.Handshake(); err != nil {
+		return "TLS: " + err.Error()
+	}
+	// A server that refuses the client's certificate says so after the
+	// handshake (TLS 1.3); one that accepts sends its HTTP/2 settings.
+	var b [1]byte
+	if _, err := tconn.Read(b[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return "TLS: " + err.Error()
+	}
+	return "TLS handshake done"
+}
