@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -96,6 +97,10 @@ type DB struct {
 	deviceEvents uint64
 	maxOps       int
 	maxBytes     int
+	// gens remembers the generation counters this store wrote or read
+	// (device id → genSeen), so that Next is usually one round trip; a
+	// stale entry costs one more.
+	gens gosync.Map
 }
 
 // Open connects to the cluster, checks the store's schema under the

@@ -597,37 +597,46 @@ func (s apiTokens) Revoke(ctx context.Context, hash string, at time.Time) (store
 
 type generations struct{ db *DB }
 
+// Next is one round trip when the store's memory of the counter (the
+// value and ModRevision it last wrote or read; "absent" for a device it
+// never saw) is current: the txn writes on that revision or, in its Else,
+// reads the counter, and the loop computes again from what it read.
 func (s generations) Next(ctx context.Context, id string) (uint64, error) {
 	if id == "" {
 		return 0, invalid("device id is empty")
 	}
 	k := s.db.k(kGenerations, id)
+	known, _ := s.db.gens.Load(id)
+	cur, _ := known.(genSeen)
 	for {
-		resp, err := s.db.get(ctx, k)
-		if err != nil {
-			return 0, err
-		}
-		var kv *mvccpb.KeyValue
-		if len(resp.Kvs) > 0 {
-			kv = resp.Kvs[0]
-		}
-		last, err := num(kv)
-		if err != nil {
-			return 0, err
-		}
 		floor := uint64(max(s.db.now().UnixMilli(), 0))
-		gen := max(last+1, floor)
+		gen := max(cur.value+1, floor)
 		if gen > wire.MaxGeneration {
 			return 0, fmt.Errorf("device %q: generation %d would pass the wire's largest %d: %w", id, gen, uint64(wire.MaxGeneration), errdefs.ErrResourceExhausted)
 		}
-		tr, err := s.db.txn(ctx, []clientv3.Cmp{eq(k, modRev(kv))}, []clientv3.Op{clientv3.OpPut(k, strconv.FormatUint(gen, 10))}, nil)
+		tr, err := s.db.txn(ctx, []clientv3.Cmp{eq(k, cur.modRev)}, []clientv3.Op{clientv3.OpPut(k, strconv.FormatUint(gen, 10))},
+			[]clientv3.Op{clientv3.OpGet(k)})
 		if err != nil {
+			s.db.gens.Delete(id)
 			return 0, err
 		}
 		if tr.Succeeded {
+			s.db.gens.Store(id, genSeen{value: gen, modRev: tr.Header.Revision})
 			return gen, nil
 		}
+		kv := first(tr, 0)
+		v, err := num(kv)
+		if err != nil {
+			return 0, err
+		}
+		cur = genSeen{value: v, modRev: modRev(kv)}
 	}
+}
+
+// genSeen is a generation counter as this store last saw it.
+type genSeen struct {
+	value  uint64
+	modRev int64
 }
 
 func (s generations) Last(ctx context.Context, id string) (uint64, error) {
