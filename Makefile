@@ -85,8 +85,10 @@ $(BUILD)/busybox:
 
 # Debian packages the tests and benchmarks use, installed only when missing
 # (rpm, shellcheck and systemd for packaging/: rpm -qip, shellcheck,
-# systemd-analyze verify; chromium for the console's browser tests).
-DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd chromium
+# systemd-analyze verify; chromium for the console's browser tests;
+# etcd-server for fleet/store/etcdstore: the tests run their own members on
+# loopback ports, never a system etcd).
+DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd chromium etcd-server
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -82,6 +82,7 @@ not do this (or the server is not trusted); 125 the controller failed.`,
 	add(groupApps, c.applyCmd(), c.appsCmd(), c.appCmd(), c.rolloutCmd())
 	add(groupOps, c.eventsCmd(), c.auditCmd(), c.statusCmd())
 	root.AddCommand(serveCmd())
+	root.AddCommand(storeCmd())
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Show the version",

@@ -25,7 +25,6 @@ import (
 	"github.com/tender-edge/tender/fleet/console"
 	fleetctl "github.com/tender-edge/tender/fleet/controller"
 	"github.com/tender-edge/tender/fleet/enroll"
-	"github.com/tender-edge/tender/fleet/store/boltdb"
 	"github.com/tender-edge/tender/sync/mqttc"
 )
 
@@ -45,6 +44,7 @@ type serveOptions struct {
 	grace       time.Duration
 	logLevel    string
 	enrollRate  int
+	store       storeFlags
 }
 
 func serveCmd() *cobra.Command {
@@ -55,6 +55,8 @@ func serveCmd() *cobra.Command {
 		Long: `Run the fleet controller. On first start it creates, under --data (0700),
 the fleet's signing key, its CA and server certificate, the store, and an
 admin API token, printed once and written to DIR/admin.token (0600).
+The store is DIR/fleet.db (bbolt) unless --store names an etcd cluster
+(see 'tender store migrate'); the keys and the CA stay in DIR.
 
 The API is HTTPS on --listen; devices speak MQTT over TLS to the embedded
 broker on --mqtt (plain TCP only on --insecure-tcp), or, with --broker, to
@@ -84,6 +86,7 @@ and rewrites on every revocation.`,
 	f.StringVar(&o.registries, "registries", "", "registries config (YAML: registries: {host: {insecure, username, password}})")
 	f.DurationVar(&o.grace, "grace", 0, "how long a device may be offline before its share of an N-device app moves (default 5m)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.store.add(f, "store", "the store: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (etcds:// for TLS) for controllers in HA; default bbolt in --data")
 	f.IntVar(&o.enrollRate, "enroll-rate", 0, "benchmarks only: enrollments allowed per second from one address, burst as many (default: 10, then one every 6s)")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
@@ -117,12 +120,16 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	db, err := boltdb.Open(filepath.Join(o.data, fleetctl.StoreFile), nil)
+	st, storeDesc, err := o.store.openStore(ctx, o.data)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	st := db.Store()
+	defer st.Close()
+	if o.store.url != "" {
+		// Leader election and publish fencing are the next part of
+		// issue 13: until then, one controller per store.
+		log.Warn().Str("store", storeDesc).Msg("etcd store: run one controller on it until leader election lands")
+	}
 	if tok, err := fleetctl.EnsureAdminToken(ctx, st.APITokens, time.Now()); err != nil {
 		return err
 	} else if tok != "" {
@@ -301,7 +308,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		return err
 	}
 	metrics = srv.Metrics()
-	log.Info().Str("api", o.listen).Strs("brokers", brokers).Str("data", o.data).Msg("controller serving")
+	log.Info().Str("api", o.listen).Strs("brokers", brokers).Str("data", o.data).Str("store", storeDesc).Msg("controller serving")
 	g.Go(func() error { return ignoreCanceled(ctrl.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(srv.Serve(gctx)) })
 	return g.Wait()
