@@ -119,6 +119,7 @@ cat <<EOT
 
 Running: the controller (https://$api, MQTT TLS $mqtt), the registry ($reg) and the agent.
   admin token:   $run/controller/admin.token (shown once; stored hashed)
+  web console:   https://$api/ui/ (sign in with the admin token; the certificate is the fleet CA's: $run/controller/ca.crt)
   environment:   export TENDER_SERVER=https://$api TENDER_CA=$run/controller/ca.crt TENDER_TOKEN=\$(cat $run/controller/admin.token)
   watch:         $tender devices -o wide; $tender apps; $tender rollout status demo --watch; $tender events -f
   device side:   $agent --root $run/agent/state --socket $run/agent/agent.sock apps | ps | logs -f CONTAINER
