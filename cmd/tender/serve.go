@@ -44,6 +44,7 @@ type serveOptions struct {
 	grace       time.Duration
 	logLevel    string
 	enrollRate  int
+	debugAddr   string
 }
 
 func serveCmd() *cobra.Command {
@@ -84,6 +85,7 @@ and rewrites on every revocation.`,
 	f.DurationVar(&o.grace, "grace", 0, "how long a device may be offline before its share of an N-device app moves (default 5m)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&o.enrollRate, "enroll-rate", 0, "benchmarks only: enrollments allowed per second from one address, burst as many (default: 10, then one every 6s)")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiles (/debug/pprof/) on this loopback address, plain HTTP, no token (off by default)")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
 }
@@ -100,6 +102,11 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	if o.enrollRate < 0 {
 		return usageError{fmt.Errorf("--enroll-rate %d: want a count of enrollments a second per address, or 0 for the default", o.enrollRate), "tender serve"}
+	}
+	if o.debugAddr != "" {
+		if err := checkDebugAddr(o.debugAddr); err != nil {
+			return usageError{err, "tender serve"}
+		}
 	}
 	log := zerolog.New(stderr).Level(lvl).With().Timestamp().Logger()
 	var enrollLimiter *enroll.Limiter
@@ -291,6 +298,9 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	log.Info().Str("api", o.listen).Strs("brokers", brokers).Str("data", o.data).Msg("controller serving")
 	g.Go(func() error { return ignoreCanceled(ctrl.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(srv.Serve(gctx)) })
+	if o.debugAddr != "" {
+		g.Go(func() error { return serveDebug(gctx, o.debugAddr, log) })
+	}
 	return g.Wait()
 }
 
