@@ -63,8 +63,13 @@
 //	              dropped, counted per device; other devices are not
 //	              affected
 //	queues        Config.MaxInflight QoS 1 messages stored per client,
-//	              Config.MaxPendingWrites packets queued for writing to a
-//	              connected client; beyond them messages are dropped
+//	              Config.MaxPendingWrites (32) packets queued for writing
+//	              to a connected client; beyond them messages are dropped
+//	memory        per device connection, about 16 KiB of goroutine
+//	              stacks (mochi's reader and writer), 9 KiB of TLS state
+//	              (buffers, ciphers, the parsed client certificate) and
+//	              10 KiB of mochi's client, subscriptions and retained
+//	              messages
 //	sessions      a persistent session is dropped after
 //	              Config.SessionExpiry offline; retained messages do not
 //	              expire (the desired documents are retained)
