@@ -49,6 +49,9 @@ type harness struct {
 	resolver controller.Resolver
 	// limiter, if set before start, is Config.EnrollLimiter.
 	limiter *enroll.Limiter
+	// gate, if set before start, sits in front of the transport's
+	// publishes.
+	gate *gate
 }
 
 func newHarness(t *testing.T) *harness {
@@ -95,14 +98,27 @@ func (h *harness) start() {
 	if err := cl.WaitConnected(wctx); err != nil {
 		t.Fatal(err)
 	}
-	tr := controller.MQTT{Client: cl}
+	mq := controller.MQTT{Client: cl}
+	var tr controller.Transport = mq
+	if h.gate != nil {
+		tr = gated{Transport: mq, g: h.gate}
+	}
 	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Log: testLog(t)},
-		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: tr, Resolver: h.resolver})
+		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: mq, Resolver: h.resolver})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := h.c
 	go func() { h.done <- c.Run(ctx) }()
+	// Run has subscribed once a message it cannot decode is counted: a
+	// device's message published before would be lost.
+	before := c.Stats().Malformed
+	eventually(t, "the controller's subscription", func() bool {
+		if err := cl.Publish(wctx, "tender/v1/devices/probe/presence", []byte("not a presence"), false); err != nil {
+			t.Fatal(err)
+		}
+		return c.Stats().Malformed > before
+	})
 }
 
 func (h *harness) stop() {
@@ -304,10 +320,12 @@ func TestRollout_ResumesAfterRestartAndOfflineDeviceCatchesUp(t *testing.T) {
 	gws[0].mu.Unlock()
 	h.apply("2.0", `"1"`, `"100%"`)
 	eventually(t, "gw-1 received 2.0 and holds it", gws[0].Held)
-	before, err := h.c.Rollout(context.Background(), "thermo")
-	if err != nil {
-		t.Fatal(err)
-	}
+	var before api.RolloutView
+	eventually(t, "the rollout to 2.0 in the loop's view", func() bool { // a pass old at most
+		var err error
+		before, err = h.c.Rollout(context.Background(), "thermo")
+		return err == nil && before.To == "2.0 (2)"
+	})
 
 	h.restart()
 	after, err := h.c.Rollout(context.Background(), "thermo")

@@ -40,7 +40,16 @@ type loop struct {
 	dirty     map[string]bool
 	specs     map[specKey]wire.App
 	decision  *placement.Decision
-	devices   []store.Device // of the last pass
+
+	// devs is every device in the store as the loop last read it,
+	// trimmed to what it uses (loopDevice); byID the unrevoked ones,
+	// which it places and publishes to. Both nil until the first read.
+	devs     map[string]*store.Device
+	byID     map[string]*store.Device
+	resyncAt time.Time // next read of every device
+	// cmdsRead says the stored rollout commands were read once (at the
+	// first pass; later when the API stores one).
+	cmdsRead bool
 }
 
 type specKey struct {
@@ -54,6 +63,9 @@ type ro struct {
 	r    *rollout.Rollout
 	rev  uint64
 	data []byte
+	// applied is the sequence number of the last stored command applied
+	// (rolloutcmd.go).
+	applied uint64
 }
 
 func revStr(r uint64) string {
@@ -103,7 +115,9 @@ func (c *Controller) loadLoop(ctx context.Context) (*loop, error) {
 	return lp, nil
 }
 
-// run is the loop: a pass at every tick, kick and call.
+// run is the loop: a pass at every tick and kick. Nothing else runs on
+// it: the API reads what each pass publishes (snapshot) and stores what
+// it changes, then kicks.
 func (c *Controller) run(ctx context.Context, lp *loop) error {
 	t := time.NewTicker(c.cfg.Tick)
 	defer t.Stop()
@@ -116,8 +130,6 @@ func (c *Controller) run(ctx context.Context, lp *loop) error {
 			c.pass(ctx, lp)
 		case <-c.kick:
 			c.pass(ctx, lp)
-		case fn := <-c.calls:
-			fn(lp)
 		}
 	}
 }
@@ -147,9 +159,8 @@ type told struct {
 // them, publish what changed, persist.
 func (c *Controller) pass(ctx context.Context, lp *loop) {
 	now := c.cfg.Now()
-	devs, err := c.st.Devices.List(ctx)
-	if err != nil {
-		c.log.Error().Err(err).Msg("loop: list devices")
+	if err := c.readDevices(ctx, lp, now); err != nil {
+		c.log.Error().Err(err).Msg("loop: read devices")
 		return
 	}
 	apps, err := c.st.Apps.List(ctx)
@@ -157,16 +168,11 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 		c.log.Error().Err(err).Msg("loop: list apps")
 		return
 	}
-	lp.devices = devs
-	byID := make(map[string]*store.Device, len(devs))
-	var pdevs []placement.Device
+	commands := c.takeCommands(ctx, lp)
+	byID := lp.byID
+	pdevs := make([]placement.Device, 0, len(byID))
 	online := 0
-	for i := range devs {
-		d := &devs[i]
-		if d.Revoked {
-			continue
-		}
-		byID[d.ID] = d
+	for _, d := range byID {
 		facts := d.Facts
 		if d.Status.Report != nil {
 			facts = d.Status.Report.Device
@@ -267,14 +273,17 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 		}
 	}
 
+	saved := map[string]bool{}
 	for name, r := range lp.rollouts {
 		if a, ok := current[name]; !ok || a.Deleting {
 			continue
 		}
-		c.saveRollout(ctx, name, r)
+		saved[name] = c.saveRollout(ctx, name, r)
 	}
 	c.saveState(ctx, lp)
 	c.finishDeletes(ctx, lp, apps)
+	c.doneCommands(ctx, commands, saved)
+	c.publishView(ctx, lp, current)
 
 	if c.met.Fleet != nil {
 		phases := map[string]int{}
@@ -474,21 +483,24 @@ func (c *Controller) desiredApps(ctx context.Context, lp *loop, dev string) []wi
 	return out
 }
 
-func (c *Controller) saveRollout(ctx context.Context, name string, r *ro) {
+// saveRollout stores r if it changed; it reports whether the store holds
+// r as it is.
+func (c *Controller) saveRollout(ctx context.Context, name string, r *ro) bool {
 	data, err := json.Marshal(r.r)
 	if err != nil {
 		c.log.Error().Err(err).Str("app", name).Msg("encode rollout")
-		return
+		return false
 	}
 	if bytes.Equal(data, r.data) {
-		return
+		return true
 	}
 	b, err := c.st.Rollouts.Put(ctx, name, data, r.rev)
 	if err != nil {
 		c.log.Error().Err(err).Str("app", name).Msg("store rollout")
-		return
+		return false
 	}
 	r.rev, r.data = b.Rev, data
+	return true
 }
 
 func (c *Controller) saveState(ctx context.Context, lp *loop) {
