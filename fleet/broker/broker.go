@@ -297,6 +297,36 @@ func (b *Broker) Subscribe(filter string, h mqttc.Handler) error {
 	return nil
 }
 
+// consumed reports whether t is a device's topic of a kind the
+// controller subscribed to for every device (topic.AllDevices): such a
+// message is not kept retained. The controller stores what it receives,
+// and the broker's copy, in memory only, would be a second one, gone with
+// the process anyway (the controller and the embedded broker start and
+// stop together). At 10,000 devices the retained reports and presences
+// held 20 MB, and mochi copies every retained message each second to
+// look for expired ones. A copy retained before the controller
+// subscribed goes with the device's next message on that topic, so a
+// new subscription is never handed an old one.
+func (b *Broker) consumed(t string) bool {
+	_, kind, err := topic.Parse(t)
+	if err != nil {
+		return false
+	}
+	f, err := topic.AllDevices(kind)
+	if err != nil {
+		return false
+	}
+	b.mu.Lock()
+	_, ok := b.subs[f]
+	b.mu.Unlock()
+	if ok {
+		if _, held := b.srv.Topics.Retained.Get(t); held {
+			b.srv.Topics.RetainMessage(packets.Packet{TopicName: t})
+		}
+	}
+	return ok
+}
+
 // Unsubscribe ends the controller's subscription to filter.
 func (b *Broker) Unsubscribe(filter string) error {
 	b.mu.Lock()

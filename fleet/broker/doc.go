@@ -76,6 +76,12 @@
 //
 // # State
 //
+// A device's retained message on a topic the controller subscribes to
+// for every device (its reports and presence, Last Will included) is
+// delivered and not kept: the controller stores it, and a copy in the
+// broker's memory would only cost (mochi copies every retained message
+// each second). Before that subscription, it is kept and handed to it.
+//
 // The broker keeps its sessions and retained messages in memory only: after
 // a restart, devices reconnect and resubscribe, and the controller
 // publishes each device's current desired document again (the agent
