@@ -253,20 +253,7 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 		}
 	}
 
-	gens := map[string]uint64{}
-	for dev := range lp.dirty {
-		if byID[dev] == nil {
-			delete(lp.dirty, dev)
-			continue
-		}
-		res, err := c.pub.Publish(ctx, dev, c.desiredApps(ctx, lp, dev))
-		if err != nil {
-			c.log.Error().Err(err).Str("device", dev).Msg("publish desired state")
-			continue
-		}
-		delete(lp.dirty, dev)
-		gens[dev] = res.Generation
-	}
+	gens := c.publishDirty(ctx, lp)
 	for _, t := range tolds {
 		if g, ok := gens[t.dev]; ok {
 			t.r.r.Published(t.dev, t.rev, g)
