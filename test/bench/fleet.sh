@@ -32,8 +32,9 @@
 # Other knobs: FLEET_RATE (connects/s, default 1000), FLEET_APPLY_DELAY
 # (default 0s), FLEET_ENROLL_WORKERS (default 4), FLEET_PROFILE=DIR (serve:
 # keep the controller's heap profiles, connected and after the rollouts,
-# taken from its --debug-addr listener; `go tool pprof -sample_index=
-# inuse_space build/tender DIR/heap-connected.pb.gz`).
+# and CPU profiles of each rollout's first 20 s, taken from its
+# --debug-addr listener; `go tool pprof -sample_index=inuse_space
+# build/tender DIR/heap-connected.pb.gz`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-10000}
@@ -185,6 +186,11 @@ rollout() {
 	app_spec "$1" >"$W/demo-$1.yaml"
 	local c0 t0 phase i=0 apps_t="" apply_t="" fails=0
 	c0=$(cpu_of "$CPID")
+	local cpuprof=""
+	if [ -n "${FLEET_PROFILE:-}" ]; then # the controller's CPU over the rollout's first 20 s
+		curl -fsS -o "$FLEET_PROFILE/cpu-rollout-$1.pb.gz" "http://$DEBUG/debug/pprof/profile?seconds=20" &
+		cpuprof=$!
+	fi
 	t0=$(now)
 	if ! "$TENDER" apply -f "$W/demo-$1.yaml" >/dev/null; then
 		echo "   (tender apply of $1 got no answer in the CLI's 30 s: the API waits for the controller's loop; polling for the rollout it started)" >&2
@@ -209,6 +215,7 @@ rollout() {
 	done
 	ROLL=$(secs "$t0" "$(now)")
 	CPU=$(sub "$c0" "$(cpu_of "$CPID")")
+	[ -n "$cpuprof" ] && { wait "$cpuprof" || true; }
 	APIWHILE="tender apps $(stat_times "$apps_t"); tender apply (unchanged) $(stat_times "$apply_t"); $fails calls failed"
 }
 
