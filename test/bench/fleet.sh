@@ -30,7 +30,9 @@
 #                                          the test publisher (which then needs
 #                                          FLEET_KEY, FLEET_CTL_CERT, FLEET_CTL_KEY)
 # Other knobs: FLEET_RATE (connects/s, default 1000), FLEET_APPLY_DELAY
-# (default 0s), FLEET_ENROLL_WORKERS (default 4), FLEET_PROFILE=DIR (serve:
+# (default 0s), FLEET_ENROLL_WORKERS (default 4), FLEET_GOMEMLIMIT (serve:
+# the controller's GOMEMLIMIT, Go's soft memory limit; unset by default),
+# FLEET_PROFILE=DIR (serve:
 # keep the controller's heap profiles, connected and after the rollouts,
 # and CPU profiles of each rollout's first 20 s, taken from its
 # --debug-addr listener; `go tool pprof -sample_index=inuse_space
@@ -238,7 +240,7 @@ run_serve() {
 	for v in 1 2; do "$PUSH" -insecure build/testimage.tar "$REG/demo/workload:$v" >/dev/null; done
 	printf 'registries:\n  "%s": {insecure: true}\n' "$REG" >"$W/registries.yaml"
 
-	"$TENDER" serve --data "$data" --listen "127.0.0.1:$api" --mqtt "127.0.0.1:$mqtt" --host 127.0.0.1 \
+	${FLEET_GOMEMLIMIT:+env GOMEMLIMIT=$FLEET_GOMEMLIMIT} "$TENDER" serve --data "$data" --listen "127.0.0.1:$api" --mqtt "127.0.0.1:$mqtt" --host 127.0.0.1 \
 		--registries "$W/registries.yaml" --enroll-rate 100000 --log-level warn --debug-addr "$DEBUG" >"$W/controller.log" 2>&1 &
 	CPID=$!
 	PIDS+=($CPID)
@@ -276,7 +278,7 @@ run_serve() {
 	rss2=$(rss_of "$CPID") hwm=$(hwm_of "$CPID") parts2=$(parts_of "$CPID") go2=$(gomem)
 	profile after
 	last=$(grep '^{' "$W/devices-$mode.log" | tail -1)
-	echo "== tender serve (embedded broker), $N devices, mutual TLS"
+	echo "== tender serve (embedded broker), $N devices, mutual TLS${FLEET_GOMEMLIMIT:+, GOMEMLIMIT=$FLEET_GOMEMLIMIT}"
 	echo "   $(grep -m1 '^enrolled' "$W/devices-$mode.log") through POST /v1/enroll"
 	echo "   $(grep -m1 '^connected' "$W/devices-$mode.log") (rate limit $RATE/s); all online at the controller"
 	echo "   apply version 1 (first install) -> rollout succeeded: ${roll1}s (tender apply answered in ${app1}s), controller CPU ${cpuroll1}s"
