@@ -318,6 +318,9 @@ func (c *Controller) appView(ctx context.Context, a store.App, v *snapshot) (api
 	if rs, ok := v.rollouts[a.Name]; ok {
 		av.Rollout = rs.view.Phase
 	}
+	if !a.Deleting && !v.seen(a) {
+		av.Rollout = PhasePending
+	}
 	return av, nil
 }
 

@@ -130,6 +130,14 @@ func TestAPI_AnswersWhileTheLoopIsBusy(t *testing.T) {
 	if _, err := h.c.Apply(ctx, admin, []byte("name: other\nversion: \"1\"\ncontainers: [{name: main, image: \"registry.example/o@sha256:"+strings.Repeat("0", 64)+"\"}]\n")); err != nil {
 		t.Fatalf("apply while the loop is busy: %v", err)
 	}
+	// Applied since the loop's last pass: pending, not another rollout's
+	// phase nor "no rollout".
+	if v, err := h.c.App(ctx, "other"); err != nil || v.Rollout != controller.PhasePending {
+		t.Fatalf("app applied while the loop is busy: %+v %v", v, err)
+	}
+	if r, err := h.c.Rollout(ctx, "other"); err != nil || r.Phase != controller.PhasePending || r.To != "1 (1)" {
+		t.Fatalf("rollout of an app applied while the loop is busy: %+v %v", r, err)
+	}
 	if st, err := h.c.Status(ctx); err != nil || st.Rollouts != 1 || st.Apps != 2 {
 		t.Fatalf("status while the loop is busy: %+v %v", st, err)
 	}

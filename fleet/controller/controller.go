@@ -212,7 +212,15 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.lp = lp
-	c.publishView(ctx, lp, nil)
+	apps, err := c.st.Apps.List(ctx)
+	if err != nil {
+		return fmt.Errorf("controller: apps: %w", err)
+	}
+	current := make(map[string]store.App, len(apps))
+	for _, a := range apps {
+		current[a.Name] = a
+	}
+	c.publishView(ctx, lp, current)
 	for _, k := range []topic.Kind{topic.CommandResult, topic.Events, topic.Presence, topic.Reported} {
 		f, err := topic.AllDevices(k)
 		if err != nil {

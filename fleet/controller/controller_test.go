@@ -324,7 +324,7 @@ func TestRollout_ResumesAfterRestartAndOfflineDeviceCatchesUp(t *testing.T) {
 	eventually(t, "the rollout to 2.0 in the loop's view", func() bool { // a pass old at most
 		var err error
 		before, err = h.c.Rollout(context.Background(), "thermo")
-		return err == nil && before.To == "2.0 (2)"
+		return err == nil && before.To == "2.0 (2)" && before.Phase != controller.PhasePending
 	})
 
 	h.restart()

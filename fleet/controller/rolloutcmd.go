@@ -147,6 +147,15 @@ func (c *Controller) Rollout(ctx context.Context, app string) (api.RolloutView, 
 	if err != nil {
 		return api.RolloutView{}, err
 	}
+	if a, err := c.st.Apps.Get(ctx, app); err == nil && !a.Deleting && !v.seen(a) {
+		// Applied since the loop's last pass: its rollout, if it goes
+		// anywhere, starts at the next one.
+		to := revStr(a.Current)
+		if r, err := c.st.Apps.Revision(ctx, app, a.Current); err == nil {
+			to = fmt.Sprintf("%s (%s)", r.Spec.Version, to)
+		}
+		return api.RolloutView{App: app, ID: app + "@" + revStr(a.Current), To: to, Phase: PhasePending}, nil
+	}
 	rs, ok := v.rollouts[app]
 	sc, _, err := c.readCommands(ctx, app)
 	if err != nil {

@@ -32,6 +32,16 @@ type running struct {
 	n   int
 }
 
+// PhasePending is the rollout phase the API shows for an app revision
+// applied since the loop's last pass.
+const PhasePending = "pending"
+
+// seen reports whether the pass of v saw app a at its current revision.
+func (v *snapshot) seen(a store.App) bool {
+	r, ok := v.running[a.Name]
+	return ok && r.rev == a.Current
+}
+
 type rolloutSnap struct {
 	view api.RolloutView
 	// active: progressing or rolling back.
@@ -42,7 +52,7 @@ type rolloutSnap struct {
 }
 
 // publishView makes the snapshot of the loop's state; apps are the apps
-// of the pass by name (nil before the first pass: no running counts).
+// of the pass by name.
 func (c *Controller) publishView(ctx context.Context, lp *loop, apps map[string]store.App) {
 	v := &snapshot{assign: maps.Clone(lp.assign), decision: lp.decision, running: map[string]running{}, rollouts: map[string]rolloutSnap{}}
 	for name, a := range apps {
