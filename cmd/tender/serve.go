@@ -45,6 +45,7 @@ type serveOptions struct {
 	logLevel    string
 	enrollRate  int
 	store       storeFlags
+	debugAddr   string
 }
 
 func serveCmd() *cobra.Command {
@@ -88,6 +89,7 @@ and rewrites on every revocation.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	o.store.add(f, "store", "the store: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (etcds:// for TLS) for controllers in HA; default bbolt in --data")
 	f.IntVar(&o.enrollRate, "enroll-rate", 0, "benchmarks only: enrollments allowed per second from one address, burst as many (default: 10, then one every 6s)")
+	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiles (/debug/pprof/) on this loopback address, plain HTTP, no token (off by default)")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
 }
@@ -104,6 +106,11 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	if o.enrollRate < 0 {
 		return usageError{fmt.Errorf("--enroll-rate %d: want a count of enrollments a second per address, or 0 for the default", o.enrollRate), "tender serve"}
+	}
+	if o.debugAddr != "" {
+		if err := checkDebugAddr(o.debugAddr); err != nil {
+			return usageError{err, "tender serve"}
+		}
 	}
 	log := zerolog.New(stderr).Level(lvl).With().Timestamp().Logger()
 	var enrollLimiter *enroll.Limiter
@@ -311,6 +318,9 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	log.Info().Str("api", o.listen).Strs("brokers", brokers).Str("data", o.data).Str("store", storeDesc).Msg("controller serving")
 	g.Go(func() error { return ignoreCanceled(ctrl.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(srv.Serve(gctx)) })
+	if o.debugAddr != "" {
+		g.Go(func() error { return serveDebug(gctx, o.debugAddr, log) })
+	}
 	return g.Wait()
 }
 

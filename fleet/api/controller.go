@@ -136,7 +136,8 @@ type AppView struct {
 	Placed   int      `json:"placed"`
 	Running  int      `json:"running"`
 	Warnings []string `json:"warnings,omitempty"`
-	// Rollout is the phase of its rollout ("" if none).
+	// Rollout is the phase of its rollout ("" if none; pending if applied
+	// since the controller's last pass).
 	Rollout string `json:"rollout,omitempty"`
 }
 
@@ -171,7 +172,7 @@ type RolloutView struct {
 	ID      string       `json:"id"`
 	From    string       `json:"from"` // version (revision)
 	To      string       `json:"to"`
-	Phase   string       `json:"phase"` // progressing, paused, succeeded, rolling-back, rolled-back, aborted
+	Phase   string       `json:"phase"` // pending (applied, not started yet), progressing, paused, succeeded, rolling-back, rolled-back, aborted
 	Reason  string       `json:"reason,omitempty"`
 	Started time.Time    `json:"started"`
 	Waves   []WaveCounts `json:"waves"`

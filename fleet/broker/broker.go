@@ -56,7 +56,10 @@ type Config struct {
 	Burst int
 	// MaxInflight bounds the QoS 1 messages stored per client (1000);
 	// MaxPendingWrites the packets queued for writing to a connected
-	// client (256).
+	// client (32). The controller is the broker's inline client, which has
+	// no queue: these apply to devices, to which the controller sends a
+	// desired document per generation and a few commands. Mochi allocates
+	// each client's write queue whole at connect (8 bytes a packet).
 	MaxInflight      int
 	MaxPendingWrites int
 	// MaxKeepAlive is the longest keepalive a client may ask for (5m).
@@ -88,7 +91,7 @@ func (c *Config) setDefaults() {
 		c.MaxInflight = 1000
 	}
 	if c.MaxPendingWrites <= 0 {
-		c.MaxPendingWrites = 256
+		c.MaxPendingWrites = 32
 	}
 	if c.MaxKeepAlive <= 0 {
 		c.MaxKeepAlive = 5 * time.Minute
@@ -103,6 +106,9 @@ func (c *Config) setDefaults() {
 		c.Now = time.Now
 	}
 }
+
+// readBufferSize is the size of each client's read buffer.
+const readBufferSize = 512
 
 // Broker is the embedded MQTT broker. Create it with New, open its
 // listeners with Start, stop it with Close.
@@ -150,7 +156,12 @@ func New(cfg Config) (*Broker, error) {
 	b.srv = mqtt.New(&mqtt.Options{
 		InlineClient: true,
 		Capabilities: caps,
-		Logger:       slog.New(&slogHandler{log: b.log}),
+		// Each client's read buffer, kept for its life, over the TLS
+		// connection's own (mochi's default is 2 KiB): devices publish
+		// a report of a few KiB now and then, and a larger packet is read
+		// past the buffer.
+		ClientNetReadBufferSize: readBufferSize,
+		Logger:                  slog.New(&slogHandler{log: b.log}),
 	})
 	b.hook = newHook(b)
 	if err := b.srv.AddHook(b.hook, nil); err != nil {
@@ -284,6 +295,36 @@ func (b *Broker) Subscribe(filter string, h mqttc.Handler) error {
 		return fmt.Errorf("subscribe %s: %w: %w", filter, err, errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// consumed reports whether t is a device's topic of a kind the
+// controller subscribed to for every device (topic.AllDevices): such a
+// message is not kept retained. The controller stores what it receives,
+// and the broker's copy, in memory only, would be a second one, gone with
+// the process anyway (the controller and the embedded broker start and
+// stop together). At 10,000 devices the retained reports and presences
+// held 20 MB, and mochi copies every retained message each second to
+// look for expired ones. A copy retained before the controller
+// subscribed goes with the device's next message on that topic, so a
+// new subscription is never handed an old one.
+func (b *Broker) consumed(t string) bool {
+	_, kind, err := topic.Parse(t)
+	if err != nil {
+		return false
+	}
+	f, err := topic.AllDevices(kind)
+	if err != nil {
+		return false
+	}
+	b.mu.Lock()
+	_, ok := b.subs[f]
+	b.mu.Unlock()
+	if ok {
+		if _, held := b.srv.Topics.Retained.Get(t); held {
+			b.srv.Topics.RetainMessage(packets.Packet{TopicName: t})
+		}
+	}
+	return ok
 }
 
 // Unsubscribe ends the controller's subscription to filter.

@@ -248,17 +248,29 @@ func TestBroker_DeviceReportReachesController(t *testing.T) {
 		if err := f.b.Publish(tp("dev-a", k), []byte("to a "+string(k)), k == topic.Desired); err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case m := <-a.msgs:
-			if m.Topic() != tp("dev-a", k) || string(m.Payload()) != "to a "+string(k) {
-				t.Fatalf("device got %s %q", m.Topic(), m.Payload())
+		for got := false; !got; {
+			select {
+			case m := <-a.msgs:
+				if k == topic.Command && m.Topic() == tp("dev-a", topic.Desired) && string(m.Payload()) == "to a desired" {
+					// QoS 1 is at least once: a retained message published
+					// while the subscription was being made comes live and
+					// as retained.
+					continue
+				}
+				if m.Topic() != tp("dev-a", k) || string(m.Payload()) != "to a "+string(k) {
+					t.Fatalf("device got %s %q", m.Topic(), m.Payload())
+				}
+				got = true
+			case <-time.After(30 * time.Second):
+				t.Fatalf("device did not get its %s", k)
 			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("device did not get its %s", k)
 		}
 	}
 	// A username equal to the certificate's CN is fine too.
 	f.mustDial(t, client{cert: crt, clientID: "dev-a", username: "dev-a", password: "ignored"})
+	// Counted once the session is established, which mochi tells its
+	// hooks after sending CONNACK.
+	waitFor(t, "second connection counted", func() bool { return f.b.Stats().Accepted[broker.MethodCertificate] == 2 })
 	st := f.b.Stats()
 	if st.Accepted[broker.MethodCertificate] != 2 || st.DeniedPublish != 0 || st.DeniedSubscribe != 0 {
 		t.Fatalf("stats %+v", st)
@@ -677,5 +689,76 @@ func TestBroker_ConnectTimeout(t *testing.T) {
 		if errors.As(err, &ne) && ne.Timeout() {
 			t.Fatal("connection without CONNECT not closed")
 		}
+	}
+}
+
+// What the controller consumes for every device (its subscriptions to
+// tender/v1/devices/+/reported and +/presence) is not kept retained: the
+// controller stores it. A device's retained message from before the
+// subscription is kept, handed to the subscription, and goes with the
+// device's next one; a Last Will is not kept either.
+func TestBroker_ConsumedMessagesNotRetained(t *testing.T) {
+	f := startFleet(t, nil)
+	crt, _ := f.device(t, "dev-a")
+	a := f.mustDial(t, client{cert: crt, clientID: "dev-a", will: tp("dev-a", topic.Presence)})
+	// retained returns what a new subscription to tp is handed at once.
+	retained := func(tp string) []string {
+		t.Helper()
+		var mu sync.Mutex
+		var got []string
+		if err := f.b.Subscribe(tp, func(m mqttc.Message) { mu.Lock(); got = append(got, string(m.Payload)); mu.Unlock() }); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.b.Unsubscribe(tp); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+	publishRetained := func(tp, payload string) {
+		t.Helper()
+		tok := a.Publish(tp, 1, true, payload)
+		tok.Wait()
+		if err := tok.Error(); err != nil {
+			t.Fatal(err)
+		}
+		f.waitReceived(t, tp, payload)
+	}
+	rep := tp("dev-a", topic.Reported)
+	publishRetained(rep, "before")
+	if got := retained(rep); len(got) != 1 || got[0] != "before" {
+		t.Fatalf("before the controller subscribed, a new subscription got %q, want the retained report", got)
+	}
+
+	var mu sync.Mutex
+	var consumed []string
+	for _, k := range []topic.Kind{topic.Reported, topic.Presence} {
+		filter, err := topic.AllDevices(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.b.Subscribe(filter, func(m mqttc.Message) { mu.Lock(); consumed = append(consumed, string(m.Payload)); mu.Unlock() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	if len(consumed) != 1 || consumed[0] != "before" {
+		t.Fatalf("the controller's subscription was handed %q, want the report retained before it", consumed)
+	}
+	mu.Unlock()
+	publishRetained(rep, "after")
+	if got := retained(rep); len(got) != 0 {
+		t.Fatalf("reports retained while the controller consumes them: %q", got)
+	}
+	f.b.Disconnect("dev-a") // its Last Will: presence offline
+	f.waitReceived(t, tp("dev-a", topic.Presence), "offline")
+	if got := retained(tp("dev-a", topic.Presence)); len(got) != 0 {
+		t.Fatalf("a Last Will retained while the controller consumes presences: %q", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(consumed) != 3 || consumed[1] != "after" || consumed[2] != "offline" {
+		t.Fatalf("the controller got %q", consumed)
 	}
 }

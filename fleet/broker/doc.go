@@ -63,13 +63,24 @@
 //	              dropped, counted per device; other devices are not
 //	              affected
 //	queues        Config.MaxInflight QoS 1 messages stored per client,
-//	              Config.MaxPendingWrites packets queued for writing to a
-//	              connected client; beyond them messages are dropped
+//	              Config.MaxPendingWrites (32) packets queued for writing
+//	              to a connected client; beyond them messages are dropped
+//	memory        per device connection, about 16 KiB of goroutine
+//	              stacks (mochi's reader and writer), 9 KiB of TLS state
+//	              (buffers, ciphers, the parsed client certificate) and
+//	              10 KiB of mochi's client, subscriptions and retained
+//	              messages
 //	sessions      a persistent session is dropped after
 //	              Config.SessionExpiry offline; retained messages do not
 //	              expire (the desired documents are retained)
 //
 // # State
+//
+// A device's retained message on a topic the controller subscribes to
+// for every device (its reports and presence, Last Will included) is
+// delivered and not kept: the controller stores it, and a copy in the
+// broker's memory would only cost (mochi copies every retained message
+// each second). Before that subscription, it is kept and handed to it.
 //
 // The broker keeps its sessions and retained messages in memory only: after
 // a restart, devices reconnect and resubscribe, and the controller

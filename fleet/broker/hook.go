@@ -52,7 +52,7 @@ func (h *hook) ID() string { return "tender" }
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablished,
-		mqtt.OnPublish, mqtt.OnDisconnect,
+		mqtt.OnPublish, mqtt.OnWill, mqtt.OnDisconnect,
 	}, []byte{b})
 }
 
@@ -266,7 +266,13 @@ func allowed(id, t string, write bool) bool {
 // OnPublish applies the per-device rate limit: a publish over it is
 // acknowledged and dropped (CodeSuccessIgnore).
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if cl.Net.Inline || h.b.limit.allow(cl.ID) {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	if h.b.limit.allow(cl.ID) {
+		if pk.FixedHeader.Retain && h.b.consumed(pk.TopicName) {
+			pk.FixedHeader.Retain = false
+		}
 		return pk, nil
 	}
 	first := false
@@ -279,6 +285,15 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		h.b.log.Warn().Str("device", cl.ID).Float64("rate", h.b.cfg.Rate).Int("burst", h.b.cfg.Burst).Msg("mqtt device over its publish rate: dropping")
 	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// OnWill keeps a device's Last Will (its presence, offline) from being
+// retained once the controller consumes it, as OnPublish does.
+func (h *hook) OnWill(cl *mqtt.Client, w mqtt.Will) (mqtt.Will, error) {
+	if w.Retain && h.b.consumed(w.TopicName) {
+		w.Retain = false
+	}
+	return w, nil
 }
 
 // disconnect records a Disconnect of id for clients still connecting.

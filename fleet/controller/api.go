@@ -18,7 +18,6 @@ import (
 
 	"github.com/tender-edge/tender/fleet/api"
 	"github.com/tender-edge/tender/fleet/enroll"
-	"github.com/tender-edge/tender/fleet/rollout"
 	"github.com/tender-edge/tender/fleet/store"
 	"github.com/tender-edge/tender/sync/topic"
 	"github.com/tender-edge/tender/sync/wire"
@@ -51,6 +50,7 @@ func (c *Controller) enrolled(ctx context.Context, req wire.EnrollRequest, resp 
 	if err != nil {
 		return fmt.Errorf("record device %s: %w", req.DeviceID, err)
 	}
+	c.changes.mark(req.DeviceID)
 	c.audit(ctx, "device "+req.DeviceID, "enroll", "device "+req.DeviceID, "", "token "+req.TokenID)
 	c.Kick()
 	return nil
@@ -140,14 +140,15 @@ func (c *Controller) Device(ctx context.Context, id string) (api.DeviceDetail, e
 		return api.DeviceDetail{}, err
 	}
 	det := api.DeviceDetail{DeviceView: c.deviceView(ctx, d), EnrolledAt: d.EnrolledAt, Report: d.Status.Report, Status: d.Status, Events: evs}
-	_ = c.inLoop(ctx, func(l *loop) error {
-		for app, ids := range l.assign {
-			if slices.Contains(ids, id) {
-				det.Assigned = append(det.Assigned, app)
-			}
+	v, err := c.snapshot(ctx)
+	if err != nil {
+		return api.DeviceDetail{}, err
+	}
+	for app, ids := range v.assign {
+		if slices.Contains(ids, id) {
+			det.Assigned = append(det.Assigned, app)
 		}
-		return nil
-	})
+	}
 	slices.Sort(det.Assigned)
 	return det, nil
 }
@@ -169,6 +170,7 @@ func (c *Controller) LabelDevice(ctx context.Context, who api.Caller, id string,
 	if err != nil {
 		return api.DeviceView{}, err
 	}
+	c.changes.mark(id)
 	c.audit(ctx, who.Name, "device label", "device "+id, who.From, fmt.Sprintf("set %v remove %v", set, remove))
 	c.Kick()
 	return c.deviceView(ctx, d), nil
@@ -194,11 +196,10 @@ func (c *Controller) RemoveDevice(ctx context.Context, who api.Caller, id string
 	if err := c.st.Devices.Delete(ctx, id, d.Rev); err != nil {
 		return fmt.Errorf("remove device %s: %w", id, err)
 	}
-	_ = c.inLoop(ctx, func(l *loop) error {
-		delete(l.given, id)
-		delete(l.dirty, id)
-		return nil
-	})
+	// The loop forgets what it gave the device at its next pass, and
+	// what was published to it again then, after any publish of a pass
+	// under way.
+	c.changes.markRemoved(id)
 	if err := c.pub.Forget(ctx, id); err != nil {
 		c.log.Warn().Err(err).Str("device", id).Msg("forget desired state of removed device")
 	}
@@ -303,41 +304,33 @@ func joinErrs(errs []error) error {
 	return fmt.Errorf("%s: %w", strings.Join(msgs, "; "), cat)
 }
 
-func (c *Controller) appView(ctx context.Context, a store.App, l *loop) (api.AppView, error) {
+func (c *Controller) appView(ctx context.Context, a store.App, v *snapshot) (api.AppView, error) {
 	r, err := c.st.Apps.Revision(ctx, a.Name, a.Current)
 	if err != nil {
 		return api.AppView{}, err
 	}
-	v := api.AppView{Name: a.Name, Version: r.Spec.Version, Revision: a.Current, Latest: a.Latest, Deleting: a.Deleting, Spec: r.Spec}
-	if l == nil {
-		return v, nil
+	av := api.AppView{Name: a.Name, Version: r.Spec.Version, Revision: a.Current, Latest: a.Latest, Deleting: a.Deleting, Spec: r.Spec}
+	if v == nil {
+		return av, nil
 	}
-	ids := l.assign[a.Name]
-	v.Placed = len(ids)
-	byID := map[string]*store.Device{}
-	for i := range l.devices {
-		byID[l.devices[i].ID] = &l.devices[i]
+	av.Placed = len(v.assign[a.Name])
+	if n, ok := v.running[a.Name]; ok && n.rev == a.Current {
+		av.Running = n.n // of the revision the loop saw last: none of a newer one yet
 	}
-	for _, id := range ids {
-		if d := byID[id]; d != nil && d.Status.Report != nil {
-			for _, as := range d.Status.Report.Apps {
-				if as.Name == a.Name && as.Version == r.Spec.Version && as.State == "running" {
-					v.Running++
-				}
-			}
-		}
-	}
-	if l.decision != nil {
-		for _, w := range l.decision.Warnings {
+	if v.decision != nil {
+		for _, w := range v.decision.Warnings {
 			if w.App == a.Name {
-				v.Warnings = append(v.Warnings, w.Message)
+				av.Warnings = append(av.Warnings, w.Message)
 			}
 		}
 	}
-	if ro := l.rollouts[a.Name]; ro != nil {
-		v.Rollout = phaseOf(ro.r)
+	if rs, ok := v.rollouts[a.Name]; ok {
+		av.Rollout = rs.view.Phase
 	}
-	return v, nil
+	if !a.Deleting && !v.seen(a) {
+		av.Rollout = PhasePending
+	}
+	return av, nil
 }
 
 // Apps implements api.Controller.
@@ -346,18 +339,19 @@ func (c *Controller) Apps(ctx context.Context) ([]api.AppView, error) {
 	if err != nil {
 		return nil, err
 	}
+	v, err := c.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := []api.AppView{}
-	err = c.inLoop(ctx, func(l *loop) error {
-		for _, a := range apps {
-			v, err := c.appView(ctx, a, l)
-			if err != nil {
-				return err
-			}
-			out = append(out, v)
+	for _, a := range apps {
+		av, err := c.appView(ctx, a, v)
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	return out, err
+		out = append(out, av)
+	}
+	return out, nil
 }
 
 // App implements api.Controller.
@@ -366,12 +360,11 @@ func (c *Controller) App(ctx context.Context, name string) (api.AppView, error) 
 	if err != nil {
 		return api.AppView{}, err
 	}
-	var v api.AppView
-	err = c.inLoop(ctx, func(l *loop) error {
-		v, err = c.appView(ctx, a, l)
-		return err
-	})
-	return v, err
+	v, err := c.snapshot(ctx)
+	if err != nil {
+		return api.AppView{}, err
+	}
+	return c.appView(ctx, a, v)
 }
 
 // AppHistory implements api.Controller.
@@ -414,90 +407,36 @@ func (c *Controller) RemoveApp(ctx context.Context, who api.Caller, name string,
 
 // Explain implements api.Controller.
 func (c *Controller) Explain(ctx context.Context, app, device string) (api.ExplainView, error) {
-	v := api.ExplainView{App: app}
-	err := c.inLoop(ctx, func(l *loop) error {
-		if l.decision == nil {
-			return fmt.Errorf("placement has not run yet; try again: %w", errdefs.ErrUnavailable)
-		}
-		if device != "" {
-			r, err := l.decision.ExplainDevice(app, device)
-			if err != nil {
-				return err
-			}
-			v.Devices = []api.ExplainDevice{{Device: r.Device, Chosen: r.Chosen, Reason: r.Message}}
-		} else {
-			rs, err := l.decision.Explain(app)
-			if err != nil {
-				return err
-			}
-			for _, r := range rs {
-				v.Devices = append(v.Devices, api.ExplainDevice{Device: r.Device, Chosen: r.Chosen, Reason: r.Message})
-			}
-		}
-		for _, w := range l.decision.Warnings {
-			if w.App == app {
-				v.Warnings = append(v.Warnings, w.Message)
-			}
-		}
-		return nil
-	})
-	return v, err
-}
-
-func (c *Controller) rolloutView(ctx context.Context, l *loop, app string, r *rollout.Rollout) api.RolloutView {
-	ver := func(rev string) string {
-		if rev == "" {
-			return ""
-		}
-		if s, err := c.spec(ctx, l, app, revNum(rev)); err == nil {
-			return fmt.Sprintf("%s (%s)", s.Version, rev)
-		}
-		return rev
-	}
-	st := r.Status()
-	v := api.RolloutView{App: app, ID: app + "@" + r.Spec.To, From: ver(r.Spec.From), To: ver(r.Spec.To), Phase: phaseOf(r), Reason: r.Reason, Started: r.Created}
-	for _, w := range st.Waves {
-		v.Waves = append(v.Waves, api.WaveCounts{Index: w.Wave - 1, Devices: w.Size, Pending: w.Pending, Offline: w.Offline,
-			Updating: w.Updating, Updated: w.Updated, Healthy: w.Healthy, Failed: w.Failed, Deferred: w.Deferred, RolledBack: w.RolledBack})
-	}
-	return v
-}
-
-// Rollout implements api.Controller.
-func (c *Controller) Rollout(ctx context.Context, app string) (api.RolloutView, error) {
-	var v api.RolloutView
-	err := c.inLoop(ctx, func(l *loop) error {
-		r := l.rollouts[app]
-		if r == nil {
-			return fmt.Errorf("app %s has no rollout: %w", app, errdefs.ErrNotFound)
-		}
-		v = c.rolloutView(ctx, l, app, r.r)
-		return nil
-	})
-	return v, err
-}
-
-// RolloutCommand implements api.Controller.
-func (c *Controller) RolloutCommand(ctx context.Context, who api.Caller, app, command string) (api.RolloutView, error) {
-	var v api.RolloutView
-	err := c.inLoop(ctx, func(l *loop) error {
-		r := l.rollouts[app]
-		if r == nil {
-			return fmt.Errorf("app %s has no rollout: %w", app, errdefs.ErrNotFound)
-		}
-		if err := r.r.Command(rollout.Command(command), c.cfg.Now()); err != nil {
-			return err
-		}
-		c.saveRollout(ctx, app, r)
-		v = c.rolloutView(ctx, l, app, r.r)
-		return nil
-	})
+	v, err := c.snapshot(ctx)
 	if err != nil {
-		return api.RolloutView{}, err
+		return api.ExplainView{}, err
 	}
-	c.audit(ctx, who.Name, "rollout "+command, "app "+app, who.From, "")
-	c.Kick()
-	return v, nil
+	d := v.decision
+	if d == nil {
+		return api.ExplainView{}, fmt.Errorf("placement has not run yet; try again: %w", errdefs.ErrUnavailable)
+	}
+	ev := api.ExplainView{App: app}
+	if device != "" {
+		r, err := d.ExplainDevice(app, device)
+		if err != nil {
+			return api.ExplainView{}, err
+		}
+		ev.Devices = []api.ExplainDevice{{Device: r.Device, Chosen: r.Chosen, Reason: r.Message}}
+	} else {
+		rs, err := d.Explain(app)
+		if err != nil {
+			return api.ExplainView{}, err
+		}
+		for _, r := range rs {
+			ev.Devices = append(ev.Devices, api.ExplainDevice{Device: r.Device, Chosen: r.Chosen, Reason: r.Message})
+		}
+	}
+	for _, w := range d.Warnings {
+		if w.App == app {
+			ev.Warnings = append(ev.Warnings, w.Message)
+		}
+	}
+	return ev, nil
 }
 
 // Events implements api.Controller.
@@ -562,15 +501,16 @@ func (c *Controller) Status(ctx context.Context) (api.StatusView, error) {
 		return v, err
 	}
 	v.Apps = len(apps)
-	err = c.inLoop(ctx, func(l *loop) error {
-		for _, r := range l.rollouts {
-			if r.r.Phase == rollout.PhaseProgressing || r.r.Phase == rollout.PhaseRollingBack {
-				v.Rollouts++
-			}
+	snap, err := c.snapshot(ctx)
+	if err != nil {
+		return v, err
+	}
+	for _, r := range snap.rollouts {
+		if r.active {
+			v.Rollouts++
 		}
-		return nil
-	})
-	return v, err
+	}
+	return v, nil
 }
 
 // CheckPassword implements broker.Passwords for the embedded broker: the

@@ -25,6 +25,7 @@ const (
 	DefaultIngestDelay    = 5 * time.Millisecond
 	DefaultIngestBatch    = 500
 	DefaultCommandTimeout = 10 * time.Second
+	DefaultResync         = time.Minute
 )
 
 // Config is the controller's configuration.
@@ -47,6 +48,10 @@ type Config struct {
 	Reserve placement.Resources
 	// Tick is how often the loop runs without a change (DefaultTick).
 	Tick time.Duration
+	// Resync is how often the loop reads every device from the store
+	// (DefaultResync); between, it reads only those that ingest, the API
+	// and enrollment changed.
+	Resync time.Duration
 	// IngestDelay and IngestBatch bound how long and how many messages
 	// ingest gathers before one store write.
 	IngestDelay time.Duration
@@ -107,8 +112,19 @@ type Controller struct {
 	// their message instead of blocking its clients for good.
 	stopped  chan struct{}
 	stopOnce sync.Once
-	kick     chan struct{}    // cap 1: something changed, run the loop
-	calls    chan func(*loop) // closures run on the loop goroutine
+	kick     chan struct{} // cap 1: something changed, run the loop
+
+	// view is what the loop published after its last pass, for the
+	// API to read without waiting for it; ready is closed once there is
+	// one.
+	view      atomic.Pointer[snapshot]
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	// changes are the devices written since the loop last read them;
+	// cmds says a rollout command was stored for the loop.
+	changes changes
+	cmds    atomic.Bool
 
 	refused      atomic.Uint64 // F-08: payload device ≠ topic device
 	storeRefused atomic.Uint64 // the same, caught by the store (events of a batch)
@@ -145,13 +161,16 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Controller, error) {
 	if cfg.CommandTimeout <= 0 {
 		cfg.CommandTimeout = DefaultCommandTimeout
 	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = DefaultResync
+	}
 	if len(cfg.Brokers) == 0 {
 		cfg.Brokers = []string{"tls://localhost:8883"}
 	}
 	c := &Controller{
 		cfg: cfg, st: deps.Store, key: deps.Key, tr: deps.Transport, rv: deps.Revoker, res: deps.Resolver, met: deps.Metrics,
 		log: cfg.Log, started: cfg.Now(),
-		in: make(chan inMsg, 4096), stopped: make(chan struct{}), kick: make(chan struct{}, 1), calls: make(chan func(*loop)),
+		in: make(chan inMsg, 4096), stopped: make(chan struct{}), kick: make(chan struct{}, 1), ready: make(chan struct{}),
 		waiting: map[string]waiter{},
 	}
 	var err error
@@ -193,6 +212,15 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.lp = lp
+	apps, err := c.st.Apps.List(ctx)
+	if err != nil {
+		return fmt.Errorf("controller: apps: %w", err)
+	}
+	current := make(map[string]store.App, len(apps))
+	for _, a := range apps {
+		current[a.Name] = a
+	}
+	c.publishView(ctx, lp, current)
 	for _, k := range []topic.Kind{topic.CommandResult, topic.Events, topic.Presence, topic.Reported} {
 		f, err := topic.AllDevices(k)
 		if err != nil {
@@ -219,20 +247,64 @@ func (c *Controller) Kick() {
 	}
 }
 
-// inLoop runs fn on the loop goroutine and waits for it.
-func (c *Controller) inLoop(ctx context.Context, fn func(*loop) error) error {
-	done := make(chan error, 1)
-	select {
-	case c.calls <- func(l *loop) { done <- fn(l) }:
-	case <-ctx.Done():
-		return ctx.Err()
+// snapshot returns what the loop published last; before its first
+// publication (Run reading the store back), it waits for it.
+func (c *Controller) snapshot(ctx context.Context) (*snapshot, error) {
+	if v := c.view.Load(); v != nil {
+		return v, nil
 	}
 	select {
-	case err := <-done:
-		return err
+	case <-c.ready:
+		return c.view.Load(), nil
+	case <-c.stopped:
+		return nil, fmt.Errorf("controller stopped: %w", errdefs.ErrUnavailable)
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
+}
+
+// changes is a set of devices written since the loop last read them, or
+// all of them.
+type changes struct {
+	mu      sync.Mutex
+	ids     map[string]struct{}
+	removed map[string]struct{}
+}
+
+// mark records devices written to the store (after the write).
+func (ch *changes) mark(ids ...string) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.ids == nil {
+		ch.ids = map[string]struct{}{}
+	}
+	for _, id := range ids {
+		ch.ids[id] = struct{}{}
+	}
+}
+
+// markRemoved records a device deleted from the store.
+func (ch *changes) markRemoved(id string) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.removed == nil {
+		ch.removed = map[string]struct{}{}
+	}
+	ch.removed[id] = struct{}{}
+	if ch.ids == nil {
+		ch.ids = map[string]struct{}{}
+	}
+	ch.ids[id] = struct{}{}
+}
+
+// take returns the devices marked since the last take, and those
+// removed.
+func (ch *changes) take() (ids, removed map[string]struct{}) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ids, removed = ch.ids, ch.removed
+	ch.ids, ch.removed = nil, nil
+	return ids, removed
 }
 
 // Stats are counters of what ingest dropped and stored.

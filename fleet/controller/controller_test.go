@@ -51,6 +51,9 @@ type harness struct {
 	limiter *enroll.Limiter
 	// now, if set before start, is Config.Now.
 	now func() time.Time
+	// gate, if set before start, sits in front of the transport's
+	// publishes.
+	gate *gate
 }
 
 func newHarness(t *testing.T) *harness {
@@ -97,14 +100,27 @@ func (h *harness) start() {
 	if err := cl.WaitConnected(wctx); err != nil {
 		t.Fatal(err)
 	}
-	tr := controller.MQTT{Client: cl}
+	mq := controller.MQTT{Client: cl}
+	var tr controller.Transport = mq
+	if h.gate != nil {
+		tr = gated{Transport: mq, g: h.gate}
+	}
 	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Now: h.now, Log: testLog(t)},
-		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: tr, Resolver: h.resolver})
+		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: mq, Resolver: h.resolver})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := h.c
 	go func() { h.done <- c.Run(ctx) }()
+	// Run has subscribed once a message it cannot decode is counted: a
+	// device's message published before would be lost.
+	before := c.Stats().Malformed
+	eventually(t, "the controller's subscription", func() bool {
+		if err := cl.Publish(wctx, "tender/v1/devices/probe/presence", []byte("not a presence"), false); err != nil {
+			t.Fatal(err)
+		}
+		return c.Stats().Malformed > before
+	})
 }
 
 func (h *harness) stop() {
@@ -317,10 +333,12 @@ func TestRollout_ResumesAfterRestartAndOfflineDeviceCatchesUp(t *testing.T) {
 	gws[0].mu.Unlock()
 	h.apply("2.0", `"1"`, `"100%"`)
 	eventually(t, "gw-1 received 2.0 and holds it", gws[0].Held)
-	before, err := h.c.Rollout(context.Background(), "thermo")
-	if err != nil {
-		t.Fatal(err)
-	}
+	var before api.RolloutView
+	eventually(t, "the rollout to 2.0 in the loop's view", func() bool { // a pass old at most
+		var err error
+		before, err = h.c.Rollout(context.Background(), "thermo")
+		return err == nil && before.To == "2.0 (2)" && before.Phase != controller.PhasePending
+	})
 
 	h.restart()
 	after, err := h.c.Rollout(context.Background(), "thermo")
@@ -549,6 +567,12 @@ func TestRemoveApp_UndoKeepsTheApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the first wave's device sent the removal", gws[0].Held)
+	// (A command names the rollout the API shows: wait until that is the
+	// removal, or the undo is for the rollout it replaced, and dropped.)
+	eventually(t, "the API shows the removal", func() bool {
+		r, err := h.c.Rollout(context.Background(), "thermo")
+		return err == nil && r.ID == "thermo@"
+	})
 	if _, err := h.c.Apply(context.Background(), admin, []byte("name: thermo\nversion: '9'\ncontainers: [{name: main, image: 'registry.example/thermo@sha256:"+strings.Repeat("9", 64)+"'}]\n")); !errdefs.IsFailedPrecondition(err) {
 		t.Fatalf("apply during the removal: %v, want a failed precondition", err)
 	}

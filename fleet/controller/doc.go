@@ -7,10 +7,11 @@
 //	                   broker or    F-08 check                      │ kick
 //	                   mqttc)           │ cmd/result                ▼
 //	                                    ▼                         loop (one goroutine)
-//	                              waiting command ◄── Logs,       │ every Tick, kick, call
+//	                              waiting command ◄── Logs,       │ every Tick, kick
 //	                                                  Restart     ▼
 //	  ┌──────────────────────────── pass ───────────────────────────────────┐
-//	  │ devices, apps ◄── store                                              │
+//	  │ devices changed since the last pass (all every Resync), apps ◄── store│
+//	  │ rollout commands stored by the API → each rollout, in order          │
 //	  │ placement.Place(apps, devices, current assignments, grace)          │
 //	  │ per app: current revision ≠ what its assigned devices were given     │
 //	  │   → rollout.New(From = what they run, To = current, devices)         │
@@ -21,13 +22,25 @@
 //	  │   retained, new generation only on a change) → rollout.Published     │
 //	  │ persist: rollouts (store.Rollouts, one per app, JSON), assignments   │
 //	  │   and what each device was given (store.Docs "controller/state")     │
+//	  │ publish the snapshot the API reads                                   │
 //	  └──────────────────────────────────────────────────────────────────────┘
 //
-// The loop goroutine alone owns the rollouts and the assignments; API
-// calls that read or change them (Rollout, RolloutCommand, Explain, App)
-// run as closures on it. A controller restarted mid-rollout reads them
+// The loop goroutine alone owns the rollouts and the assignments, and
+// the API never waits for it: a pass at 10,000 devices can take seconds.
+// Reads (App, Apps, Rollout, Explain, Device, Status) come from the store
+// and from the snapshot the loop publishes after each pass, so they are
+// at most a pass old. Writes (Apply, RemoveApp, LabelDevice,
+// RemoveDevice, enrollment) go to the store, mark what they changed and
+// kick the loop; they are answered once durable. RolloutCommand stores
+// the command, checked against the stored rollout, with a
+// compare-and-swap, and the loop applies it at its next pass
+// (rolloutcmd.go). A controller restarted mid-rollout reads its state
 // back (loadLoop) and goes on where it was; the publisher's per-device
 // content hash keeps it from republishing what the devices have.
+//
+// The loop keeps a copy of each device trimmed to what it reads
+// (loopDevice) and reads again only the devices marked changed (ingest
+// marks those of each batch it stores), every device every Resync.
 //
 // # Revisions and observations
 //

@@ -132,6 +132,7 @@ func (c *Controller) ingest(ctx context.Context) {
 			c.log.Error().Err(err).Int("messages", n).Msg("ingest batch lost")
 			continue
 		}
+		c.changes.mark(batchDevices(b)...)
 		c.ingested.Add(uint64(res.Reports + res.Events + res.Presence))
 		if c.met.Ingested != nil {
 			c.met.Ingested(res.Reports, res.Events)
@@ -147,4 +148,19 @@ func (c *Controller) ingest(ctx context.Context) {
 			c.Kick()
 		}
 	}
+}
+
+// batchDevices names the devices whose status a batch may have changed.
+func batchDevices(b store.Batch) []string {
+	ids := make([]string, 0, len(b.Reports)+len(b.Presence)+len(b.Events))
+	for _, r := range b.Reports {
+		ids = append(ids, r.Device)
+	}
+	for _, p := range b.Presence {
+		ids = append(ids, p.Device)
+	}
+	for _, e := range b.Events {
+		ids = append(ids, e.Device)
+	}
+	return ids
 }

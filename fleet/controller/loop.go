@@ -40,10 +40,19 @@ type loop struct {
 	dirty     map[string]bool
 	specs     map[specKey]wire.App
 	decision  *placement.Decision
-	devices   []store.Device // of the last pass
 	// zones caches the time zones devices report, loaded once each (nil:
 	// unknown to this controller's tz database).
 	zones map[string]*time.Location
+
+	// devs is every device in the store as the loop last read it,
+	// trimmed to what it uses (loopDevice); byID the unrevoked ones,
+	// which it places and publishes to. Both nil until the first read.
+	devs     map[string]*store.Device
+	byID     map[string]*store.Device
+	resyncAt time.Time // next read of every device
+	// cmdsRead says the stored rollout commands were read once (at the
+	// first pass; later when the API stores one).
+	cmdsRead bool
 }
 
 type specKey struct {
@@ -57,6 +66,9 @@ type ro struct {
 	r    *rollout.Rollout
 	rev  uint64
 	data []byte
+	// applied is the sequence number of the last stored command applied
+	// (rolloutcmd.go).
+	applied uint64
 }
 
 func revStr(r uint64) string {
@@ -106,7 +118,9 @@ func (c *Controller) loadLoop(ctx context.Context) (*loop, error) {
 	return lp, nil
 }
 
-// run is the loop: a pass at every tick, kick and call.
+// run is the loop: a pass at every tick and kick. Nothing else runs on
+// it: the API reads what each pass publishes (snapshot) and stores what
+// it changes, then kicks.
 func (c *Controller) run(ctx context.Context, lp *loop) error {
 	t := time.NewTicker(c.cfg.Tick)
 	defer t.Stop()
@@ -119,8 +133,6 @@ func (c *Controller) run(ctx context.Context, lp *loop) error {
 			c.pass(ctx, lp)
 		case <-c.kick:
 			c.pass(ctx, lp)
-		case fn := <-c.calls:
-			fn(lp)
 		}
 	}
 }
@@ -150,9 +162,8 @@ type told struct {
 // them, publish what changed, persist.
 func (c *Controller) pass(ctx context.Context, lp *loop) {
 	now := c.cfg.Now()
-	devs, err := c.st.Devices.List(ctx)
-	if err != nil {
-		c.log.Error().Err(err).Msg("loop: list devices")
+	if err := c.readDevices(ctx, lp, now); err != nil {
+		c.log.Error().Err(err).Msg("loop: read devices")
 		return
 	}
 	apps, err := c.st.Apps.List(ctx)
@@ -160,16 +171,11 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 		c.log.Error().Err(err).Msg("loop: list apps")
 		return
 	}
-	lp.devices = devs
-	byID := make(map[string]*store.Device, len(devs))
-	var pdevs []placement.Device
+	commands := c.takeCommands(ctx, lp)
+	byID := lp.byID
+	pdevs := make([]placement.Device, 0, len(byID))
 	online := 0
-	for i := range devs {
-		d := &devs[i]
-		if d.Revoked {
-			continue
-		}
-		byID[d.ID] = d
+	for _, d := range byID {
 		facts := factsOf(d)
 		on := d.Status.Presence == wire.Online
 		if on {
@@ -254,34 +260,24 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 		}
 	}
 
-	gens := map[string]uint64{}
-	for dev := range lp.dirty {
-		if byID[dev] == nil {
-			delete(lp.dirty, dev)
-			continue
-		}
-		res, err := c.pub.Publish(ctx, dev, c.desiredApps(ctx, lp, dev))
-		if err != nil {
-			c.log.Error().Err(err).Str("device", dev).Msg("publish desired state")
-			continue
-		}
-		delete(lp.dirty, dev)
-		gens[dev] = res.Generation
-	}
+	gens := c.publishDirty(ctx, lp)
 	for _, t := range tolds {
 		if g, ok := gens[t.dev]; ok {
 			t.r.r.Published(t.dev, t.rev, g)
 		}
 	}
 
+	saved := map[string]bool{}
 	for name, r := range lp.rollouts {
 		if a, ok := current[name]; !ok || a.Deleting && r.r.Spec.To != "" {
 			continue
 		}
-		c.saveRollout(ctx, name, r)
+		saved[name] = c.saveRollout(ctx, name, r)
 	}
 	c.saveState(ctx, lp)
 	c.finishDeletes(ctx, lp, apps)
+	c.doneCommands(ctx, commands, saved)
+	c.publishView(ctx, lp, current)
 
 	if c.met.Fleet != nil {
 		phases := map[string]int{}
@@ -448,11 +444,8 @@ func (c *Controller) removeApp(ctx context.Context, lp *loop, a store.App, spec 
 	devices := make([]rollout.Device, len(ids))
 	for i, id := range ids {
 		devices[i] = rollout.Device{ID: id}
-		for j := range lp.devices {
-			if d := &lp.devices[j]; d.ID == id {
-				devices[i].Labels, devices[i].Zone = d.Labels, factsOf(d).TimeZone
-				break
-			}
+		if d := lp.devs[id]; d != nil {
+			devices[i].Labels, devices[i].Zone = d.Labels, factsOf(d).TimeZone
 		}
 	}
 	rs := rollout.Spec{App: a.Name, From: from, To: "", Devices: devices}
@@ -567,21 +560,24 @@ func (c *Controller) desiredApps(ctx context.Context, lp *loop, dev string) []wi
 	return out
 }
 
-func (c *Controller) saveRollout(ctx context.Context, name string, r *ro) {
+// saveRollout stores r if it changed; it reports whether the store holds
+// r as it is.
+func (c *Controller) saveRollout(ctx context.Context, name string, r *ro) bool {
 	data, err := json.Marshal(r.r)
 	if err != nil {
 		c.log.Error().Err(err).Str("app", name).Msg("encode rollout")
-		return
+		return false
 	}
 	if bytes.Equal(data, r.data) {
-		return
+		return true
 	}
 	b, err := c.st.Rollouts.Put(ctx, name, data, r.rev)
 	if err != nil {
 		c.log.Error().Err(err).Str("app", name).Msg("store rollout")
-		return
+		return false
 	}
 	r.rev, r.data = b.Rev, data
+	return true
 }
 
 func (c *Controller) saveState(ctx context.Context, lp *loop) {

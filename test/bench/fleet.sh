@@ -30,7 +30,13 @@
 #                                          the test publisher (which then needs
 #                                          FLEET_KEY, FLEET_CTL_CERT, FLEET_CTL_KEY)
 # Other knobs: FLEET_RATE (connects/s, default 1000), FLEET_APPLY_DELAY
-# (default 0s), FLEET_ENROLL_WORKERS (default 4).
+# (default 0s), FLEET_ENROLL_WORKERS (default 4), FLEET_GOMEMLIMIT (serve:
+# the controller's GOMEMLIMIT, Go's soft memory limit; unset by default),
+# FLEET_PROFILE=DIR (serve:
+# keep the controller's heap profiles, connected and after the rollouts,
+# and CPU profiles of each rollout's first 20 s, taken from its
+# --debug-addr listener; `go tool pprof -sample_index=inuse_space
+# build/tender DIR/heap-connected.pb.gz`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N=${1:-10000}
@@ -143,13 +149,50 @@ app_spec() { # VERSION: the demo app, on every device, waves of 1%, 10%, 100%, n
 	EOF
 }
 
+# gomem: the controller's Go memory (runtime.MemStats at the end of a
+# debug=1 heap profile): heap in use, stacks, goroutines.
+gomem() {
+	local g
+	g=$(curl -fsS "http://$DEBUG/debug/pprof/goroutine?debug=1" | awk 'NR == 1 {print $4}')
+	curl -fsS "http://$DEBUG/debug/pprof/heap?debug=1" | awk -v g="$g" '
+		/^# HeapInuse/ {h = $4} /^# HeapIdle/ {i = $4} /^# HeapReleased/ {r = $4} /^# Stack = / {split($4, a, "/"); st = a[1]}
+		END {printf "Go heap in use %.1f MiB (idle not released %.1f MiB), stacks %.1f MiB, %d goroutines", h / 1048576, (i - r) / 1048576, st / 1048576, g}'
+}
+
+# profile NAME: keeps a heap profile of the controller under FLEET_PROFILE.
+profile() {
+	[ -n "${FLEET_PROFILE:-}" ] || return 0
+	mkdir -p "$FLEET_PROFILE"
+	curl -fsS -o "$FLEET_PROFILE/heap-$1.pb.gz" "http://$DEBUG/debug/pprof/heap"
+	curl -fsS -o "$FLEET_PROFILE/goroutine-$1.txt" "http://$DEBUG/debug/pprof/goroutine?debug=1"
+}
+
+# timed CMD...: runs CMD, adds its wall time (seconds) to API_TIMES; a
+# failure (the CLI gives up after 30 s) counts as its time and in API_FAIL.
+timed() {
+	local t0
+	t0=$(now)
+	if ! "$@" >/dev/null 2>&1; then API_FAIL=$((API_FAIL + 1)); fi
+	API_TIMES="$API_TIMES $(secs "$t0" "$(now)")"
+}
+stat_times() { # "n N, median Xs, max Ys" of a list of seconds
+	echo "$1" | tr ' ' '\n' | sed '/^$/d' | sort -g | awk '{a[NR] = $1} END {if (NR == 0) {print "none"; exit} printf "n %d, median %.2fs, max %.2fs", NR, a[int((NR + 1) / 2)], a[NR]}'
+}
+
 # rollout VERSION: applies the demo app at VERSION and waits for its
-# rollout to succeed; sets ROLL (seconds from apply to succeeded) and CPU
-# (controller CPU seconds over it).
+# rollout to succeed; sets ROLL (seconds from apply to succeeded), CPU
+# (controller CPU seconds over it), APPLIED (the apply's answer time) and
+# APIWHILE (times of `tender apps` and `tender apply` of the same spec,
+# which changes nothing, called while the rollout runs).
 rollout() {
 	app_spec "$1" >"$W/demo-$1.yaml"
-	local c0 t0 phase i=0
+	local c0 t0 phase i=0 apps_t="" apply_t="" fails=0
 	c0=$(cpu_of "$CPID")
+	local cpuprof=""
+	if [ -n "${FLEET_PROFILE:-}" ]; then # the controller's CPU over the rollout's first 20 s
+		curl -fsS -o "$FLEET_PROFILE/cpu-rollout-$1.pb.gz" "http://$DEBUG/debug/pprof/profile?seconds=20" &
+		cpuprof=$!
+	fi
 	t0=$(now)
 	if ! "$TENDER" apply -f "$W/demo-$1.yaml" >/dev/null; then
 		echo "   (tender apply of $1 got no answer in the CLI's 30 s: the API waits for the controller's loop; polling for the rollout it started)" >&2
@@ -157,6 +200,11 @@ rollout() {
 	APPLIED=$(secs "$t0" "$(now)")
 	until phase=$("$TENDER" rollout status demo -o json 2>/dev/null | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["phase"] if r["to"].startswith(sys.argv[1]) else "")' "$1" 2>/dev/null) &&
 		[ "$phase" = succeeded ]; do
+		API_TIMES="" API_FAIL=0
+		timed "$TENDER" apps
+		apps_t="$apps_t $API_TIMES" API_TIMES=""
+		timed "$TENDER" apply -f "$W/demo-$1.yaml"
+		apply_t="$apply_t $API_TIMES" fails=$((fails + API_FAIL))
 		case $phase in rolled-back | aborted | rolling-back)
 			echo "rollout of $1: $phase" >&2
 			"$TENDER" rollout status demo >&2
@@ -169,11 +217,14 @@ rollout() {
 	done
 	ROLL=$(secs "$t0" "$(now)")
 	CPU=$(sub "$c0" "$(cpu_of "$CPID")")
+	[ -n "$cpuprof" ] && { wait "$cpuprof" || true; }
+	APIWHILE="tender apps $(stat_times "$apps_t"); tender apply (unchanged) $(stat_times "$apply_t"); $fails calls failed"
 }
 
 run_serve() {
 	local mode=$1 api mqtt regport data=$W/controller
 	api=$(free_port) mqtt=$(free_port) regport=$(free_port)
+	DEBUG=127.0.0.1:$(free_port)
 	REG=127.0.0.1:$regport
 	mkdir -p "$W/registry" "$data"
 	chmod 0700 "$data"
@@ -189,8 +240,8 @@ run_serve() {
 	for v in 1 2; do "$PUSH" -insecure build/testimage.tar "$REG/demo/workload:$v" >/dev/null; done
 	printf 'registries:\n  "%s": {insecure: true}\n' "$REG" >"$W/registries.yaml"
 
-	"$TENDER" serve --data "$data" --listen "127.0.0.1:$api" --mqtt "127.0.0.1:$mqtt" --host 127.0.0.1 \
-		--registries "$W/registries.yaml" --enroll-rate 100000 --log-level warn >"$W/controller.log" 2>&1 &
+	${FLEET_GOMEMLIMIT:+env GOMEMLIMIT=$FLEET_GOMEMLIMIT} "$TENDER" serve --data "$data" --listen "127.0.0.1:$api" --mqtt "127.0.0.1:$mqtt" --host 127.0.0.1 \
+		--registries "$W/registries.yaml" --enroll-rate 100000 --log-level warn --debug-addr "$DEBUG" >"$W/controller.log" 2>&1 &
 	CPID=$!
 	PIDS+=($CPID)
 	for _ in $(seq 300); do [ -s "$data/admin.token" ] && curl -ksS "https://127.0.0.1:$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -214,24 +265,29 @@ run_serve() {
 		[ "$i" -gt 600 ] && { echo "only $online of $N devices online at the controller after 2 minutes" >&2; return 1; }
 		sleep 0.2
 	done
-	local rss1 cpu1 parts1
-	rss1=$(rss_of "$CPID") cpu1=$(cpu_of "$CPID") parts1=$(parts_of "$CPID")
+	local rss1 cpu1 parts1 go1
+	rss1=$(rss_of "$CPID") cpu1=$(cpu_of "$CPID") parts1=$(parts_of "$CPID") go1=$(gomem)
+	profile connected
 
 	rollout 1
-	local roll1=$ROLL cpuroll1=$CPU app1=$APPLIED
+	local roll1=$ROLL cpuroll1=$CPU app1=$APPLIED api1=$APIWHILE
 	rollout 2
-	local roll2=$ROLL cpuroll2=$CPU app2=$APPLIED
+	local roll2=$ROLL cpuroll2=$CPU app2=$APPLIED api2=$APIWHILE
 	sleep 1.5 # one more statistics line, after the last report
-	local rss2 hwm last parts2
-	rss2=$(rss_of "$CPID") hwm=$(hwm_of "$CPID") parts2=$(parts_of "$CPID")
+	local rss2 hwm last parts2 go2
+	rss2=$(rss_of "$CPID") hwm=$(hwm_of "$CPID") parts2=$(parts_of "$CPID") go2=$(gomem)
+	profile after
 	last=$(grep '^{' "$W/devices-$mode.log" | tail -1)
-	echo "== tender serve (embedded broker), $N devices, mutual TLS"
+	echo "== tender serve (embedded broker), $N devices, mutual TLS${FLEET_GOMEMLIMIT:+, GOMEMLIMIT=$FLEET_GOMEMLIMIT}"
 	echo "   $(grep -m1 '^enrolled' "$W/devices-$mode.log") through POST /v1/enroll"
 	echo "   $(grep -m1 '^connected' "$W/devices-$mode.log") (rate limit $RATE/s); all online at the controller"
 	echo "   apply version 1 (first install) -> rollout succeeded: ${roll1}s (tender apply answered in ${app1}s), controller CPU ${cpuroll1}s"
+	echo "      API while it rolled out: $api1"
 	echo "   apply version 2 (waves 1%, 10%, 100%, no soak) -> rollout succeeded, every device reporting it: ${roll2}s (tender apply answered in ${app2}s), controller CPU ${cpuroll2}s"
+	echo "      API while it rolled out: $api2"
 	echo "   controller RSS: $(mib "$rss0") idle, $(mib "$rss1") with the fleet connected ($(((rss1 - rss0) / N)) bytes per device), $(mib "$rss2") after the rollouts, peak $(mib "$hwm"); CPU ${cpu1}s up to all connected"
 	echo "   controller RSS split: connected: $parts1; after: $parts2; store $(mib "$(stat -c %s "$data/fleet.db" 2>/dev/null || echo 0)")"
+	echo "   controller Go memory: connected: $go1; after: $go2"
 	echo "   simulator RSS $(mib "$(rss_of "$dpid")"); $(echo "$last" | python3 -c 'import json,sys; s=json.load(sys.stdin); l=s["latency"]; print("verified %d refused %d reports %d connect errors %d disconnects %d; issuedAt->report (both rollouts) p50 %.0fms p99 %.0fms max %.0fms" % (s["verified"], s["refused"], s["reports"], s["connectErrors"], s["disconnects"], l["p50"]/1e6, l["p99"]/1e6, l["max"]/1e6))')"
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true

@@ -1,8 +1,9 @@
 // Package boltdb is the fleet controller's embedded store: store.Store in
 // one bbolt file (default for a single controller). Every write is one
-// bbolt transaction, fsynced before it returns; Ingest and
-// Generations.Next share their transactions with concurrent callers
-// (bbolt's Batch), and Ingest commits a large batch at once.
+// bbolt transaction, fsynced before it returns; Ingest, Generations.Next
+// and the Puts of Rollouts and Docs share their transactions with
+// concurrent callers (bbolt's Batch), and Ingest commits a large batch at
+// once.
 //
 // The file is 0600 (narrowed on open if it was widened), its directory
 // 0700 when Open creates it. Every bucket is listed here; nothing else

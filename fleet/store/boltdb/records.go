@@ -303,11 +303,15 @@ func (s rollouts) List(ctx context.Context) (out []store.Blob, err error) {
 	return out, err
 }
 
+// Put shares its commit with concurrent Puts (bbolt's Batch): the
+// controller stores what it published to each device from many
+// goroutines at once, one fsync for all of them. A Put whose revision
+// check fails leaves the others of its batch to commit.
 func (s rollouts) Put(ctx context.Context, id string, data []byte, expectRev uint64) (out store.Blob, err error) {
 	if id == "" {
 		return out, invalid("%s id is empty", s.kind)
 	}
-	err = s.db.update(ctx, func(t *tx) error {
+	err = s.db.batch(ctx, func(t *tx) error {
 		cur, _ := t.blob(s.bucket, id)
 		if err := checkRev(s.kind, id, expectRev, cur.Rev); err != nil {
 			return err

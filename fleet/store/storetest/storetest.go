@@ -385,6 +385,36 @@ func testRollouts(t *testing.T, e *env) {
 	}); w != 1 {
 		t.Fatalf("%d writers won", w)
 	}
+	// Writers of different documents at once all land, also when one
+	// among them fails its revision check (they may share a commit).
+	var wg gosync.WaitGroup
+	errs := make([]error, 9)
+	start := make(chan struct{})
+	for i := range 9 {
+		wg.Go(func() {
+			<-start
+			if i == 8 {
+				_, errs[i] = s.Rollouts.Put(e.ctx, "thermo-2", []byte("stale"), b.Rev)
+				return
+			}
+			_, errs[i] = s.Rollouts.Put(e.ctx, "doc-"+strconv.Itoa(i), []byte(strconv.Itoa(i)), 0)
+		})
+	}
+	close(start)
+	wg.Wait()
+	wantErr(t, errs[8], errdefs.IsConflict, "put at a stale revision among others")
+	for i := range 8 {
+		if errs[i] != nil {
+			t.Fatalf("writer %d beside a failing one: %v", i, errs[i])
+		}
+		id := "doc-" + strconv.Itoa(i)
+		if got := must(s.Rollouts.Get(e.ctx, id))(t); string(got.Data) != strconv.Itoa(i) {
+			t.Fatalf("%s holds %q", id, got.Data)
+		}
+		if err := s.Rollouts.Delete(e.ctx, id, must(s.Rollouts.Get(e.ctx, id))(t).Rev); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b3 := must(store.UpdateRollout(e.ctx, s.Rollouts, "thermo-2", func(old []byte) ([]byte, error) {
 		return append(old, '!'), nil
 	}))(t)
