@@ -394,9 +394,9 @@ func leftovers(t *testing.T, root string, ids []string) {
 		t.Errorf("mounts under %s left behind", root)
 	}
 	for _, id := range ids {
-		for _, ctl := range []string{"memory", "pids", "cpu", "freezer"} {
-			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", ctl, "tender", id)); err == nil {
-				t.Errorf("cgroup %s/tender/%s left behind", ctl, id)
+		for _, d := range cgroupDirs(id) {
+			if _, err := os.Stat(d); err == nil {
+				t.Errorf("cgroup %s left behind", d)
 			}
 		}
 	}

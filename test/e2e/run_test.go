@@ -124,12 +124,7 @@ func TestRun_CPULimit(t *testing.T) {
 	id := strings.TrimSpace(ok(t, "run", "-d", "--name", "spinner", "--cpus", "0.2", image, "spin", "30"))
 	t.Cleanup(func() { agent(t, "rm", "-f", "spinner") })
 	usage := func() (time.Time, int64) {
-		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/cpuacct/tender", id, "cpuacct.usage"))
-		if err != nil {
-			t.Fatalf("read cgroup cpu usage: %v", err)
-		}
-		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-		return time.Now(), n
+		return time.Now(), cpuUsageNanos(t, id)
 	}
 	t0, u0 := usage()
 	time.Sleep(2 * time.Second) // a measurement window, not a synchronisation
@@ -154,8 +149,8 @@ func TestDetached_Lifecycle(t *testing.T) {
 	if !strings.Contains(ps, "svc") || !strings.Contains(ps, "Up ") || !strings.HasPrefix(ps, "CONTAINER ID") {
 		t.Fatalf("ps:\n%s", ps)
 	}
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory/tender", id)); err != nil {
-		t.Fatalf("no memory cgroup while running: %v", err)
+	if b, err := os.ReadFile(cgroupFile(id, "memory", "memory.limit_in_bytes", "memory.max")); err != nil || strings.TrimSpace(string(b)) != "67108864" {
+		t.Fatalf("memory limit while running = %q, %v; want 67108864", b, err)
 	}
 	if r := agent(t, "rm", "svc"); r.code == 0 {
 		t.Fatalf("rm of a running container succeeded: %s", r)
@@ -176,9 +171,9 @@ func TestDetached_Lifecycle(t *testing.T) {
 	if out := ok(t, "ps", "-a"); strings.Contains(out, "svc") {
 		t.Fatalf("ps -a after rm:\n%s", out)
 	}
-	for _, c := range []string{"memory", "cpu", "pids", "cpuset", "devices", "freezer"} {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, "tender", id)); err == nil {
-			t.Errorf("cgroup %s/tender/%s left behind", c, id)
+	for _, d := range cgroupDirs(id) {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("cgroup %s left behind", d)
 		}
 	}
 	if after := hostMounts(t); after != mountsBefore {
@@ -289,7 +284,7 @@ func TestRun_SmallPidsLimit(t *testing.T) {
 			waitFor(t, "the workload ready", 30*time.Second, func() bool {
 				return strings.Contains(ok(t, "logs", name), "ready")
 			})
-			b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids/tender", id, "pids.max"))
+			b, err := os.ReadFile(cgroupFile(id, "pids", "pids.max", "pids.max"))
 			if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(n) {
 				t.Errorf("pids.max = %q, %v; want %d", b, err, n)
 			}

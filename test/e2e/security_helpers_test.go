@@ -83,8 +83,8 @@ func gone(id string) bool {
 	if _, err := os.Stat(filepath.Join(root, "containers", id)); err == nil {
 		return false
 	}
-	for _, c := range []string{"memory", "cpu", "pids", "cpuset", "devices", "freezer", "unified", ""} {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, "tender", id)); err == nil {
+	for _, d := range cgroupDirs(id) {
+		if _, err := os.Stat(d); err == nil {
 			return false
 		}
 	}
