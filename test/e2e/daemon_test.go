@@ -266,6 +266,34 @@ func TestDaemon_WorkloadOutlivesAgentRestart(t *testing.T) {
 	}
 }
 
+// A container that crashes (its workload killed with SIGKILL) is started
+// again by the daemon under its restart policy, and the app runs on with a
+// restart counted.
+func TestDaemon_RestartsCrashedContainer(t *testing.T) {
+	d := newDaemon(t, fastPolicy)
+	d.ok("load", testImage)
+	d.apply(webApp("1", false))
+	d.waitPhase("web", "running", "1", 30*time.Second)
+	before := d.running("web.")
+	if len(before) != 1 {
+		t.Fatalf("%d running containers for web, want 1", len(before))
+	}
+	if err := syscall.Kill(before[0].State.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var now []psEntry
+	waitFor(t, "the crashed container running again", 60*time.Second, func() bool {
+		now = d.running("web.")
+		return len(now) == 1 && now[0].State.Pid != before[0].State.Pid
+	})
+	waitFor(t, "the restart counted", 30*time.Second, func() bool {
+		return strings.Contains(d.ok("apps"), "server:running(1 restarts)")
+	})
+	if st := d.app("web"); st.Phase != "running" || st.Version != "1" {
+		t.Errorf("after the restart: %+v", st)
+	}
+}
+
 func TestDaemon_RebootWithoutNetwork(t *testing.T) {
 	// The registry of this config does not exist: the agent must run the
 	// stored apps from its local image store.
