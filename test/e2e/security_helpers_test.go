@@ -93,7 +93,7 @@ func gone(id string) bool {
 
 // eventually polls cond for up to d and reports whether it came true.
 func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(scaled(d))
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false
