@@ -104,6 +104,15 @@ vm-deps:
 vmtest: vm-deps $(BUILD)/testimage-multiarch.tar
 	GO=$(GO) BUILD=$(BUILD) ./test/vm/vmtest.sh $(VM_GUESTS)
 
+# Reboots and power cuts (long; not part of make test): an amd64 guest
+# whose agent keeps its state on a virtio disk; a clean reboot, then
+# POWERCUT_ROUNDS kills of qemu with SIGKILL at seeded random moments of an
+# update; after each the agent must run a version it was told.
+POWERCUT_ROUNDS ?= 20
+POWERCUT_SEED ?= 20261130
+vmtest-powercut: vm-deps $(BUILD)/testimage-multiarch.tar
+	GO=$(GO) BUILD=$(BUILD) ./test/vm/powercut.sh $(POWERCUT_ROUNDS) $(POWERCUT_SEED)
+
 # The guests staying on their initramfs root (run-from-RAM devices): the
 # runtime must fall back from pivot_root, which rootfs refuses.
 vmtest-initramfs: vm-deps $(BUILD)/testimage-multiarch.tar

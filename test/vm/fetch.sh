@@ -8,6 +8,7 @@
 #   DIR/modules/  lib/modules/KVER/... with the modules of MODULES and
 #                 what they depend on (no modules.dep: the guest's
 #                 busybox depmod writes it at boot)
+#   DIR/config    the kernel's config, to look things up
 #
 # Nothing is installed: the packages are downloaded with apt-get download
 # and unpacked with dpkg-deb -x. A foreign architecture is added only for
@@ -29,9 +30,12 @@ esac
 # kernels): overlay for the containers' root filesystems, virtio-blk for
 # the block device of the device-filter test and the agent's state disk,
 # ext4 for that disk.
-MODULES="overlay virtio_blk virtio_pci virtio_mmio ext4"
+# ext4 for that disk, and crc32c_generic, which ext4 asks the crypto API
+# for (no module dependency names it).
+MODULES="overlay virtio_blk virtio_pci virtio_mmio ext4 crc32c_generic"
 
-if [ -s "$dir/vmlinuz" ] && [ -s "$dir/busybox" ] && [ -s "$dir/kver" ] && [ -d "$dir/modules" ]; then
+if [ -s "$dir/vmlinuz" ] && [ -s "$dir/busybox" ] && [ -s "$dir/kver" ] && [ -d "$dir/modules" ] &&
+	[ "$(cat "$dir/modules.want" 2>/dev/null)" = "$MODULES" ]; then
 	exit 0
 fi
 
@@ -115,6 +119,7 @@ cp "$work"/k/boot/vmlinuz-* "$dir.new/vmlinuz"
 cp "$work"/k/boot/config-* "$dir.new/config"
 cp "$work/b/bin/busybox" "$dir.new/busybox"
 echo "$kver" >"$dir.new/kver"
+echo "$MODULES" >"$dir.new/modules.want"
 rm -rf "$dir"
 mv "$dir.new" "$dir"
 echo "fetch.sh: $guest: kernel $kver, modules: ${!want[*]}"

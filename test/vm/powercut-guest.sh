@@ -49,7 +49,8 @@ EOF
 }
 
 [ -f "$state/agent.yaml" ] || printf 'reconcileInterval: 500ms\n' >"$state/agent.yaml"
-agent daemon --config "$state/agent.yaml" >>/run/agent.log 2>&1 &
+# Not through agent(): $! must be the daemon, not a subshell.
+/tender/tender-agent --root "$root" --socket "$sock" daemon --config "$state/agent.yaml" >>/run/agent.log 2>&1 &
 daemon=$!
 i=0
 until agent apps >/dev/null 2>&1; do
@@ -63,14 +64,19 @@ until agent apps >/dev/null 2>&1; do
 done
 say "POWERCUT-DAEMON up after $i polls corrupt_files=$(ls "$root"/agent.db.corrupt-* 2>/dev/null | wc -l)"
 
-# settle: wait until the app is running (confirmed) or rolled back, then
-# report the version the agent says and the one the container carries.
+# settle [VERSION]: wait until the app is running (confirmed) or rolled
+# back, with a container running (and at VERSION, when given), then report
+# the version the agent says and the ones its running containers carry.
 settle() {
 	i=0
 	while :; do
 		line=$(agent apps 2>/dev/null | awk '$1 == "web" { print $2, $3, $4 }')
 		set -- $line
-		case ${3:-} in running | rolled-back) break ;; esac
+		ids=$(agent ps -q --no-trunc 2>/dev/null)
+		case ${3:-} in
+		running) [ -n "$ids" ] && { [ -z "$want" ] || [ "$1" = "$want" ]; } && break ;;
+		rolled-back) [ -n "$ids" ] && break ;;
+		esac
 		i=$((i + 1))
 		if [ $i -gt 1200 ]; then
 			say "POWERCUT-ERROR web did not settle: ${line:-no app}"
@@ -81,14 +87,15 @@ settle() {
 		fi
 		sleep 0.2
 	done
-	ids=$(agent ps -q --no-trunc)
 	envs=""
 	for id in $ids; do
 		envs="$envs$(agent inspect "$id" | grep -o '"VERSION=[0-9]*"' | tr -d '"' | sed 's/VERSION=//') "
 	done
 	say "POWERCUT-APP version=$1 desired=$2 phase=$3 containers=$(echo $ids | wc -w) running_versions=$(echo $envs | tr ' ' ,) after_polls=$i"
 }
+ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 
+want=""
 case $step in
 install)
 	agent load /tender/testimage.tar >/dev/null || say "POWERCUT-ERROR load"
@@ -102,13 +109,15 @@ update:*)
 	settle || true
 	v=${step#update:}
 	app "$v" >/run/app.yaml
+	t0=$(ms)
 	say "POWERCUT-APPLYING version=$v"
 	agent apply -f /run/app.yaml >/dev/null 2>&1
-	say "POWERCUT-APPLIED version=$v"
+	say "POWERCUT-APPLIED version=$v after_ms=$(($(ms) - t0))"
 	# The host kills qemu at a moment of its choosing; until then the
 	# update goes on.
+	want=$v
 	settle || true
-	say "POWERCUT-WAITING"
+	say "POWERCUT-UPDATED version=$v after_ms=$(($(ms) - t0))"
 	sleep 600
 	;;
 reboot)
