@@ -1,3 +1,5 @@
+# shellcheck shell=bash disable=SC2046,SC2054,SC2034
+# (GOARCH words split on purpose; commas are qemu's; QEMU is for the caller.)
 # lib.sh: what vmtest.sh and powercut.sh share (sourced, not run): the
 # guests' Go architectures, their initramfs and their qemu command lines.
 #

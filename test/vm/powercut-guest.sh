@@ -71,6 +71,7 @@ settle() {
 	i=0
 	while :; do
 		line=$(agent apps 2>/dev/null | awk '$1 == "web" { print $2, $3, $4 }')
+		# shellcheck disable=SC2086 # the fields, split on purpose
 		set -- $line
 		ids=$(agent ps -q --no-trunc 2>/dev/null)
 		case ${3:-} in

@@ -49,7 +49,6 @@ boot() {
 	qemu_cmd "$guest" "$dir" "$disk" writeback "tender.mode=powercut tender.step=$1"
 	"${QEMU[@]}" </dev/null >"$2" 2>&1 &
 	pid=$!
-	boot_start=$(date +%s.%N)
 }
 
 # wait_for LOG PATTERN SECONDS: until LOG has a line matching PATTERN, or
@@ -104,7 +103,6 @@ done
 prev=1
 cut_won=0
 prev_stayed=0
-corrupt_before=0
 declare -a moments=()
 for r in $(seq 1 "$rounds"); do
 	v=$((r + 1))
@@ -128,7 +126,7 @@ for r in $(seq 1 "$rounds"); do
 	read -r got phase n running _ <<<"$(app "$log") - - - -"
 	corrupt=$(tr -d '\r' <"$log" | grep -ao 'corrupt_files=[0-9]*' | head -n1 | cut -d= -f2)
 	echo "powercut: round $r: booted running version $got ($phase, $n container(s), versions $running; corrupt files ${corrupt:-?}); applied $v, cut after ${ms} ms (${done_marker:-before the apply returned})"
-	if [ $r -gt 1 ]; then
+	if [ "$r" -gt 1 ]; then
 		if [ "$got" = "$last_cut" ]; then cut_won=$((cut_won + 1)); elif [ "$got" = "$prev" ]; then prev_stayed=$((prev_stayed + 1)); fi
 		if [ "$got" != "$last_cut" ] && [ "$got" != "$prev" ]; then
 			bad "round $r: version $got runs; the agent was told $prev, then $last_cut"
