@@ -8,7 +8,7 @@ SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
 
-.PHONY: all build cross testimage test vet fmt-check run demo-agent bench bench-fleet size deps clean \
+.PHONY: all build cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean \
 	vm-deps vmtest vmtest-initramfs vmtest-powercut
 
 all: build
@@ -30,6 +30,40 @@ cross:
 	@mkdir -p $(BUILD)
 	for a in $(CROSS); do GOARCH=$$a GOARM=7 $(GO) build $(GOFLAGS_) -o $(BUILD)/tender-agent-linux-$$a ./cmd/tender-agent || exit 1; done
 	@ls -l $(BUILD)/tender-agent-linux-*
+
+# A release: stripped static binaries of both programs for every
+# architecture, build/release/PROG-linux-ARCH (PROG tender-agent or tender,
+# ARCH amd64, arm64, armv7 or riscv64), with what packaging/install.sh
+# installs beside them, and build/release/SHA256SUMS over all of it.
+RELEASE        := $(BUILD)/release
+RELEASE_ARCHES := amd64 arm64 armv7 riscv64
+RELEASE_FILES  := packaging/install.sh packaging/systemd/tender-agent.service \
+	packaging/systemd/tender-controller.service packaging/openwrt/tender-agent.init \
+	packaging/openwrt/tender-agent.uci packaging/etc/agent.yaml configs/policy.yaml
+release:
+	@mkdir -p $(RELEASE)
+	@for a in $(RELEASE_ARCHES); do \
+		ga=$$a; if [ $$a = armv7 ]; then ga=arm; fi; \
+		for p in tender-agent tender; do \
+			echo "go build $(RELEASE)/$$p-linux-$$a"; \
+			GOOS=linux GOARCH=$$ga GOARM=7 $(GO) build $(GOFLAGS_) -o $(RELEASE)/$$p-linux-$$a ./cmd/$$p || exit 1; \
+		done; \
+	done
+	@cp $(RELEASE_FILES) $(RELEASE)/
+	@$(MAKE) -s sums
+
+# Packages of the release binaries (packaging/, nfpm): tender-agent as
+# .deb .rpm .apk .ipk, tender (the controller) as .deb .rpm .apk, per
+# architecture, into build/release/, with SHA256SUMS updated.
+packages: release
+	@rm -f $(RELEASE)/*.deb $(RELEASE)/*.rpm $(RELEASE)/*.apk $(RELEASE)/*.ipk
+	$(GO) run ./packaging/cmd/mkpkg -version $(VERSION) -time $$(git log -1 --format=%ct 2>/dev/null || date +%s) \
+		-bin $(RELEASE) -out $(RELEASE)
+	@$(MAKE) -s sums
+
+sums:
+	@cd $(RELEASE) && ls | grep -v -e '^SHA256SUMS' -e '\.tmp$$' | xargs sha256sum >SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
+	@echo "$(RELEASE)/SHA256SUMS: $$(wc -l <$(RELEASE)/SHA256SUMS) files"
 
 $(BUILD)/workload: $(wildcard test/workload/*.go)
 	@mkdir -p $(BUILD)
@@ -61,8 +95,10 @@ $(BUILD)/busybox:
 	cp $(BUILD)/bbx/root/bin/busybox $@
 	rm -rf $(BUILD)/bbx
 
-# Debian packages the tests and benchmarks use, installed only when missing.
-DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto
+# Debian packages the tests and benchmarks use, installed only when missing
+# (rpm, shellcheck and systemd for packaging/: rpm -qip, shellcheck,
+# systemd-analyze verify; chromium for the console's browser tests).
+DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd chromium
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -140,6 +176,14 @@ bench: deps build testimage
 FLEET_N ?= 10000
 bench-fleet: deps build testimage
 	./test/bench/fleet.sh $(FLEET_N)
+
+# The console's overview with CONSOLE_N simulated devices (default 10,000)
+# in headless Chromium: load and interactive times from the Performance API,
+# in the test log (issue 12). A few minutes, not part of `make test`.
+CONSOLE_N ?= 10000
+bench-console: deps build
+	TENDER_BIN=$(CURDIR)/$(BUILD)/tender TENDER_CONSOLE_DEVICES=$(CONSOLE_N) \
+		$(GO) test -count=1 -timeout 30m -run 'TestConsole_Bench' -v ./test/console/
 
 # Stripped size per architecture, what weighs most in it, and whether the
 # linker can drop unused methods (a report; it never fails on a size).

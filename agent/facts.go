@@ -2,6 +2,7 @@ package agent
 
 import (
 	"os"
+	"path/filepath"
 	goruntime "runtime"
 	"runtime/debug"
 	"sort"
@@ -58,6 +59,7 @@ func DeviceFacts(version string) wire.DeviceFacts {
 	if unix.Uname(&u) == nil {
 		f.Kernel = unix.ByteSliceToString(u.Release[:])
 	}
+	f.TimeZone = timeZone("/")
 	switch cgroups.Detect() {
 	case cgroups.V1:
 		f.CgroupVersion = 1
@@ -65,6 +67,32 @@ func DeviceFacts(version string) wire.DeviceFacts {
 		f.CgroupVersion = 2
 	}
 	return f
+}
+
+// timeZone is the host's IANA time zone name, read as systemd and Debian
+// keep it under root: the target of /etc/localtime (a link into a zoneinfo
+// tree), else /etc/timezone. UTC and anything unreadable are "".
+func timeZone(root string) string {
+	name := ""
+	if l, err := os.Readlink(filepath.Join(root, "etc/localtime")); err == nil {
+		if _, z, ok := strings.Cut(l, "zoneinfo/"); ok {
+			name = z
+		}
+	}
+	if name == "" {
+		if b, err := os.ReadFile(filepath.Join(root, "etc/timezone")); err == nil {
+			name, _, _ = strings.Cut(strings.TrimSpace(string(b)), "\n")
+		}
+	}
+	name = strings.TrimPrefix(strings.TrimPrefix(name, "posix/"), "right/")
+	switch name {
+	case "UTC", "Etc/UTC", "Etc/UCT", "UCT", "Zulu", "Etc/Zulu", "Universal", "Etc/Universal", "GMT", "Etc/GMT":
+		return ""
+	}
+	if len(name) > 64 || strings.ContainsAny(name, " \t") || strings.Contains(name, "..") {
+		return ""
+	}
+	return name
 }
 
 // agentVersion is the version stamped by the linker (Deps.Version), or the

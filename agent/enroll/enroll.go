@@ -33,9 +33,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -94,6 +97,11 @@ type Options struct {
 	CheckConfig func(path string) error
 	// Timeout bounds the exchange (default 30s).
 	Timeout time.Duration
+	// Password makes the device a random MQTT password too, sends only its
+	// hash, and has the agent authenticate with it (username = device id)
+	// instead of its client certificate: for a path to the broker that
+	// cannot carry client certificates (a TLS-terminating proxy).
+	Password bool
 }
 
 // Result says what Enroll wrote.
@@ -158,6 +166,16 @@ func Enroll(ctx context.Context, opt Options) (Result, error) {
 		CSR:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})),
 		Facts: opt.Facts,
 	}
+	var password string
+	if opt.Password {
+		b := make([]byte, 24)
+		if _, err := rand.Read(b); err != nil {
+			return Result{}, fmt.Errorf("make MQTT password: %w", err)
+		}
+		password = base64.RawURLEncoding.EncodeToString(b)
+		sum := sha256.Sum256([]byte(password))
+		req.PasswordHash = hex.EncodeToString(sum[:])
+	}
 	resp, err := post(ctx, server, tok.CAHash, req, opt.Timeout)
 	if err != nil {
 		return Result{}, err
@@ -187,6 +205,16 @@ func Enroll(ctx context.Context, opt Options) (Result, error) {
 	fleet["caFile"] = res.CAFile
 	fleet["certFile"] = res.CertFile
 	fleet["keyFile"] = res.KeyFile
+	delete(fleet, "username")
+	delete(fleet, "password")
+	if opt.Password {
+		// The certificate stays on disk (a later enroll or broker may use
+		// it) but the agent presents the password.
+		delete(fleet, "certFile")
+		delete(fleet, "keyFile")
+		fleet["username"], fleet["password"] = id, password
+		cfgMode = 0o600 // it holds a secret now
+	}
 	cfg["fleet"] = fleet
 	cfgYAML, err := yaml.Marshal(cfg)
 	if err != nil {

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
@@ -466,5 +469,44 @@ func TestEnrollRefusesAnswerFromAnotherCA(t *testing.T) {
 	}
 	if after := snapshot(t, dir); !mapsEqual(before, after) {
 		t.Fatalf("files changed: %v", keys(after))
+	}
+}
+
+// --password-auth: the device makes its MQTT password, sends only its
+// sha256, and its config logs in with it instead of the certificate, in a
+// file only root reads.
+func TestEnrollPasswordAuth(t *testing.T) {
+	c := newController(t, nil)
+	_, cfgPath := configDir(t, existing)
+	o := opts(c.srv.URL, c.token(t, fleet.TokenOptions{}), "gw-1", cfgPath)
+	o.Password = true
+	if _, err := enroll.Enroll(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := agent.LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := cfg.Fleet
+	if f.Username != "gw-1" || len(f.Password) < 32 || f.CertFile != "" || f.KeyFile != "" || f.CAFile == "" {
+		t.Fatalf("fleet config %+v: want username gw-1, a password, the CA, no certificate", f)
+	}
+	if m := mode(t, cfgPath); m != 0o600 {
+		t.Fatalf("config mode %o with a password in it, want 600", m)
+	}
+	reqs := c.requests()
+	if len(reqs) != 1 {
+		t.Fatalf("%d requests", len(reqs))
+	}
+	var req wire.EnrollRequest
+	if err := json.Unmarshal(reqs[0], &req); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(f.Password))
+	if req.PasswordHash != hex.EncodeToString(sum[:]) {
+		t.Fatalf("request carried passwordHash %q, want the sha256 of the config's password", req.PasswordHash)
+	}
+	if bytes.Contains(reqs[0], []byte(f.Password)) {
+		t.Fatal("the password itself left the device")
 	}
 }

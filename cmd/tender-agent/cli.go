@@ -196,7 +196,7 @@ func (c *cli) runtime() (*container.Runtime, error) {
 // runOptions are run's flags.
 type runOptions struct {
 	name, memory, cpuset, network, user, workdir, entrypoint string
-	detach, rm, readOnly                                     bool
+	detach, rm, readOnly, noPivot                            bool
 	cpus                                                     float64
 	pids                                                     int64
 	env, devices, volumes, capDrop                           []string
@@ -240,7 +240,8 @@ workload's command line.`,
 	fs.StringArrayVar(&o.devices, "device", nil, "pass a host device through, e.g. `/dev/ttyUSB0` (repeatable)")
 	fs.BoolVar(&o.readOnly, "read-only", false, "mount the root filesystem read-only")
 	fs.StringArrayVar(&o.capDrop, "cap-drop", nil, "drop a `CAP` from the default set (repeatable)")
-	flagGroup(fs, "Isolation", "network", "volume", "device", "read-only", "cap-drop")
+	fs.BoolVar(&o.noPivot, "no-pivot", false, "enter the root without pivot_root (taken by itself when / is the initramfs)")
+	flagGroup(fs, "Isolation", "network", "volume", "device", "read-only", "cap-drop", "no-pivot")
 	alias(fs, "pids-limit", "pids")
 	alias(fs, "cpuset-cpus", "cpuset")
 	alias(fs, "network", "net")
@@ -283,7 +284,7 @@ func (c *cli) run(ctx context.Context, ro runOptions, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctr, err := rt.Create(ctx, container.CreateOptions{Name: ro.name, Image: args[0], Options: o, AutoRemove: ro.rm})
+	ctr, err := rt.Create(ctx, container.CreateOptions{Name: ro.name, Image: args[0], Options: o, AutoRemove: ro.rm, NoPivot: ro.noPivot})
 	st.Close() // the image store is not needed once the container exists
 	if err != nil {
 		return err

@@ -30,7 +30,12 @@ certificate, the fleet CA and the fleet's signing key into the agent
 config (deviceId and fleet: broker, publicKey, caFile, certFile, keyFile;
 every other field is kept). The controller must present the CA whose hash
 the token carries, or nothing is sent. On any failure nothing is written.
-The token may also come from $` + joinTokenEnv + `.`,
+The token may also come from $` + joinTokenEnv + `.
+
+--password-auth also makes a random MQTT password on the device (only its
+hash is sent) and has the agent log in with it, username = device id,
+instead of its client certificate: for a path to the broker that cannot
+carry client certificates. The config file then holds a secret (mode 0600).`,
 		Example: "  tender-agent enroll --server https://fleet.example.com:8443 --token tdr1.…",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -60,6 +65,9 @@ The token may also come from $` + joinTokenEnv + `.`,
 				fmt.Fprintf(c.out, "labels: %s\n", strings.Join(kv, ","))
 			}
 			fmt.Fprintf(c.out, "wrote %s, %s, %s, %s\n", res.ConfigPath, res.KeyFile, res.CertFile, res.CAFile)
+			if opt.Password {
+				fmt.Fprintln(c.out, "the agent logs in to the broker with a password (kept in the config), not its certificate")
+			}
 			fmt.Fprintln(c.out, "start (or restart) the daemon to connect: tender-agent daemon")
 			return nil
 		},
@@ -69,5 +77,6 @@ The token may also come from $` + joinTokenEnv + `.`,
 	fs.StringVar(&opt.Token, "token", "", "the join token from 'tender token create' (default $"+joinTokenEnv+")")
 	fs.StringVar(&opt.DeviceID, "id", "", "the device id (default: the config's deviceId, else the hostname)")
 	fs.StringVar(&opt.ConfigPath, "config", defaultAgentConfig, "the agent config to update; the key and certificates go next to it")
+	fs.BoolVar(&opt.Password, "password-auth", false, "log in to the broker with a password made on the device, not the client certificate")
 	return cmd
 }

@@ -48,7 +48,7 @@ on the apps it is given by the fleet or by 'tender-agent apply'.`,
 	}
 	add(groupContainers, c.runCmd(), c.psCmd(), c.execCmd(), c.logsCmd(), c.stopCmd(), c.rmCmd(), c.statsCmd(), c.inspectCmd())
 	add(groupImages, c.pullCmd(), c.imagesCmd(), c.rmiCmd(), c.loadCmd(), c.saveCmd())
-	add(groupApps, c.daemonCmd(), c.applyCmd(), c.appsCmd(), c.appCmd(), c.enrollCmd())
+	add(groupApps, c.daemonCmd(), c.applyCmd(), c.appsCmd(), c.appCmd(), c.enrollCmd(), c.checkCmd())
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Show the version",

@@ -178,9 +178,16 @@ func (c *cli) appCmd() *cobra.Command {
 		},
 	}
 	outputFlag(history, &oHist, false)
+	var rmNow bool
 	rm := &cobra.Command{
-		Use:               "rm APP",
-		Short:             "Remove an app from every device, then forget it",
+		Use:   "rm APP [--now]",
+		Short: "Remove an app from every device, through a rollout, then forget it",
+		Long: `Remove an app from every device, then forget it.
+
+The removal is a rollout like any change: the app's waves, maxUnavailable,
+pace and maintenance windows apply; "tender rollout status APP" follows it
+and "tender rollout undo APP" keeps the app. --now takes it off every device
+at once.`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: c.completeApps,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -188,14 +195,19 @@ func (c *cli) appCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := cl.RemoveApp(cmd.Context(), args[0])
+			a, err := cl.RemoveApp(cmd.Context(), args[0], rmNow)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.out, "app %s is being removed from its %d device(s)\n", a.Name, a.Placed)
+			how := "in waves (tender rollout status " + a.Name + ")"
+			if rmNow {
+				how = "at once"
+			}
+			fmt.Fprintf(c.out, "app %s is being removed from its %d device(s) %s\n", a.Name, a.Placed, how)
 			return nil
 		},
 	}
+	rm.Flags().BoolVar(&rmNow, "now", false, "remove it from every device at once, not through a rollout")
 	explain := &cobra.Command{
 		Use:               "explain APP [DEVICE] [-o json|yaml]",
 		Short:             "Say, device by device, why the app is or is not placed there",

@@ -218,6 +218,10 @@ func (c *cli) deviceDetail(d api.DeviceDetail) {
 	row(tw, "Assigned:", orDash(strings.Join(d.Assigned, ", ")))
 	row(tw, "Events:", fmt.Sprintf("seq %d, %d lost (gaps), %d duplicates, %d stale reports",
 		d.Status.EventSeq, d.Status.EventGaps, d.Status.EventDuplicates, d.Status.StaleReports))
+	if s := d.Status; s.Impersonations > 0 {
+		row(tw, "Flagged:", fmt.Sprintf("%d messages in another device's name, dropped (last as %q, %s ago)",
+			s.Impersonations, s.ImpersonatedAs, age(s.ImpersonatedAt)))
+	}
 	if d.Revoked {
 		row(tw, "Revoked:", "yes")
 	}

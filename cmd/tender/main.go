@@ -15,6 +15,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	// Maintenance windows are read in each device's own time zone: the
+	// controller carries the tz database (450 KB) rather than trust the
+	// host's, which minimal containers and hardened hosts often lack.
+	_ "time/tzdata"
 
 	"github.com/tender-edge/tender/internal/termsafe"
 )

@@ -107,7 +107,11 @@ const barWidth = 20
 // drawRollout writes a rollout as `rollout status` shows it. Everything
 // but the counts comes from specs and devices: escaped (row).
 func drawRollout(w io.Writer, r api.RolloutView) {
-	head := fmt.Sprintf("%s: %s -> %s, %s", r.App, orDash(r.From), orDash(r.To), r.Phase)
+	to := r.To
+	if to == "" {
+		to = "(removed)"
+	}
+	head := fmt.Sprintf("%s: %s -> %s, %s", r.App, orDash(r.From), to, r.Phase)
 	if r.Reason != "" {
 		head += " (" + r.Reason + ")"
 	}

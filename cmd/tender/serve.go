@@ -22,6 +22,7 @@ import (
 
 	"github.com/tender-edge/tender/fleet/api"
 	"github.com/tender-edge/tender/fleet/broker"
+	"github.com/tender-edge/tender/fleet/console"
 	fleetctl "github.com/tender-edge/tender/fleet/controller"
 	"github.com/tender-edge/tender/fleet/enroll"
 	"github.com/tender-edge/tender/fleet/store/boltdb"
@@ -221,7 +222,8 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 				c := ctrlRef.Load()
 				return c != nil && c.Enroller().Revoked(serial)
 			},
-			Log: log,
+			Passwords: passwords{&ctrlRef},
+			Log:       log,
 		})
 		if err != nil {
 			return err
@@ -280,9 +282,20 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 			return fmt.Errorf("external broker %s: %w", o.brokerURL, err)
 		}
 	}
+	ui, err := console.New(console.Config{
+		Controller: ctrl, Tokens: st.APITokens, Log: log.With().Str("component", "console").Logger(),
+		AuthFailed: func(reason string) {
+			if metrics != nil {
+				metrics.AuthFailures.WithLabelValues("console-" + reason).Inc()
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
 	srv, err := api.NewServer(api.Config{
 		Addr: o.listen, TLS: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
-		Controller: ctrl, Tokens: st.APITokens, Enroll: ctrl.EnrollHandler(), Log: log,
+		Controller: ctrl, Tokens: st.APITokens, Enroll: ctrl.EnrollHandler(), Console: ui, Log: log,
 	})
 	if err != nil {
 		return err
@@ -299,4 +312,15 @@ func ignoreCanceled(err error) error {
 		return nil
 	}
 	return err
+}
+
+// passwords checks the embedded broker's password fallback against the
+// controller, once it runs (until then every password is refused).
+type passwords struct {
+	ctrl *atomic.Pointer[fleetctl.Controller]
+}
+
+func (p passwords) Check(device, password string) bool {
+	c := p.ctrl.Load()
+	return c != nil && c.CheckPassword(device, password)
 }

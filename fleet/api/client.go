@@ -221,9 +221,15 @@ func (c *Client) AppHistory(ctx context.Context, name string) ([]AppRevisionView
 	return get[[]AppRevisionView](ctx, c, "/v1/apps/"+esc(name)+"/history", nil)
 }
 
-// RemoveApp removes an app from every device, then forgets it.
-func (c *Client) RemoveApp(ctx context.Context, name string) (AppView, error) {
-	return send[AppView](ctx, c, http.MethodDelete, "/v1/apps/"+esc(name), nil)
+// RemoveApp removes an app from every device, through a rollout (at once
+// with now), then forgets it.
+func (c *Client) RemoveApp(ctx context.Context, name string, now bool) (AppView, error) {
+	var q url.Values
+	if now {
+		q = url.Values{"now": {"true"}}
+	}
+	var out AppView
+	return out, c.do(ctx, http.MethodDelete, "/v1/apps/"+esc(name), q, nil, &out)
 }
 
 // Explain is placement's explanation for an app (device "": all).

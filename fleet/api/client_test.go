@@ -127,7 +127,7 @@ func TestClient_EveryRouteOverTLS(t *testing.T) {
 	check("rollout", err, len(ro.Waves) == 2)
 	ro, err = c.RolloutCommand(ctx, "thermo", "pause")
 	check("pause", err, ro.Phase == "paused")
-	rm, err := c.RemoveApp(ctx, "thermo")
+	rm, err := c.RemoveApp(ctx, "thermo", false)
 	check("app rm", err, rm.Deleting)
 	check("device rm", c.RemoveDevice(ctx, "gw-2"), true)
 	evs, err := c.Events(ctx, api.EventFilter{Device: "gw-1", After: 1})

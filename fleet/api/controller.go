@@ -38,10 +38,10 @@ type Controller interface {
 	Apps(ctx context.Context) ([]AppView, error)
 	App(ctx context.Context, name string) (AppView, error)
 	AppHistory(ctx context.Context, name string) ([]AppRevisionView, error)
-	// RemoveApp removes the app from every device (at once today; through
-	// a rollout like any change is still to come, issue 10), then forgets
-	// it.
-	RemoveApp(ctx context.Context, who Caller, name string) (AppView, error)
+	// RemoveApp removes the app from every device, through a rollout like
+	// any change (its waves, pace and windows) or, with now, at once; then
+	// forgets it.
+	RemoveApp(ctx context.Context, who Caller, name string, now bool) (AppView, error)
 	// Explain says, device by device (or for one device), why the app is
 	// or is not placed there.
 	Explain(ctx context.Context, app, device string) (ExplainView, error)

@@ -59,7 +59,11 @@ type Config struct {
 	// trusted network; by default /metrics takes any valid token, a
 	// read-only one included.
 	MetricsOpen bool
-	Log         zerolog.Logger
+	// Console, if set, is the web console, mounted at /ui/ as is (it
+	// authenticates its own requests, with the same tokens); GET / sends
+	// a browser there. It is no route of the API (nor of openapi.json).
+	Console http.Handler
+	Log     zerolog.Logger
 	// Registry holds the metrics; nil: a new one, with the Go and
 	// process collectors.
 	Registry *prometheus.Registry
@@ -112,9 +116,14 @@ func NewServer(cfg Config) (*Server, error) {
 	for _, rt := range s.routes {
 		mux.Handle(rt.method+" "+rt.path, s.wrap(rt))
 	}
-	mux.Handle("/", s.wrap(route{path: "unmatched", access: public, handle: func(r *http.Request, _ Caller) (any, error) {
+	unmatched := s.wrap(route{path: "unmatched", access: public, handle: func(r *http.Request, _ Caller) (any, error) {
 		return nil, fmt.Errorf("no route %s %s: %w", r.Method, r.URL.Path, errdefs.ErrNotFound)
-	}}))
+	}})
+	if cfg.Console != nil {
+		mux.Handle("/ui/", cfg.Console)
+		unmatched = toConsole(unmatched)
+	}
+	mux.Handle("/", unmatched)
 	s.handler = mux
 	return s, nil
 }
@@ -168,6 +177,19 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	}
 	<-errc
 	return nil
+}
+
+// toConsole sends a browser's GET / to the console; everything else,
+// and a client that does not ask for HTML, gets next (the API's 404).
+func toConsole(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+			strings.Contains(r.Header.Get("Accept"), "text/html") {
+			http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // statusWriter remembers the status code for the metrics and the log.
@@ -253,16 +275,15 @@ func (s *Server) authenticate(r *http.Request, need access) (Caller, error) {
 	if !strings.EqualFold(scheme, "bearer") || token == "" {
 		return who, s.refuse(r, "missing", errUnauthenticated)
 	}
-	sum := sha256.Sum256([]byte(token))
-	t, err := s.cfg.Tokens.Get(r.Context(), hex.EncodeToString(sum[:]))
+	t, err := LookupToken(r.Context(), s.cfg.Tokens, TokenHash(token))
 	switch {
-	case errdefs.IsNotFound(err):
-		return who, s.refuse(r, "unknown", errUnauthenticated)
+	case errors.Is(err, errUnauthenticated) && t.Revoked:
+		return who, s.refuse(r, "revoked", err)
+	case errors.Is(err, errUnauthenticated):
+		return who, s.refuse(r, "unknown", err)
 	case err != nil:
 		s.cfg.Log.Error().Err(err).Msg("api token lookup failed")
-		return who, fmt.Errorf("token store: %w", errdefs.ErrUnavailable)
-	case t.Revoked:
-		return who, s.refuse(r, "revoked", errUnauthenticated)
+		return who, fmt.Errorf("token store: %w", errdefs.ErrUnavailable) // its details stay in the log
 	}
 	who.Name, who.Role = t.Name, t.Role
 	switch {
@@ -273,6 +294,32 @@ func (s *Server) authenticate(r *http.Request, need access) (Caller, error) {
 			t.Name, t.Role, r.Method, r.URL.Path, errdefs.ErrPermissionDenied))
 	}
 	return who, nil
+}
+
+// TokenHash is the key an API token's value is stored under: its hex
+// sha256. The value itself is never stored nor logged.
+func TokenHash(value string) string {
+	sum := sha256.Sum256([]byte(value))
+	return hex.EncodeToString(sum[:])
+}
+
+// LookupToken returns the valid token stored under hash. An unknown or a
+// revoked token is one error, errdefs.ErrUnauthenticated, that says
+// nothing of the fleet (a revoked one is returned with it, Revoked set,
+// for the caller's metrics); a store that does not answer is
+// errdefs.ErrUnavailable. The API and the console's sessions both check
+// tokens through it.
+func LookupToken(ctx context.Context, tokens store.APITokens, hash string) (store.APIToken, error) {
+	t, err := tokens.Get(ctx, hash)
+	switch {
+	case errdefs.IsNotFound(err):
+		return store.APIToken{}, errUnauthenticated
+	case err != nil:
+		return store.APIToken{}, fmt.Errorf("token store: %v: %w", err, errdefs.ErrUnavailable)
+	case t.Revoked:
+		return t, errUnauthenticated
+	}
+	return t, nil
 }
 
 func (s *Server) refuse(r *http.Request, reason string, err error) error {
@@ -337,6 +384,19 @@ func queryUint(r *http.Request, name string) (uint64, error) {
 		return 0, fmt.Errorf("query parameter %s=%q: not a non-negative integer: %w", name, v, errdefs.ErrInvalidArgument)
 	}
 	return n, nil
+}
+
+// queryBool parses an optional boolean query parameter (true/false, 1/0).
+func queryBool(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("query parameter %s=%q: want true or false: %w", name, v, errdefs.ErrInvalidArgument)
+	}
+	return b, nil
 }
 
 // page is the limit query parameter: DefaultPage if absent, at most
@@ -445,7 +505,11 @@ func (s *Server) routeTable() []route {
 			return c.App(r.Context(), r.PathValue("app"))
 		}},
 		{method: "DELETE", path: "/v1/apps/{app}", access: write, handle: func(r *http.Request, who Caller) (any, error) {
-			return c.RemoveApp(r.Context(), who, r.PathValue("app"))
+			now, err := queryBool(r, "now")
+			if err != nil {
+				return nil, err
+			}
+			return c.RemoveApp(r.Context(), who, r.PathValue("app"), now)
 		}},
 		{method: "GET", path: "/v1/apps/{app}/history", access: read, handle: func(r *http.Request, _ Caller) (any, error) {
 			return nonNil(c.AppHistory(r.Context(), r.PathValue("app")))

@@ -2,7 +2,10 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -33,6 +36,9 @@ func (c *Controller) enrolled(ctx context.Context, req wire.EnrollRequest, resp 
 		}
 	}
 	d := store.Device{ID: req.DeviceID, Labels: maps.Clone(resp.Labels), Facts: req.Facts, EnrolledAt: c.cfg.Now(), CertSerial: serial}
+	if req.PasswordHash != "" {
+		d.PasswordHash, _ = hex.DecodeString(req.PasswordHash) // validated by wire
+	}
 	old, err := c.st.Devices.Get(ctx, req.DeviceID)
 	switch {
 	case err == nil:
@@ -70,6 +76,9 @@ func matches(sel, labels map[string]string) bool {
 
 // health sums a device's apps up.
 func health(d store.Device) string {
+	if d.Status.Impersonations > 0 {
+		return "flagged" // it spoke in another device's name (F-08)
+	}
 	r := d.Status.Report
 	if r == nil {
 		return "unknown"
@@ -251,7 +260,7 @@ func (c *Controller) Apply(ctx context.Context, who api.Caller, spec []byte) (ap
 			return c.App(ctx, a.Name) // unchanged: no new revision
 		}
 		if cur.Deleting {
-			return api.AppView{}, fmt.Errorf("app %s is being removed; apply it again once it is gone: %w", a.Name, errdefs.ErrFailedPrecondition)
+			return api.AppView{}, fmt.Errorf("app %s is being removed; `tender rollout undo %s` keeps it, or apply it again once it is gone: %w", a.Name, a.Name, errdefs.ErrFailedPrecondition)
 		}
 	case !errdefs.IsNotFound(err):
 		return api.AppView{}, err
@@ -382,17 +391,23 @@ func (c *Controller) AppHistory(ctx context.Context, name string) ([]api.AppRevi
 	return out, nil
 }
 
-// RemoveApp implements api.Controller: the app is marked for deletion,
-// taken off every device, and forgotten once every device was told.
-func (c *Controller) RemoveApp(ctx context.Context, who api.Caller, name string) (api.AppView, error) {
+// RemoveApp implements api.Controller: the app is marked for deletion and
+// taken off its devices through a rollout to nothing (its waves, pace and
+// windows; at once with now), then forgotten once every device was told.
+func (c *Controller) RemoveApp(ctx context.Context, who api.Caller, name string, now bool) (api.AppView, error) {
 	a, err := store.UpdateApp(ctx, c.st.Apps, name, func(a *store.App) error {
 		a.Deleting = true
+		a.DeleteNow = a.DeleteNow || now
 		return nil
 	})
 	if err != nil {
 		return api.AppView{}, err
 	}
-	c.audit(ctx, who.Name, "app rm", "app "+name, who.From, "")
+	detail := "through a rollout"
+	if now {
+		detail = "at once"
+	}
+	c.audit(ctx, who.Name, "app rm", "app "+name, who.From, detail)
 	c.Kick()
 	return c.appView(ctx, a, nil)
 }
@@ -557,3 +572,19 @@ func (c *Controller) Status(ctx context.Context) (api.StatusView, error) {
 	})
 	return v, err
 }
+
+// CheckPassword implements broker.Passwords for the embedded broker: the
+// password fallback of a device that enrolled with one (its sha256 was
+// stored, never the password). A revoked or unknown device, or a device
+// without a password, is refused; the comparison takes the same time.
+func (c *Controller) CheckPassword(device, password string) bool {
+	sum := sha256.Sum256([]byte(password))
+	want, ok := noPassword[:], false
+	if d, err := c.st.Devices.Get(context.Background(), device); err == nil && !d.Revoked && len(d.PasswordHash) == sha256.Size {
+		want, ok = d.PasswordHash, true
+	}
+	return subtle.ConstantTimeCompare(sum[:], want) == 1 && ok
+}
+
+// noPassword is compared against when there is no hash to compare with.
+var noPassword [sha256.Size]byte

@@ -240,8 +240,8 @@ type Stats struct {
 	// Refused counts messages whose payload names another device than
 	// their topic (SECURITY.md F-08).
 	Refused uint64
-	// StoreRefused counts the same caught by the store's own check
-	// (none, as long as ingest checks first).
+	// StoreRefused counts the same as the store refused them, flagging
+	// the sender (the messages of Refused, once they reached the store).
 	StoreRefused uint64
 	// Malformed counts messages that do not decode (size, schema).
 	Malformed uint64

@@ -49,6 +49,8 @@ type harness struct {
 	resolver controller.Resolver
 	// limiter, if set before start, is Config.EnrollLimiter.
 	limiter *enroll.Limiter
+	// now, if set before start, is Config.Now.
+	now func() time.Time
 }
 
 func newHarness(t *testing.T) *harness {
@@ -96,7 +98,7 @@ func (h *harness) start() {
 		t.Fatal(err)
 	}
 	tr := controller.MQTT{Client: cl}
-	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Log: testLog(t)},
+	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Now: h.now, Log: testLog(t)},
 		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: tr, Resolver: h.resolver})
 	if err != nil {
 		t.Fatal(err)
@@ -271,11 +273,22 @@ func TestRollout_WavesThenBadVersionRolledBack(t *testing.T) {
 		t.Fatalf("logs: %+v %v", res, err)
 	}
 
-	// Removing the app takes it off every device (a signed document with
-	// no apps), then forgets it.
-	if _, err := h.c.RemoveApp(context.Background(), admin, "thermo"); err != nil {
+	// Removing the app is a rollout too: the first wave's device is sent a
+	// document without it, and the others wait until it has settled.
+	gws[0].mu.Lock()
+	gws[0].holdAll = true
+	gws[0].mu.Unlock()
+	if _, err := h.c.RemoveApp(context.Background(), admin, "thermo", false); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "the removal's first wave underway, the second waiting", func() bool {
+		r, err := h.c.Rollout(context.Background(), "thermo")
+		return err == nil && r.To == "" && gws[0].Held() && len(r.Waves) == 2 && r.Waves[1].Pending == 2
+	})
+	if gws[1].Running("thermo") != "2.0" || gws[2].Running("thermo") != "2.0" {
+		t.Fatal("the second wave lost the app while the first had not settled")
+	}
+	gws[0].Release("")
 	eventually(t, "the app gone from every device and from the store", func() bool {
 		_, err := h.c.App(context.Background(), "thermo")
 		return errdefs.IsNotFound(err) && gws[0].Running("thermo") == "" && gws[1].Running("thermo") == "" && gws[2].Running("thermo") == ""
@@ -386,8 +399,16 @@ func TestIngest_RefusesAnotherDevicesReportAndOfflineCommand(t *testing.T) {
 	if d, _ := h.st.Devices.Get(context.Background(), "gw-2"); d.Status.Report != nil {
 		t.Fatalf("gw-2's status took gw-1's report: %+v", d.Status.Report)
 	}
-	if st := h.c.Stats(); st.Refused != 1 || st.StoreRefused != 0 {
-		t.Fatalf("stats %+v: want the lie refused by ingest, before the store", st)
+	eventually(t, "the lie refused by ingest and by the store (the store's count follows its write)", func() bool {
+		st := h.c.Stats()
+		return st.Refused == 1 && st.StoreRefused == 1
+	})
+	// The liar is flagged on its record (F-08), the other is not.
+	if d, err := h.c.Device(context.Background(), "gw-1"); err != nil || d.Health != "flagged" || d.Status.Impersonations != 1 || d.Status.ImpersonatedAs != "gw-2" {
+		t.Fatalf("gw-1 after one report as gw-2: health %q, status %+v, %v", d.Health, d.Status, err)
+	}
+	if d, _ := h.c.Device(context.Background(), "gw-2"); d.Health == "flagged" {
+		t.Fatal("gw-2 flagged for gw-1's lie")
 	}
 
 	// gw-2 never connected; gw-1 goes offline.
@@ -447,3 +468,99 @@ func (s *syncBuf) Write(p []byte) (int, error) {
 }
 
 func init() { zerolog.TimeFieldFormat = time.RFC3339Nano }
+
+// A maintenance window holds the devices it selects until it opens in the
+// device's own time zone; other devices update at once; and the rollout
+// policy stays the controller's: devices get only healthyFor.
+func TestRollout_MaintenanceWindowInTheDevicesZone(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 30, 11, 0, 0, 0, time.UTC) // Monday, 12:00 in Berlin
+	h := &harness{t: t, now: func() time.Time { mu.Lock(); defer mu.Unlock(); return now }}
+	h.init()
+	night := h.device("gw-night", map[string]string{"site": "berlin", "night": "yes"})
+	day := h.device("gw-day", berlin)
+	night.mu.Lock()
+	night.zone = "Europe/Berlin"
+	night.mu.Unlock()
+	d, err := h.st.Devices.Get(context.Background(), "gw-night")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Facts.TimeZone = "Europe/Berlin" // as the agent enrolls with it
+	if _, err := h.st.Devices.Put(context.Background(), d, d.Rev); err != nil {
+		t.Fatal(err)
+	}
+
+	spec := `name: thermo
+version: "1.0"
+containers:
+  - name: main
+    image: registry.example/thermo@sha256:` + strings.Repeat("1", 64) + `
+placement:
+  selector: {site: berlin}
+rollout:
+  healthyFor: 1s
+  pace: 30
+  windows:
+    - selector: {night: "yes"}
+      schedule: "daily 02:00-04:00"
+`
+	if _, err := h.c.Apply(context.Background(), admin, []byte(spec)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the device outside any window updated", func() bool { return day.Running("thermo") == "1.0" })
+	// (Settled before the clock jumps 14 hours: an unsettled device would
+	// be past its progress deadline.)
+	eventually(t, "the rollout waits on the windowed device, the other settled", func() bool {
+		r, err := h.c.Rollout(context.Background(), "thermo")
+		return err == nil && len(r.Waves) == 1 && r.Waves[0].Pending == 1 && r.Waves[0].Healthy == 1
+	})
+	if night.Running("thermo") != "" {
+		t.Fatal("the windowed device was updated at noon, outside its 02:00-04:00 window")
+	}
+
+	// 01:30 UTC is 02:30 in Berlin (CET): open there, not in UTC.
+	mu.Lock()
+	now = time.Date(2026, 12, 1, 1, 30, 0, 0, time.UTC)
+	mu.Unlock()
+	eventually(t, "the windowed device updated once its window opened in its zone", func() bool { return night.Running("thermo") == "1.0" })
+
+	night.mu.Lock()
+	p := night.policy["thermo"]
+	night.mu.Unlock()
+	if p == nil || p.HealthyFor.Duration != time.Second || p.Pace != 0 || len(p.Windows) != 0 {
+		t.Fatalf("the device was sent the rollout policy %+v, want healthyFor only", p)
+	}
+}
+
+// An app's removal undone keeps the app: the devices that dropped it get it
+// back, and the app is no longer being deleted.
+func TestRemoveApp_UndoKeepsTheApp(t *testing.T) {
+	h := newHarness(t)
+	gws := []*fakeDevice{h.device("gw-1", berlin), h.device("gw-2", berlin)}
+	h.apply("1.0", `"1"`, `"100%"`)
+	eventually(t, "1.0 everywhere", func() bool { return gws[0].Running("thermo") == "1.0" && gws[1].Running("thermo") == "1.0" })
+	eventually(t, "rollout succeeded", func() bool { return h.phase("thermo") == "succeeded" })
+
+	gws[0].mu.Lock()
+	gws[0].holdAll = true
+	gws[0].mu.Unlock()
+	if _, err := h.c.RemoveApp(context.Background(), admin, "thermo", false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the first wave's device sent the removal", gws[0].Held)
+	if _, err := h.c.Apply(context.Background(), admin, []byte("name: thermo\nversion: '9'\ncontainers: [{name: main, image: 'registry.example/thermo@sha256:"+strings.Repeat("9", 64)+"'}]\n")); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("apply during the removal: %v, want a failed precondition", err)
+	}
+	if _, err := h.c.RolloutCommand(context.Background(), admin, "thermo", "undo"); err != nil {
+		t.Fatal(err)
+	}
+	gws[0].Release("")
+	eventually(t, "the app kept, on both devices", func() bool {
+		v, err := h.c.App(context.Background(), "thermo")
+		return err == nil && !v.Deleting && v.Version == "1.0" && gws[0].Running("thermo") == "1.0" && gws[1].Running("thermo") == "1.0"
+	})
+	if !h.auditHas("app kept", "removal was rolled back") {
+		t.Fatal("no audit entry for the kept app")
+	}
+}

@@ -42,9 +42,15 @@
 //
 // # Removal
 //
-// RemoveApp marks the app deleting; every device is given a document
-// without it at once (not through waves), and the app and its rollout are
-// forgotten once every device concerned was published to. RemoveDevice
+// RemoveApp marks the app deleting. The loop then rolls it out to nothing:
+// a rollout whose To is "" over the devices given the app, with the app's
+// waves, maxUnavailable, pace and windows (a device settles once its report
+// no longer lists the app). Once it succeeded, devices still offline are
+// given their document without it (they get it when back) and the app and
+// its rollout are forgotten once every device concerned was published to.
+// A removal rolled back (undo, or devices that keep the app) keeps the
+// app at the revision the removal started from. With now (`app rm --now`)
+// every device is given a document without the app at once. RemoveDevice
 // revokes the device's certificates (enroll, which rewrites the CRL), has
 // the Revoker cut its session and clear its retained topics, and deletes
 // it from the store.

@@ -6,8 +6,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -30,6 +32,12 @@ import (
 
 func enrollRequest(t *testing.T, token, id string) []byte {
 	t.Helper()
+	return enrollRequestWith(t, token, id, "")
+}
+
+// enrollRequestWith is enrollRequest with the sha256 of an MQTT password.
+func enrollRequestWith(t *testing.T, token, id, passwordHash string) []byte {
+	t.Helper()
 	tok, err := wire.ParseJoinToken(token)
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +51,7 @@ func enrollRequest(t *testing.T, token, id string) []byte {
 		t.Fatal(err)
 	}
 	b, err := wire.EncodeEnrollRequest(wire.EnrollRequest{Schema: wire.EnrollSchema, TokenID: tok.ID, Secret: tok.Secret, DeviceID: id,
-		CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), Facts: wire.DeviceFacts{Arch: "arm64", MemoryBytes: 1 << 30, CPUs: 4}})
+		CSR: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), Facts: wire.DeviceFacts{Arch: "arm64", MemoryBytes: 1 << 30, CPUs: 4}, PasswordHash: passwordHash})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,5 +225,50 @@ func TestEnrollRateLimit(t *testing.T) {
 				t.Fatalf("token used up (%d uses) with the limit raised: %d, want 403", n, st)
 			}
 		})
+	}
+}
+
+// The password fallback: a device that enrolled with the hash of a password
+// it made logs in to the embedded broker with it; a wrong password, an
+// unknown device, a device enrolled without one and a removed device are
+// refused.
+func TestEnrollPasswordFallback(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	created, err := h.c.CreateJoinToken(ctx, admin, api.JoinTokenRequest{TTL: time.Hour, Uses: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h.c.EnrollHandler())
+	defer srv.Close()
+	const pw = "Zm9yLXRlc3RzLW9ubHktbm90LWEtc2VjcmV0"
+	sum := sha256.Sum256([]byte(pw))
+	for id, hash := range map[string]string{"gw-pw": hex.EncodeToString(sum[:]), "gw-cert": ""} {
+		resp, err := http.Post(srv.URL+"/v1/enroll", "application/json", bytes.NewReader(enrollRequestWith(t, created.Token, id, hash)))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("enroll %s: %v %v", id, resp, err)
+		}
+		resp.Body.Close()
+	}
+	for _, tc := range []struct {
+		device, password string
+		want             bool
+	}{
+		{"gw-pw", pw, true},
+		{"gw-pw", pw + "x", false},
+		{"gw-pw", "", false},
+		{"gw-cert", "", false},
+		{"gw-cert", pw, false},
+		{"gw-none", pw, false},
+	} {
+		if got := h.c.CheckPassword(tc.device, tc.password); got != tc.want {
+			t.Errorf("CheckPassword(%s, %q) = %v, want %v", tc.device, tc.password, got, tc.want)
+		}
+	}
+	if err := h.c.RemoveDevice(ctx, admin, "gw-pw"); err != nil {
+		t.Fatal(err)
+	}
+	if h.c.CheckPassword("gw-pw", pw) {
+		t.Error("a removed device's password still accepted")
 	}
 }

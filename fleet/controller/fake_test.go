@@ -43,11 +43,14 @@ type fakeDevice struct {
 	refused []error
 	seen    map[string]bool // versions ever sent to it
 	guard   *sign.ReplayGuard
+	holdAll bool                     // hold every document, whatever it carries
+	zone    string                   // reported as its time zone
+	policy  map[string]*wire.Rollout // app → the rollout policy its document carried
 }
 
 func newFakeDevice(t *testing.T, id, broker string, pub ed25519.PublicKey) *fakeDevice {
 	return &fakeDevice{t: t, id: id, broker: broker, pub: pub, running: map[string]string{}, states: map[string]string{},
-		bad: map[string]bool{}, seen: map[string]bool{}, hold: map[string]bool{}, guard: sign.NewReplayGuard(64)}
+		bad: map[string]bool{}, seen: map[string]bool{}, hold: map[string]bool{}, guard: sign.NewReplayGuard(64), policy: map[string]*wire.Rollout{}}
 }
 
 func (f *fakeDevice) Start() {
@@ -97,12 +100,17 @@ func (f *fakeDevice) onDesired(m mqttc.Message) {
 	f.gens = append(f.gens, d.Generation)
 	for _, a := range d.Apps {
 		f.seen[a.Version] = true
+		f.policy[a.Name] = a.Rollout
 	}
 	for _, a := range d.Apps {
 		if f.hold[a.Version] {
 			f.held = &d
 			return
 		}
+	}
+	if f.holdAll {
+		f.held = &d
+		return
 	}
 	f.apply(d)
 }
@@ -135,7 +143,7 @@ func (f *fakeDevice) apply(d wire.Desired) {
 
 func (f *fakeDevice) report(obs uint64) {
 	r := wire.Reported{Schema: wire.ReportedSchema, DeviceID: f.id, ObservedGeneration: obs, Time: time.Now(),
-		Device: wire.DeviceFacts{Arch: "amd64", MemoryBytes: 1 << 30, CPUs: 2}, Apps: []wire.AppStatus{}}
+		Device: wire.DeviceFacts{Arch: "amd64", MemoryBytes: 1 << 30, CPUs: 2, TimeZone: f.zone}, Apps: []wire.AppStatus{}}
 	for n, v := range f.running {
 		r.Apps = append(r.Apps, wire.AppStatus{Name: n, Version: v, State: f.states[n], Containers: []wire.ContainerStatus{{Name: "main", State: wire.ContainerRunning}}})
 	}
@@ -153,6 +161,7 @@ func (f *fakeDevice) Release(version string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.hold, version)
+	f.holdAll = false
 	if f.held != nil {
 		d := *f.held
 		f.held = nil

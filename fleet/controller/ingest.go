@@ -74,10 +74,11 @@ func (c *Controller) receive(m mqttc.Message) {
 		return
 	}
 	if payloadID != id {
+		// Counted and logged here; the store drops it and flags the
+		// sender's record (F-08).
 		c.refused.Add(1)
 		c.log.Warn().Str("device", id).Str("payload_device", payloadID).Str("kind", string(kind)).
-			Msg("message names another device than its topic: dropped")
-		return
+			Msg("message names another device than its topic: dropped, device flagged")
 	}
 	select {
 	case c.in <- msg:

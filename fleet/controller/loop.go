@@ -41,6 +41,9 @@ type loop struct {
 	specs     map[specKey]wire.App
 	decision  *placement.Decision
 	devices   []store.Device // of the last pass
+	// zones caches the time zones devices report, loaded once each (nil:
+	// unknown to this controller's tz database).
+	zones map[string]*time.Location
 }
 
 type specKey struct {
@@ -167,10 +170,7 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 			continue
 		}
 		byID[d.ID] = d
-		facts := d.Facts
-		if d.Status.Report != nil {
-			facts = d.Status.Report.Device
-		}
+		facts := factsOf(d)
 		on := d.Status.Presence == wire.Online
 		if on {
 			online++
@@ -199,16 +199,16 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 	lp.decision, lp.assign = &dec, dec.Assignments
 
 	for _, a := range apps {
+		s, _ := c.spec(ctx, lp, a.Name, a.Current)
 		if a.Deleting {
-			c.removeEverywhere(lp, a.Name)
+			c.removeApp(ctx, lp, a, s, now)
 			continue
 		}
-		s, _ := c.spec(ctx, lp, a.Name, a.Current)
 		c.reconcileApp(ctx, lp, a, s, dec.Assignments[a.Name], byID, now)
 	}
 	for dev, m := range lp.given {
 		for app := range m {
-			if a, ok := current[app]; !ok || a.Deleting {
+			if _, ok := current[app]; !ok {
 				delete(m, app)
 				lp.dirty[dev] = true
 			}
@@ -220,10 +220,17 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 	var tolds []told
 	for name, r := range lp.rollouts {
 		a, ok := current[name]
-		if !ok || a.Deleting {
+		if !ok || a.Deleting && r.r.Spec.To != "" {
 			continue
 		}
 		assigned := setOf(dec.Assignments[name])
+		if a.Deleting {
+			// A removal: its devices are no longer assigned (placement
+			// leaves a deleting app out); they are the rollout's own.
+			for _, d := range r.r.Devices {
+				assigned[d.ID] = true
+			}
+		}
 		versions := c.versions(ctx, lp, name, r.r)
 		for _, d := range r.r.Devices {
 			dev := byID[d.ID]
@@ -233,7 +240,7 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 			}
 			_ = r.r.Observe(d.ID, observe(dev.Status, name, r.r, versions, lp.given[d.ID][name]))
 		}
-		for _, act := range r.r.Step(rollout.Input{Now: now}) {
+		for _, act := range r.r.Step(rollout.Input{Now: now, Locations: c.locations(lp, r.r)}) {
 			switch act.Kind {
 			case rollout.ActSetDesired:
 				if !assigned[act.Device] || byID[act.Device] == nil {
@@ -268,7 +275,7 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 	}
 
 	for name, r := range lp.rollouts {
-		if a, ok := current[name]; !ok || a.Deleting {
+		if a, ok := current[name]; !ok || a.Deleting && r.r.Spec.To != "" {
 			continue
 		}
 		c.saveRollout(ctx, name, r)
@@ -349,6 +356,7 @@ func (c *Controller) reconcileApp(ctx context.Context, lp *loop, a store.App, sp
 				d := rollout.Device{ID: id}
 				if dev := byID[id]; dev != nil {
 					d.Labels = dev.Labels
+					d.Zone = factsOf(dev).TimeZone
 				}
 				devices = append(devices, d)
 			}
@@ -413,6 +421,56 @@ func (c *Controller) commonGiven(lp *loop, app string) string {
 	return revStr(best)
 }
 
+// removeApp takes an app being deleted off its devices: through a rollout
+// to "" (the app's waves, pace and windows, so a fleet is not emptied at
+// once), or at once when the operator asked for that, nothing runs it or
+// no rollout can be made.
+func (c *Controller) removeApp(ctx context.Context, lp *loop, a store.App, spec wire.App, now time.Time) {
+	r := lp.rollouts[a.Name]
+	if r != nil && r.r.Spec.To == "" && r.r.Phase != rollout.PhaseRolledBack && !a.DeleteNow {
+		return // underway (or aborted: `app rm --now` or `rollout undo` settles it)
+	}
+	var ids []string
+	for dev, m := range lp.given {
+		if _, ok := m[a.Name]; ok {
+			ids = append(ids, dev)
+		}
+	}
+	from := c.commonGiven(lp, a.Name)
+	if r != nil && r.r.Target != "" {
+		from = r.r.Target
+	}
+	if a.DeleteNow || len(ids) == 0 || from == "" {
+		c.removeEverywhere(lp, a.Name)
+		return
+	}
+	slices.Sort(ids)
+	devices := make([]rollout.Device, len(ids))
+	for i, id := range ids {
+		devices[i] = rollout.Device{ID: id}
+		for j := range lp.devices {
+			if d := &lp.devices[j]; d.ID == id {
+				devices[i].Labels, devices[i].Zone = d.Labels, factsOf(d).TimeZone
+				break
+			}
+		}
+	}
+	rs := rollout.Spec{App: a.Name, From: from, To: "", Devices: devices}
+	rs.FromWire(spec.Rollout)
+	nr, err := rollout.New(rs, now)
+	if err != nil {
+		c.log.Error().Err(err).Str("app", a.Name).Msg("removal rollout refused: the app is removed at once")
+		c.removeEverywhere(lp, a.Name)
+		return
+	}
+	var rev uint64
+	if r != nil {
+		rev = r.rev
+	}
+	lp.rollouts[a.Name] = &ro{r: nr, rev: rev}
+	c.audit(ctx, "controller", "rollout start", "app "+a.Name, "", fmt.Sprintf("removal of revision %s from %d devices", from, len(ids)))
+}
+
 // removeEverywhere takes app off every device.
 func (c *Controller) removeEverywhere(lp *loop, app string) {
 	for dev := range lp.given {
@@ -426,6 +484,19 @@ func (c *Controller) finishDeletes(ctx context.Context, lp *loop, apps []store.A
 	for _, a := range apps {
 		if !a.Deleting {
 			continue
+		}
+		if r := lp.rollouts[a.Name]; r != nil && r.r.Spec.To == "" && !a.DeleteNow {
+			switch r.r.Phase {
+			case rollout.PhaseSucceeded:
+				// Every online device dropped it; those offline get
+				// the document without it when they come back.
+				c.removeEverywhere(lp, a.Name)
+			case rollout.PhaseRolledBack:
+				c.cancelRemoval(ctx, a, r)
+				continue
+			default:
+				continue
+			}
 		}
 		pending := false
 		for dev, m := range lp.given {
@@ -455,6 +526,27 @@ func (c *Controller) finishDeletes(ctx context.Context, lp *loop, apps []store.A
 	}
 }
 
+// cancelRemoval keeps an app whose removal was rolled back (undone, or
+// devices failed to drop it): the devices run it again at the revision the
+// removal started from, which becomes the app's current one (not the
+// revision it had last been applied with, which may be one rolled back),
+// and the app is no longer being deleted.
+func (c *Controller) cancelRemoval(ctx context.Context, a store.App, r *ro) {
+	_, err := store.UpdateApp(ctx, c.st.Apps, a.Name, func(a *store.App) error {
+		a.Deleting, a.DeleteNow = false, false
+		if from := revNum(r.r.Spec.From); from != 0 {
+			a.Current = from
+		}
+		return nil
+	})
+	if err != nil {
+		c.log.Error().Err(err).Str("app", a.Name).Msg("keep app after its removal was rolled back")
+		return
+	}
+	c.saveRollout(ctx, a.Name, r)
+	c.audit(ctx, "controller", "app kept", "app "+a.Name, "", "its removal was rolled back: "+r.r.Reason)
+}
+
 // desiredApps are the apps device dev is to run, by name.
 func (c *Controller) desiredApps(ctx context.Context, lp *loop, dev string) []wire.App {
 	m := lp.given[dev]
@@ -466,6 +558,7 @@ func (c *Controller) desiredApps(ctx context.Context, lp *loop, dev string) []wi
 			c.log.Error().Err(err).Str("app", n).Str("device", dev).Msg("desired app revision unreadable: left out")
 			continue
 		}
+		s.Rollout = s.Rollout.ForDevice()
 		out = append(out, s)
 	}
 	if len(m) == 0 {
@@ -609,4 +702,45 @@ func deviceIn(r *rollout.Rollout, id string) *rollout.DeviceStatus {
 		}
 	}
 	return nil
+}
+
+// factsOf is what a device last said of itself: its report's facts, else
+// those it enrolled with.
+func factsOf(d *store.Device) wire.DeviceFacts {
+	if d.Status.Report != nil {
+		return d.Status.Report.Device
+	}
+	return d.Facts
+}
+
+// locations are the time zones of r's devices that have maintenance
+// windows, loaded from the tz database (embedded in cmd/tender) once each.
+// A zone the database does not know stays out: the rollout core holds those
+// devices and says why.
+func (c *Controller) locations(lp *loop, r *rollout.Rollout) map[string]*time.Location {
+	if len(r.Spec.Windows) == 0 {
+		return nil
+	}
+	if lp.zones == nil {
+		lp.zones = map[string]*time.Location{}
+	}
+	out := map[string]*time.Location{}
+	for _, d := range r.Devices {
+		if d.Zone == "" {
+			continue
+		}
+		loc, ok := lp.zones[d.Zone]
+		if !ok {
+			var err error
+			if loc, err = time.LoadLocation(d.Zone); err != nil {
+				c.log.Warn().Err(err).Str("device", d.ID).Str("zone", d.Zone).Msg("device time zone unknown: its maintenance windows never open")
+				loc = nil
+			}
+			lp.zones[d.Zone] = loc
+		}
+		if loc != nil {
+			out[d.Zone] = loc
+		}
+	}
+	return out
 }

@@ -409,7 +409,10 @@ func (r *Rollout) converge(d *DeviceStatus, now time.Time, acts *[]Action) {
 		done = StateRolledBack
 	}
 	switch {
-	case o.Health == HealthRolledBack && o.Revision != t:
+	case o.Health == HealthRolledBack && o.Revision != t && t != "":
+		// (Removing the app: an earlier rollback by the agent is no
+		// verdict on the removal; a device that keeps the app after
+		// seeing it is refused below.)
 		r.fail(d, now, "rolled back by the agent", acts)
 	case onT && (o.Health == HealthUnhealthy || o.Health == HealthCrashLoop):
 		r.fail(d, now, string(o.Health), acts)

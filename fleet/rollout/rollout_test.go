@@ -122,7 +122,7 @@ func TestNew_RefusesBadSpecs(t *testing.T) {
 		field string
 		spec  rollout.Spec
 	}{
-		{"to", rollout.Spec{From: revA, Devices: dev}},
+		{"to", rollout.Spec{Devices: dev}},
 		{"to", rollout.Spec{From: revA, To: revA, Devices: dev}},
 		{"devices[1].id", rollout.Spec{To: revB, Devices: []rollout.Device{{ID: "a"}, {ID: "a"}}}},
 		{"devices[0].zone", rollout.Spec{To: revB, Devices: []rollout.Device{{ID: "a", Zone: "+25:00"}}}},
@@ -326,6 +326,45 @@ func TestStep_RefusedOrStuckDeviceFails(t *testing.T) {
 	f.step(time.Second)
 	if f.state("d01") != rollout.StateFailed {
 		t.Fatalf("d01 %s past the deadline, want failed", f.state("d01"))
+	}
+}
+
+// A removal (To "") goes through waves like any change: the app leaves
+// the first wave's devices, then the rest once those are settled; undone,
+// it comes back.
+func TestStep_RemovalInWaves(t *testing.T) {
+	f := newFleet(t, 10, func(s *rollout.Spec) {
+		s.To = ""
+		s.Waves = []string{"1", "100%"}
+		s.MaxUnavailable = "100%"
+	})
+	if got := started(f.step(0), ""); !slices.Equal(got, []string{"d00"}) {
+		t.Fatalf("first wave removed from %v, want [d00]", got)
+	}
+	if got := started(f.step(time.Second), ""); len(got) != 0 {
+		t.Fatalf("removed from %v before the first wave settled", got)
+	}
+	// A report from before the removal, of an app the agent had rolled
+	// back by itself, is no verdict on the removal.
+	f.observe("d00", rollout.Observation{Online: true, Revision: revA, Health: rollout.HealthRolledBack})
+	f.step(time.Second)
+	if s := f.state("d00"); s != rollout.StateUpdating {
+		t.Fatalf("d00 is %s on a stale rolled-back report, want updating", s)
+	}
+	f.report("d00", "", rollout.HealthUnknown) // the app gone from its report
+	if got := started(f.step(time.Second), ""); len(got) != 9 {
+		t.Fatalf("second wave removed from %d devices, want 9", len(got))
+	}
+	f.converge(rollout.HealthUnknown)
+	f.step(time.Second)
+	if f.r.Phase != rollout.PhaseSucceeded {
+		t.Fatalf("phase %s after every device dropped the app, want succeeded", f.r.Phase)
+	}
+	if err := f.r.Command(rollout.Undo, f.now); err != nil {
+		t.Fatal(err)
+	}
+	if got := started(f.step(time.Second), revA); len(got) != 10 {
+		t.Fatalf("undo of a removal gave the app back to %d devices, want 10", len(got))
 	}
 }
 

@@ -24,7 +24,7 @@ const (
 type Spec struct {
 	App  string `json:"app"`
 	From string `json:"from"` // revision the devices run now ("" if the app is new)
-	To   string `json:"to"`
+	To   string `json:"to"`   // "" removes the app: a removal goes through waves like any change
 	// Devices are the devices assigned to the app, in the order waves take
 	// them: wave 1 is the first devices of the list.
 	Devices []Device `json:"devices"`
@@ -74,6 +74,9 @@ func (s *Spec) FromWire(r *wire.Rollout) {
 	s.MaxUnavailable = r.MaxUnavailable
 	s.FailureThreshold = r.FailureThreshold
 	s.HealthyFor = r.HealthyFor.Duration
+	s.Pace = r.Pace
+	s.ProgressDeadline = r.ProgressDeadline.Duration
+	s.Windows = r.Windows
 }
 
 // parseAmount reads a count ("3") or a percentage ("10%") of total; up
@@ -106,10 +109,9 @@ func (s *Spec) validate() (plan, error) {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("rollout of app %q: %s: %s: %w", s.App, field, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument))
 	}
-	if s.To == "" {
-		bad("to", "missing target revision")
-	}
-	if s.To == s.From {
+	if s.To == "" && s.From == "" {
+		bad("to", "missing target revision (a removal, to \"\", needs the revision it removes in from)")
+	} else if s.To == s.From {
 		bad("to", "target revision %q is the one the devices run already", s.To)
 	}
 	n := len(s.Devices)

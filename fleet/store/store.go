@@ -210,6 +210,13 @@ type DeviceStatus struct {
 	EventsKept uint64 `json:"eventsKept,omitempty"`
 	// PresenceAt is when the presence message was received.
 	PresenceAt time.Time `json:"presenceAt,omitzero"`
+	// Impersonations counts the messages the device sent in another
+	// device's name (payload deviceId not its own: SECURITY.md F-08),
+	// dropped; ImpersonatedAs and ImpersonatedAt are the last one's claim
+	// and time. A device with any is flagged.
+	Impersonations uint64    `json:"impersonations,omitempty"`
+	ImpersonatedAs string    `json:"impersonatedAs,omitempty"`
+	ImpersonatedAt time.Time `json:"impersonatedAt,omitzero"`
 }
 
 // Batch is what devices published over a short while. Within a batch,
@@ -266,8 +273,11 @@ type App struct {
 	Latest uint64 `json:"latest"`
 	// Deleting says the app is being removed from every device; the
 	// record goes once that rollout is done.
-	Deleting bool   `json:"deleting,omitempty"`
-	Rev      uint64 `json:"rev"`
+	Deleting bool `json:"deleting,omitempty"`
+	// DeleteNow: remove it from every device at once, not through a
+	// rollout.
+	DeleteNow bool   `json:"deleteNow,omitempty"`
+	Rev       uint64 `json:"rev"`
 }
 
 // AppRevision is one stored spec of an app.

@@ -165,6 +165,14 @@ func (c *Cgroup) Update(res *specs.LinuxResources) error {
 	if err := writeValues(vals, c.dirOf); err != nil {
 		return fmt.Errorf("update cgroup %s: %w", c.path, err)
 	}
+	if c.mode == V2 && res != nil {
+		// v2 device rules are a BPF program, not files: replaced whole.
+		if devs := deviceRules(res.Devices); devs != nil {
+			if err := setDeviceFilter(c.dirs[0].dir, devs); err != nil {
+				return fmt.Errorf("update cgroup %s: %w", c.path, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -408,7 +416,11 @@ func poll(timeout time.Duration, cond func() (bool, error)) error {
 }
 
 // Delete removes every directory of the cgroup. A directory already gone is
-// not an error; one that still holds processes is.
+// not an error; one that still holds processes is. The parent directory
+// (the runtime's "/tender") goes too once it is empty: its last
+// container's Delete removes it, and a removal that finds it in use (a
+// sibling, or a Create that made it again) leaves it be. A Create racing
+// with that removal makes the parent again (mkdirCgroup).
 func (c *Cgroup) Delete() error {
 	var errs []error
 	for i := len(c.dirs) - 1; i >= 0; i-- {
@@ -419,7 +431,40 @@ func (c *Cgroup) Delete() error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("delete cgroup %s: %w", c.path, err)
 	}
+	if parent := filepath.Dir(c.path); parent != "/" {
+		for _, d := range c.dirs {
+			// EBUSY or ENOTEMPTY: in use; ENOENT: gone already.
+			_ = unix.Rmdir(filepath.Dir(d.dir))
+		}
+	}
 	return nil
+}
+
+// mkdirAttempts bounds mkdirCgroup's retries against Deletes that remove
+// the parent it has just made; each retry means a sibling's Delete won a
+// race, so a handful is plenty.
+const mkdirAttempts = 16
+
+// mkdirCgroup makes the cgroup directory dir and its parents, making the
+// parents again when a concurrent Delete removed them in between.
+func mkdirCgroup(dir string) error {
+	var err error
+	for range mkdirAttempts {
+		if err = os.MkdirAll(dir, 0o755); !parentRace(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// parentRace reports whether err is what making a cgroup directory gets
+// when a sibling's Delete removes the parent at the same time: ENOENT (the
+// parent went before the child's mkdir), EEXIST (os.MkdirAll's parent
+// mkdir lost to another Create, and the parent went again before its
+// check), ENODEV (a control file of the parent opened as it went: v1's
+// cpuset copies the parent's cpus and mems).
+func parentRace(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrExist) || errors.Is(err, unix.ENODEV)
 }
 
 // rmdir removes a cgroup directory, retrying EBUSY for a bounded time (the

@@ -28,8 +28,16 @@ func createV1(path string, res *specs.LinuxResources) (*Cgroup, error) {
 			return nil, fmt.Errorf("%s controller: the host has none: %w", name, errdefs.ErrNotImplemented)
 		}
 	}
-	cg, err := cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{},
-		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
+	// A Delete of the last sibling may remove the parent while it is made
+	// (see parentRace): make it again.
+	var cg cgroup1.Cgroup
+	for range mkdirAttempts {
+		cg, err = cgroup1.New(cgroup1.StaticPath(path), &specs.LinuxResources{},
+			cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subs, nil }))
+		if !parentRace(err) {
+			break
+		}
+	}
 	if err != nil {
 		return nil, cleanup(c, fmt.Errorf("make v1 directories: %w", err))
 	}

@@ -39,7 +39,7 @@ func createV2(root, path string, res *specs.LinuxResources) (*Cgroup, error) {
 		ctrls = append(ctrls, "pids")
 	}
 	dir := filepath.Join(root, path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := mkdirCgroup(dir); err != nil {
 		return nil, err
 	}
 	m, err := cgroup2.Load(path, cgroup2.WithMountpoint(root))
@@ -62,8 +62,8 @@ func createV2(root, path string, res *specs.LinuxResources) (*Cgroup, error) {
 		return nil, cleanup(c, err)
 	}
 	if devs := deviceRules(res.Devices); devs != nil {
-		if err := m.Update(&cgroup2.Resources{Devices: devs}); err != nil {
-			return nil, cleanup(c, fmt.Errorf("attach device filter: %w", err))
+		if err := setDeviceFilter(dir, devs); err != nil {
+			return nil, cleanup(c, err)
 		}
 	}
 	return c, nil

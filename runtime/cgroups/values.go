@@ -103,7 +103,8 @@ func valuesV1(res *specs.LinuxResources) []Value {
 
 // valuesV2 mirrors cgroup2.ToResources followed by cgroup2.Resources.Values
 // (the order and formats containerd writes), after normalising the spec:
-// swap off, and a default period when only a quota is given.
+// swap off, and a default period when only a quota is given; with a memory
+// limit it adds memory.oom.group, which containerd leaves to the caller.
 func valuesV2(res *specs.LinuxResources) []Value {
 	var o []Value
 	if c := res.CPU; c != nil {
@@ -129,6 +130,10 @@ func valuesV2(res *specs.LinuxResources) []Value {
 		o = append(o,
 			Value{"memory", "memory.swap.max", "0"}, // swap off; optional file
 			Value{"memory", "memory.max", strconv.FormatInt(l, 10)},
+			// An OOM kill takes the whole container, not one of its
+			// processes: a half-killed app looks alive and is not (what
+			// Kubernetes does on v2). Optional file: Linux 4.19 and later.
+			Value{"memory", "memory.oom.group", "1"},
 		)
 	}
 	if r, ok := memoryReservation(res); ok {
@@ -143,7 +148,7 @@ func valuesV2(res *specs.LinuxResources) []Value {
 // optional reports whether a control file may be missing on a host (swap
 // accounting disabled), in which case its write is skipped.
 func optional(file string) bool {
-	return file == "memory.memsw.limit_in_bytes" || file == "memory.swap.max"
+	return file == "memory.memsw.limit_in_bytes" || file == "memory.swap.max" || file == "memory.oom.group"
 }
 
 // cpuMax returns the CFS quota and period to write. A quota of -1 means

@@ -56,6 +56,7 @@ func TestValues(t *testing.T) {
 			{"cpuset", "cpuset.mems", "0"},
 			{"memory", "memory.swap.max", "0"},
 			{"memory", "memory.max", "33554432"},
+			{"memory", "memory.oom.group", "1"},
 			{"pids", "pids.max", "64"},
 		}},
 		{"quota without period v1", V1, &specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(25000)}}, []Value{

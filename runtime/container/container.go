@@ -73,6 +73,9 @@ type Config struct {
 	Seccomp    string           `json:"seccomp"`
 	Cgroup     string           `json:"cgroup"`
 	StopGrace  time.Duration    `json:"stopGrace"`
+	// NoPivot enters the root without pivot_root (initproc.Config.NoPivot);
+	// without it the fallback is still taken where pivot_root cannot work.
+	NoPivot bool `json:"noPivot,omitempty"`
 	// Labels are the creator's notes (the agent keeps the app spec of its
 	// containers here, to rebuild its state from them if it is lost).
 	Labels map[string]string `json:"labels,omitempty"`

@@ -93,7 +93,7 @@ func (m *monitor) start(cio IO) error {
 	}
 	m.pipes = []*os.File{outR, errR}
 	stdio := initproc.Stdio{Stdin: cio.Stdin, Stdout: outW, Stderr: errW}
-	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp}
+	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp, NoPivot: c.NoPivot}
 	hooks := initproc.Hooks{Place: cg.Add}
 	if atExec != nil {
 		hooks.BeforeExec = func(int) error { return cg.Update(atExec) }

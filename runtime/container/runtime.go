@@ -59,6 +59,9 @@ type CreateOptions struct {
 	AutoRemove bool
 	StopGrace  time.Duration // default 10s
 	Labels     map[string]string
+	// NoPivot forces the no-pivot_root way into the container's root
+	// (runc's --no-pivot; see initproc.Config.NoPivot).
+	NoPivot bool
 }
 
 // validName is docker's container name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]*,
@@ -124,7 +127,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 			ID: id, Name: name, Image: o.Image, ImageID: img.ID.String(),
 			Created: time.Now().UTC(), AutoRemove: o.AutoRemove,
 			Spec: s, User: spec.User(img.Config.Config, so), Seccomp: "default",
-			Cgroup: r.CgroupParent + "/" + id, StopGrace: grace, Labels: o.Labels,
+			Cgroup: r.CgroupParent + "/" + id, StopGrace: grace, Labels: o.Labels, NoPivot: o.NoPivot,
 			RootMounts: []initproc.Mount{overlay(lowers, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))},
 		},
 		State: State{Status: Created},

@@ -32,6 +32,13 @@ type Config struct {
 	User string `json:"user,omitempty"`
 	// Seccomp is "default" (the moby-derived allowlist) or "unconfined".
 	Seccomp string `json:"seccomp"`
+	// NoPivot makes the init enter its root without pivot_root, as it
+	// does by itself when pivot_root fails because / is the initramfs:
+	// every mount of the host outside the root is detached from the
+	// container's mount namespace, the root is moved over / (MS_MOVE) and
+	// the init chroots into it (runc's --no-pivot). For tests, and for
+	// hosts whose pivot_root fails otherwise.
+	NoPivot bool `json:"noPivot,omitempty"`
 }
 
 // Mount is a filesystem mount described as data (containerd's mount.Mount).

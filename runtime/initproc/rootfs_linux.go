@@ -83,8 +83,8 @@ func setupRootfs(cfg *Config, ns map[specs.LinuxNamespaceType]bool) error {
 			return fmt.Errorf("read-only path %s: %w", p, err)
 		}
 	}
-	if err := pivotRoot(root); err != nil {
-		return fmt.Errorf("pivot root: %w", err)
+	if err := enterRoot(root, cfg.NoPivot); err != nil {
+		return err
 	}
 	if s.Root.Readonly {
 		if err := remountReadonly("/"); err != nil {
@@ -536,15 +536,49 @@ func remountReadonly(p string) error {
 	return unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|keep, "")
 }
 
-// pivotRoot makes root the process's root with the pivot_root(".", ".")
-// trick and detaches the old root.
-func pivotRoot(root *os.File) error {
-	if err := unix.Fchdir(int(root.Fd())); err != nil {
-		return fmt.Errorf("chdir: %w", err)
+// enterRoot makes root the process's root: with pivot_root, or, when forced
+// (noPivot) or when pivot_root refuses because / is the initramfs itself,
+// with the no-pivot fallback (moveRoot).
+func enterRoot(root *os.File, noPivot bool) error {
+	if !noPivot {
+		if err := unix.Fchdir(int(root.Fd())); err != nil {
+			return fmt.Errorf("pivot root: chdir: %w", err)
+		}
+		err := unix.PivotRoot(".", ".")
+		if err == nil {
+			if err := detachOldRoot(); err != nil {
+				return fmt.Errorf("pivot root: %w", err)
+			}
+			return nil
+		}
+		// The kernel refuses to pivot away from rootfs (the initramfs
+		// that was never switched away from) with EINVAL. Any other
+		// EINVAL is a bug, not a reason to settle for less.
+		if err != unix.EINVAL || !rootIsInitramfs() {
+			return fmt.Errorf("pivot root: %w", err)
+		}
 	}
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return err
+	if err := moveRoot(root); err != nil {
+		return fmt.Errorf("move root over / (no pivot_root): %w", err)
 	}
+	return nil
+}
+
+// rootIsInitramfs reports whether / is a RAM filesystem, as rootfs (the
+// initramfs) always is: ramfs, or tmpfs when the kernel has it.
+func rootIsInitramfs() bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return false
+	}
+	t := uint32(st.Type) // int32 on 32-bit ARM, where RAMFS_MAGIC overflows it
+	return t == unix.RAMFS_MAGIC || t == unix.TMPFS_MAGIC
+}
+
+// detachOldRoot finishes pivotRoot: the old root, stacked under the new one
+// by the pivot_root(".", ".") trick, is detached with everything mounted
+// on it.
+func detachOldRoot() error {
 	// Keep the unmount of the old root from propagating to the host.
 	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("make old root rslave: %w", err)

@@ -96,6 +96,25 @@ type Rollout struct {
 	MaxUnavailable   string   `json:"maxUnavailable,omitempty"`
 	HealthyFor       Duration `json:"healthyFor,omitzero"`
 	FailureThreshold string   `json:"failureThreshold,omitempty"`
+	// Pace is the most devices started per minute (0: no limit), so a
+	// site's uplink or the registry is not flooded.
+	Pace int `json:"pace,omitempty"`
+	// ProgressDeadline is how long a device may take from being asked to
+	// running the new revision before it counts as failed.
+	ProgressDeadline Duration `json:"progressDeadline,omitzero"`
+	// Windows are maintenance windows by label, in each device's time
+	// zone (DeviceFacts.TimeZone).
+	Windows []Window `json:"windows,omitempty"`
+}
+
+// ForDevice is the rollout policy a device needs (HealthyFor, the time it
+// confirms a new version after); the rest is the controller's, and is left
+// out of the documents devices receive.
+func (r *Rollout) ForDevice() *Rollout {
+	if r == nil || r.HealthyFor == (Duration{}) {
+		return nil
+	}
+	return &Rollout{HealthyFor: r.HealthyFor}
 }
 
 // Network modes, restart policies and defaults.
@@ -240,6 +259,24 @@ func (a *App) Validate() error {
 		}
 		if r.FailureThreshold != "" && !isCountOrPercent(r.FailureThreshold) {
 			v.add("rollout.failureThreshold", "%q: want a count or a percentage", r.FailureThreshold)
+		}
+		if r.Pace < 0 {
+			v.add("rollout.pace", "%d: want a number of devices per minute, 0 for no limit", r.Pace)
+		}
+		v.duration("rollout.progressDeadline", r.ProgressDeadline)
+		for i, w := range r.Windows {
+			f := fmt.Sprintf("rollout.windows[%d]", i)
+			if len(w.Selector) == 0 {
+				v.add(f+".selector", "empty: a window applies to the devices with these labels")
+			}
+			for k, val := range w.Selector {
+				if err := noControl(k + val); err != nil {
+					v.add(f+".selector", "%q: %q: %v", k, val, err)
+				}
+			}
+			if _, err := ParseSchedule(w.Schedule); err != nil {
+				v.add(f+".schedule", "%s", strings.TrimSuffix(err.Error(), ": "+errdefs.ErrInvalidArgument.Error()))
+			}
 		}
 	}
 	return errors.Join(v.errs...)

@@ -64,6 +64,11 @@ type EnrollRequest struct {
 	// device's private key never leaves the device.
 	CSR   string      `json:"csr"`
 	Facts DeviceFacts `json:"facts"`
+	// PasswordHash, if set, is the sha256 (lower-case hex) of an MQTT
+	// password the device made for itself, for brokers it reaches without
+	// its client certificate (the password fallback). Like the key, the
+	// password never leaves the device.
+	PasswordHash string `json:"passwordHash,omitempty"`
 }
 
 // EnrollResponse is the controller's answer to a good EnrollRequest.
@@ -162,6 +167,9 @@ func (r *EnrollRequest) Validate() error {
 	}
 	if r.CSR == "" {
 		return invalid(kindEnrollRequest, "csr missing")
+	}
+	if r.PasswordHash != "" && !isLowerHex(r.PasswordHash, 64) {
+		return invalid(kindEnrollRequest, "passwordHash: want 64 lower-case hex digits (sha256)")
 	}
 	return nil
 }

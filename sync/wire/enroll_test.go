@@ -70,13 +70,14 @@ func TestEnrollRequestRefused(t *testing.T) {
 		body string
 		is   error
 	}{
-		"unknown field": {`{` + good + `,"deviceId":"gw-1","key":"PRIVATE"}`, ErrUnknownField},
-		"no schema":     {`{"tokenId":"` + tokID + `","deviceId":"gw-1"}`, ErrSchema},
-		"bad device id": {`{` + good + `,"deviceId":"GW/1"}`, errdefs.ErrInvalidArgument},
-		"bad token id":  {strings.Replace(`{`+good+`,"deviceId":"gw-1"}`, tokID, "zz", 1), errdefs.ErrInvalidArgument},
-		"not an object": {`[]`, ErrMalformed},
-		"too large":     {`{"csr":"` + strings.Repeat("a", MaxEnrollRequestSize) + `"}`, ErrTooLarge},
-		"trailing data": {`{` + good + `,"deviceId":"gw-1"}{}`, ErrMalformed},
+		"unknown field":          {`{` + good + `,"deviceId":"gw-1","key":"PRIVATE"}`, ErrUnknownField},
+		"no schema":              {`{"tokenId":"` + tokID + `","deviceId":"gw-1"}`, ErrSchema},
+		"bad device id":          {`{` + good + `,"deviceId":"GW/1"}`, errdefs.ErrInvalidArgument},
+		"bad token id":           {strings.Replace(`{`+good+`,"deviceId":"gw-1"}`, tokID, "zz", 1), errdefs.ErrInvalidArgument},
+		"not an object":          {`[]`, ErrMalformed},
+		"password, not its hash": {`{` + good + `,"deviceId":"gw-1","passwordHash":"hunter2"}`, errdefs.ErrInvalidArgument},
+		"too large":              {`{"csr":"` + strings.Repeat("a", MaxEnrollRequestSize) + `"}`, ErrTooLarge},
+		"trailing data":          {`{` + good + `,"deviceId":"gw-1"}{}`, ErrMalformed},
 	} {
 		_, err := DecodeEnrollRequest([]byte(tc.body))
 		if !errors.Is(err, tc.is) || !errdefs.IsInvalidArgument(err) {

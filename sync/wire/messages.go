@@ -140,6 +140,9 @@ type DeviceFacts struct {
 	MemoryBytes   uint64 `json:"memoryBytes,omitempty"`
 	CPUs          int    `json:"cpus,omitempty"`
 	AgentVersion  string `json:"agentVersion,omitempty"`
+	// TimeZone is the device's IANA time zone ("Europe/Berlin"), "" for
+	// UTC: maintenance windows are read in it.
+	TimeZone string `json:"timeZone,omitempty"`
 }
 
 // EventKind names what happened. Receivers must accept kinds they do not

@@ -146,3 +146,24 @@ func TestFleetControllerKnowsNoAgent(t *testing.T) {
 	roomsOf(t, "./fleet/publish", "fleet/publish", "agent", "runtime", "cmd", "fleet/controller")
 	roomsOf(t, "./fleet/controller", "fleet/controller", "agent", "runtime", "cmd")
 }
+
+// Neither program links the packaging tool (packaging/, nfpm and what it
+// brings: go-git, rpmpack, openpgp...): it is a build tool.
+func TestProgramsLinkNoPackaging(t *testing.T) {
+	for _, prog := range []string{"./cmd/tender-agent", "./cmd/tender"} {
+		roomsOf(t, prog, "cmd/"+strings.TrimPrefix(prog, "./cmd/"), "packaging")
+		cmd := exec.Command("go", "list", "-deps", prog)
+		cmd.Dir = "../.."
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list: %v", err)
+		}
+		for _, dep := range strings.Fields(string(out)) {
+			for _, bad := range []string{"github.com/goreleaser/", "github.com/go-git/", "github.com/google/rpmpack", "github.com/ProtonMail/"} {
+				if strings.HasPrefix(dep, bad) {
+					t.Errorf("%s depends on %s", prog, dep)
+				}
+			}
+		}
+	}
+}

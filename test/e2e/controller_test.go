@@ -167,13 +167,13 @@ func (c *controller) enroll(id, regAddr string) *daemon {
 	return d
 }
 
-// enrollOnly is enroll without the start.
-func (c *controller) enrollOnly(id, regAddr string) *daemon {
+// enrollOnly is enroll without the start; extra are more enroll flags.
+func (c *controller) enrollOnly(id, regAddr string, extra ...string) *daemon {
 	c.t.Helper()
 	var tok struct{ Token string }
 	c.json(&tok, "token", "create", "--labels", "site=lab,name="+id, "--ttl", "10m", "--uses", "1")
 	d := prepareDaemon(c.t, fastPolicy+fmt.Sprintf("registries:\n  %q: {insecure: true}\n", regAddr))
-	out, err := exec.Command(agentBin, "enroll", "--server", "https://"+c.api, "--token", tok.Token, "--id", id, "--config", d.config).CombinedOutput()
+	out, err := exec.Command(agentBin, append([]string{"enroll", "--server", "https://" + c.api, "--token", tok.Token, "--id", id, "--config", d.config}, extra...)...).CombinedOutput()
 	if err != nil {
 		c.t.Fatalf("enroll %s: %v\n%s", id, err, out)
 	}
@@ -274,6 +274,19 @@ func rolloutsAcrossThreeAgents(t *testing.T, broker brokerKind) {
 	ids := []string{"gw-1", "gw-2", "gw-3"}
 	agents := map[string]*daemon{}
 	for _, id := range ids {
+		if id == "gw-3" && broker == embedded {
+			// The password fallback: its config holds no certificate,
+			// so it comes online only if the embedded broker takes the
+			// password it made at enrollment.
+			d := c.enrollOnly(id, reg.Addr, "--password-auth")
+			cfg, err := os.ReadFile(d.config)
+			if err != nil || strings.Contains(string(cfg), "certFile") || !strings.Contains(string(cfg), "password:") {
+				t.Fatalf("config after enroll --password-auth (%v):\n%s", err, cfg)
+			}
+			d.start()
+			agents[id] = d
+			continue
+		}
 		agents[id] = c.enroll(id, reg.Addr)
 	}
 	waitFor(t, "three devices online", time.Minute, func() bool {

@@ -89,6 +89,9 @@ func agent(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	if noPivot && len(args) > 0 && args[0] == "run" {
+		args = append([]string{"run", "--no-pivot"}, args[1:]...)
+	}
 	r, err := runCmd(exec.CommandContext(ctx, agentBin, append([]string{"--root", root}, args...)...))
 	if err != nil {
 		t.Fatalf("tender-agent %s: %v", strings.Join(args, " "), err)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -349,6 +350,13 @@ func (d *device) report() {
 	if r.Apps == nil {
 		r.Apps = []wire.AppStatus{}
 	}
+	if f := d.s.cfg.Report; f != nil {
+		r.Apps = slices.Clone(r.Apps) // d.apps stays as the documents made it
+		for i := range r.Apps {
+			r.Apps[i].Containers = slices.Clone(r.Apps[i].Containers)
+		}
+		f(d.i, &r)
+	}
 	issued := d.issuedAt
 	d.mu.Unlock()
 	if c == nil {
@@ -397,7 +405,11 @@ func (d *device) command(payload []byte) {
 	if c == nil {
 		return
 	}
-	b, err := wire.Encode(&wire.CommandResult{ID: cmd.ID, OK: true})
+	res := wire.CommandResult{ID: cmd.ID, OK: true}
+	if f := d.s.cfg.CommandOutput; f != nil {
+		res.Output = f(d.id, cmd)
+	}
+	b, err := wire.Encode(&res)
 	if err == nil {
 		err = c.Publish(d.topic(topic.CommandResult), b, false)
 	}

@@ -67,6 +67,12 @@ type Config struct {
 	Bad func(app, version string) bool
 	// Facts are the facts device i reports (default: amd64, 4 CPUs, 1Gi).
 	Facts func(i int, id string) wire.DeviceFacts
+	// Report, if set, may change device i's report before it is sent:
+	// resource use, or what a hostile device would say.
+	Report func(i int, r *wire.Reported)
+	// CommandOutput, if set, is the output a device answers a verified
+	// command with (a log tail); by default an empty success.
+	CommandOutput func(id string, cmd wire.Command) string
 	// Logf, if set, receives one line per notable failure (connect
 	// errors, lost connections), at most one a second.
 	Logf func(format string, args ...any)

@@ -265,7 +265,7 @@ func (f *Fake) AppHistory(_ context.Context, name string) ([]api.AppRevisionView
 	return f.history[name], nil
 }
 
-func (f *Fake) RemoveApp(_ context.Context, who api.Caller, name string) (api.AppView, error) {
+func (f *Fake) RemoveApp(_ context.Context, who api.Caller, name string, _ bool) (api.AppView, error) {
 	defer f.Lock()()
 	if f.Err != nil {
 		return api.AppView{}, f.Err

