@@ -18,13 +18,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . test/vm/lib.sh
 VM_TIMEOUT=${VM_TIMEOUT:-900}
-VM_TESTS=${VM_TESTS:-test/vm/tests.list}
-
 rootmode=tmpfs
+list=test/vm/tests.list
 if [ "${1:-}" = --initramfs-root ]; then
 	rootmode=initramfs
+	list=test/vm/tests-initramfs.list
 	shift
 fi
+VM_TESTS=${VM_TESTS:-$list}
 [ $# -gt 0 ] || set -- amd64 arm64 armv7
 need_tools
 
