@@ -8,7 +8,8 @@ SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
 
-.PHONY: all build cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean
+.PHONY: all build cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean \
+	vm-deps vmtest vmtest-initramfs vmtest-powercut
 
 all: build
 
@@ -68,10 +69,21 @@ $(BUILD)/workload: $(wildcard test/workload/*.go)
 	@mkdir -p $(BUILD)
 	$(GO) build -trimpath -ldflags "-s -w" -o $@ ./test/workload
 
-# The test image: an OCI archive of the static workload program.
-testimage: $(BUILD)/testimage.tar
+# The test image: an OCI archive of the static workload program; and the
+# same for every guest of make vmtest, one multi-arch OCI index of the
+# workload built for each arch (an agent loads its own platform's).
+testimage: $(BUILD)/testimage.tar $(BUILD)/testimage-multiarch.tar
 $(BUILD)/testimage.tar: $(BUILD)/workload $(wildcard test/mkimage/*.go test/ociarchive/*.go)
 	$(GO) run ./test/mkimage -bin $(BUILD)/workload -o $@
+
+$(BUILD)/workload-linux-%: $(wildcard test/workload/*.go)
+	@mkdir -p $(BUILD)
+	GOARCH=$* GOARM=7 $(GO) build -trimpath -ldflags "-s -w" -o $@ ./test/workload
+
+MULTIARCH := amd64 arm64 arm/v7
+$(BUILD)/testimage-multiarch.tar: $(foreach a,$(MULTIARCH),$(BUILD)/workload-linux-$(firstword $(subst /, ,$(a)))) \
+		$(wildcard test/mkimage/*.go test/ociarchive/*.go)
+	$(GO) run ./test/mkimage -o $@ $(foreach a,$(MULTIARCH),-bin $(a)=$(BUILD)/workload-linux-$(firstword $(subst /, ,$(a))))
 
 # A static busybox for the distribution-like image of test/e2e, taken from
 # Debian's busybox-static package without installing it (it would replace
@@ -104,12 +116,45 @@ fmt-check:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
 
-# The whole suite, as CI runs it (as root: real containers, real cgroups).
+# The whole suite, as CI runs it (as root: real containers, real cgroups),
+# then the emulated cgroup v2 guests of vmtest.
 test: deps build testimage $(BUILD)/busybox fmt-check vet
 	TENDER_AGENT=$(CURDIR)/$(BUILD)/tender-agent TENDER_BIN=$(CURDIR)/$(BUILD)/tender TENDER_TESTIMAGE=$(CURDIR)/$(BUILD)/testimage.tar \
 	TENDER_BUSYBOX=$(CURDIR)/$(BUILD)/busybox \
 		$(GO) test -count=1 -timeout 25m ./...
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeDesired -fuzztime=15s ./sync/wire
+	$(MAKE) vmtest
+
+# The agent in emulated guests (qemu without KVM, Debian's kernels, cgroup
+# v2 only): amd64, arm64 and armv7. Each boots an initramfs of the agent,
+# the test image, busybox and the test binaries built for its arch, runs
+# tender-agent check and the tests of test/vm/tests.list, and reports over
+# its serial console. Kernels and busybox are cached under build/vm/.
+VM_GUESTS ?= amd64 arm64 armv7
+VM_PKGS := qemu-system-x86 qemu-system-arm cpio e2fsprogs
+vm-deps:
+	@missing=""; for p in $(VM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+vmtest: vm-deps $(BUILD)/testimage-multiarch.tar
+	GO=$(GO) BUILD=$(BUILD) ./test/vm/vmtest.sh $(VM_GUESTS)
+
+# Reboots and power cuts (long; not part of make test): an amd64 guest
+# whose agent keeps its state on a virtio disk; a clean reboot, then
+# POWERCUT_ROUNDS kills of qemu with SIGKILL at seeded random moments of an
+# update; after each the agent must run a version it was told.
+POWERCUT_ROUNDS ?= 20
+POWERCUT_SEED ?= 20261130
+vmtest-powercut: vm-deps $(BUILD)/testimage-multiarch.tar
+	GO=$(GO) BUILD=$(BUILD) ./test/vm/powercut.sh $(POWERCUT_ROUNDS) $(POWERCUT_SEED)
+
+# The guests staying on their initramfs root (run-from-RAM devices): the
+# runtime must fall back from pivot_root, which rootfs refuses.
+vmtest-initramfs: vm-deps $(BUILD)/testimage-multiarch.tar
+	GO=$(GO) BUILD=$(BUILD) ./test/vm/vmtest.sh --initramfs-root $(VM_GUESTS)
 
 # The main job: tender serve with its embedded broker and store, a local
 # registry with the demo image, a tender-agent daemon enrolled with a join

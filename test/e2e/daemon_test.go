@@ -146,7 +146,7 @@ func (d *daemon) app(name string) appStatus {
 func (d *daemon) waitPhase(name, phase, version string, timeout time.Duration) appStatus {
 	d.t.Helper()
 	var st appStatus
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(scaled(timeout))
 	for {
 		st = d.app(name)
 		if st.Phase == phase && st.Version == version {
@@ -191,6 +191,12 @@ func webApp(version string, bad bool) string {
 	if bad {
 		args = `["sleep", "3600"]`
 	}
+	health := `{http: "http://127.0.0.1:8080/healthz", interval: 300ms, timeout: 1s, retries: 2}`
+	if slowFactor() > 1 {
+		// An emulated machine takes seconds to start the server: its
+		// first failures do not count (nor, then, against the version).
+		health = fmt.Sprintf(`{http: "http://127.0.0.1:8080/healthz", interval: 300ms, timeout: %ds, retries: 2, startPeriod: %ds}`, slowFactor(), 5*slowFactor())
+	}
 	return fmt.Sprintf(`name: web
 version: "%s"
 containers:
@@ -201,10 +207,10 @@ containers:
     resources: {memory: 32Mi, cpu: 250m, pids: 32}
     restart: always
     volumes: [{name: data, path: /data}]
-    health: {http: "http://127.0.0.1:8080/healthz", interval: 300ms, timeout: 1s, retries: 2}
+    health: %s
 rollout:
   healthyFor: 1s
-`, version, args, version)
+`, version, args, version, health)
 }
 
 func TestDaemon_ApplyUpdateRollback(t *testing.T) {
@@ -263,6 +269,58 @@ func TestDaemon_WorkloadOutlivesAgentRestart(t *testing.T) {
 	d.stop() // SIGTERM: a clean exit, containers keep running
 	if n := len(d.running("web.")); n != 1 {
 		t.Fatalf("%d containers running after the agent stopped, want 1", n)
+	}
+}
+
+// A container that crashes (its workload killed with SIGKILL) is started
+// again by the daemon under its restart policy, and the app runs on with a
+// restart counted.
+func TestDaemon_RestartsCrashedContainer(t *testing.T) {
+	d := newDaemon(t, fastPolicy)
+	d.ok("load", testImage)
+	d.apply(webApp("1", false))
+	d.waitPhase("web", "running", "1", 30*time.Second)
+	before := d.running("web.")
+	if len(before) != 1 {
+		t.Fatalf("%d running containers for web, want 1", len(before))
+	}
+	if err := syscall.Kill(before[0].State.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var now []psEntry
+	waitFor(t, "the crashed container running again", 60*time.Second, func() bool {
+		now = d.running("web.")
+		return len(now) == 1 && now[0].State.Pid != before[0].State.Pid
+	})
+	// At least one restart: on a slow machine (the emulated guests of
+	// make vmtest) a health check may restart the new one once more.
+	restarts := func() int {
+		var resp struct {
+			Apps []struct {
+				Name       string
+				Containers []struct {
+					Name, State string
+					Restarts    int
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(d.ok("apps", "-o", "json")), &resp); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range resp.Apps {
+			for _, c := range a.Containers {
+				if a.Name == "web" && c.Name == "server" && c.State == "running" {
+					return c.Restarts
+				}
+			}
+		}
+		return 0
+	}
+	if !eventually(30*time.Second, func() bool { return restarts() >= 1 }) {
+		t.Fatalf("no restart counted for the crashed container:\n%s\ndaemon log:\n%s", d.ok("apps"), d.log)
+	}
+	if st := d.app("web"); st.Phase != "running" || st.Version != "1" {
+		t.Errorf("after the restart: %+v", st)
 	}
 }
 
@@ -394,9 +452,9 @@ func leftovers(t *testing.T, root string, ids []string) {
 		t.Errorf("mounts under %s left behind", root)
 	}
 	for _, id := range ids {
-		for _, ctl := range []string{"memory", "pids", "cpu", "freezer"} {
-			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", ctl, "tender", id)); err == nil {
-				t.Errorf("cgroup %s/tender/%s left behind", ctl, id)
+		for _, d := range cgroupDirs(id) {
+			if _, err := os.Stat(d); err == nil {
+				t.Errorf("cgroup %s left behind", d)
 			}
 		}
 	}

@@ -131,7 +131,7 @@ func ok(t *testing.T, args ...string) string {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(scaled(d))
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
@@ -139,3 +139,18 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// slowFactor is TENDER_E2E_SLOW, default 1: how many times slower than a
+// real machine this one is. The emulated guests of make vmtest set it;
+// the waits of the tests are that many times longer there, and the test
+// app's health check gives its server time to start.
+func slowFactor() int {
+	var n int
+	if _, err := fmt.Sscan(os.Getenv("TENDER_E2E_SLOW"), &n); err != nil || n < 1 {
+		return 1
+	}
+	return n
+}
+
+// scaled is d made slowFactor times longer.
+func scaled(d time.Duration) time.Duration { return d * time.Duration(slowFactor()) }

@@ -83,8 +83,8 @@ func gone(id string) bool {
 	if _, err := os.Stat(filepath.Join(root, "containers", id)); err == nil {
 		return false
 	}
-	for _, c := range []string{"memory", "cpu", "pids", "cpuset", "devices", "freezer", "unified", ""} {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", c, "tender", id)); err == nil {
+	for _, d := range cgroupDirs(id) {
+		if _, err := os.Stat(d); err == nil {
 			return false
 		}
 	}
@@ -93,7 +93,7 @@ func gone(id string) bool {
 
 // eventually polls cond for up to d and reports whether it came true.
 func eventually(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(scaled(d))
 	for !cond() {
 		if time.Now().After(deadline) {
 			return false

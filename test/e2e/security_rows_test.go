@@ -108,7 +108,7 @@ func TestSecurity_ForkBomb(t *testing.T) {
 	id := strings.TrimSpace(ok(t, "run", "-d", "--name", "bomb", "--pids", strconv.Itoa(limit), "--cpus", "0.5", bb, "b() { b | b & }; b; sleep 1000"))
 	t.Cleanup(func() { agent(t, "rm", "-f", "bomb") })
 	current := func() int {
-		b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/pids/tender", id, "pids.current"))
+		b, err := os.ReadFile(cgroupFile(id, "pids", "pids.current", "pids.current"))
 		if err != nil {
 			return -1
 		}
