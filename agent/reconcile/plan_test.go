@@ -19,6 +19,9 @@ type behaviour struct {
 	exitCode  int
 	oom       bool
 	unhealthy bool // with a health check: never passes it
+	// healthyAfter: with a health check, passes it this long after the
+	// start (0: after 3 s).
+	healthyAfter time.Duration
 }
 
 // world is a simulated device: Plan's actions change it, time is stepped.
@@ -95,7 +98,11 @@ func (w *world) step() Decision {
 			o.Status, o.FinishedAt, o.ExitCode, o.OOMKilled = StatusExited, o.StartedAt.Add(b.exitAfter), b.exitCode, b.oom
 			continue
 		}
-		if o.Health == HealthStarting && w.now.Sub(o.StartedAt) >= 3*time.Second {
+		after := 3 * time.Second
+		if b.healthyAfter > 0 {
+			after = b.healthyAfter
+		}
+		if o.Health == HealthStarting && w.now.Sub(o.StartedAt) >= after {
 			o.Health, o.HealthSince = HealthHealthy, w.now
 			if b.unhealthy {
 				o.Health = HealthUnhealthy
@@ -431,7 +438,7 @@ func TestPlan_UpdateCrashLoopIsRolledBack(t *testing.T) {
 		return behaviour{}
 	}
 	w.desired = []wire.App{v2}
-	w.run(2 * time.Minute)
+	w.run(3 * time.Minute)
 	p := w.progress["web"]
 	if p.RolledBack == nil || !strings.Contains(p.RolledBack.Reason, "crash-looping") || !strings.Contains(p.RolledBack.Reason, "OOM-killed") {
 		t.Fatalf("progress %+v", p.RolledBack)
@@ -632,7 +639,7 @@ func TestPlan_RequestedRestartsAreNotFailures(t *testing.T) {
 		}
 		w.run(2 * time.Second)
 	}
-	w.run(2 * time.Minute)
+	w.run(3 * time.Minute)
 	p := w.progress["web"]
 	if p.RolledBack != nil || p.Confirmed == nil || p.Confirmed.Version != "2" {
 		t.Fatalf("restarts during verification changed the outcome: %+v", w.last.Apps[0])
@@ -658,5 +665,24 @@ func TestPlan_PolicyRefusal(t *testing.T) {
 	if got := w.running(); len(got) != 1 || got[0] != cname(v1, "srv") || w.last.Apps[0].Phase != PhaseRefused ||
 		!strings.Contains(w.last.Apps[0].Message, "update to version 2 refused") {
 		t.Fatalf("running %v, status %+v", got, w.last.Apps[0])
+	}
+}
+
+// A first install that turns healthy only after its deadline (a slow
+// device: the emulated guests of make vmtest) is failing meanwhile, and
+// running, confirmed, once it has been healthy for healthyFor.
+func TestPlan_SlowFirstInstallRecovers(t *testing.T) {
+	v1 := app("web", "1", withHealth(ctr("srv", "img:1")))
+	w := newWorld(t, v1)
+	w.images["img:1"] = true
+	w.behave = func(string) behaviour { return behaviour{healthyAfter: 10 * time.Minute} }
+	w.run(9 * time.Minute)
+	if ph := w.last.Apps[0].Phase; ph != PhaseFailing {
+		t.Fatalf("phase %s past the deadline, not yet healthy: want failing", ph)
+	}
+	w.run(3 * time.Minute)
+	p := w.progress["web"]
+	if ph := w.last.Apps[0].Phase; ph != PhaseRunning || p.Confirmed == nil || p.Confirmed.Version != "1" {
+		t.Fatalf("phase %s, confirmed %+v after a minute healthy: want running, version 1 confirmed (%s)", ph, p.Confirmed, w.last.Apps[0].Message)
 	}
 }
