@@ -220,30 +220,43 @@ func TestRun_BadInput(t *testing.T) {
 	}
 }
 
-// hostMounts is the host's mount table as far as these tests can change
-// it: everything outside the temporary directory (where the test binaries
-// of other packages, run in parallel, mount and unmount their own
-// things), plus this package's state directory and the test's own dirs.
+// hostMounts is the part of the host's mount table these tests could
+// change: mounts on this package's state directory or on the test's own
+// dirs, and mounts of those dirs anywhere (a bind mount whose root, in
+// mountinfo's fourth field, is one of them: what an escaped volume mount
+// would be). The rest of the host's table is left out: other test
+// packages, run in parallel, mount and unmount their own things
+// (network namespaces under /run/netns, overlays of other state dirs),
+// and comparing it made these tests fail on what others did.
 func hostMounts(t *testing.T, own ...string) string {
+	t.Helper()
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := filepath.Clean(os.TempDir()) + "/"
 	own = append(own, filepath.Dir(root))
+	// A dir's tail (its last two elements, unique for t.TempDir and the
+	// package's state dir) finds it in a mount's root whatever
+	// filesystem it is on.
+	var tails []string
+	for _, o := range own {
+		o = filepath.Clean(o)
+		tails = append(tails, filepath.Base(filepath.Dir(o))+"/"+filepath.Base(o))
+	}
 	var keep []string
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 5 {
 			continue
 		}
-		mp := f[4]
-		mine := !strings.HasPrefix(mp, tmp)
-		for _, o := range own {
-			mine = mine || strings.HasPrefix(mp, o)
+		mine := false
+		for i, o := range own {
+			mp, mroot := f[4], f[3]
+			mine = mine || mp == o || strings.HasPrefix(mp, o+"/") ||
+				strings.HasSuffix(mroot, "/"+tails[i]) || strings.Contains(mroot, "/"+tails[i]+"/")
 		}
 		if mine {
-			keep = append(keep, line)
+			keep = append(keep, strings.Join(f[3:], " ")) // without the mount ids, which a remount renumbers
 		}
 	}
 	return strings.Join(keep, "\n")
