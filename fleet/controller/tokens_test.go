@@ -140,7 +140,10 @@ func TestAPITokens_CreateUseRevoke(t *testing.T) {
 		t.Fatalf("read-only token lists tokens: %v", err)
 	}
 	for what, err := range map[string]error{
-		"create a token": func() error { _, err := ci.CreateAPIToken(ctx, api.APITokenRequest{Name: "x", Role: store.RoleAdmin}); return err }(),
+		"create a token": func() error {
+			_, err := ci.CreateAPIToken(ctx, api.APITokenRequest{Name: "x", Role: store.RoleAdmin})
+			return err
+		}(),
 		"revoke a token": func() error { _, err := ci.RevokeAPIToken(ctx, "admin"); return err }(),
 		"label a device": func() error { _, err := ci.LabelDevice(ctx, "gw-1", map[string]string{"a": "b"}, nil); return err }(),
 	} {
