@@ -90,6 +90,7 @@ func startController(t *testing.T) *controller {
 	caFile := filepath.Join(dir, "ca.crt")
 	os.WriteFile(caFile, caPEM, 0o644)
 	fake := apitest.New()
+	fake.Tokens = st.APITokens // API tokens it makes work at once
 	srv, err := api.NewServer(api.Config{TLS: tlsc, Controller: fake, Tokens: st.APITokens, Log: zerolog.New(zerolog.NewTestWriter(t))})
 	if err != nil {
 		t.Fatal(err)

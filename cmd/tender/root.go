@@ -80,7 +80,7 @@ not do this (or the server is not trusted); 125 the controller failed.`,
 	}
 	add(groupFleet, c.devicesCmd(), c.deviceCmd(), c.tokenCmd(), c.logsCmd(), c.restartCmd())
 	add(groupApps, c.applyCmd(), c.appsCmd(), c.appCmd(), c.rolloutCmd())
-	add(groupOps, c.eventsCmd(), c.auditCmd(), c.statusCmd())
+	add(groupOps, c.eventsCmd(), c.auditCmd(), c.statusCmd(), c.apiTokenCmd())
 	root.AddCommand(serveCmd())
 	root.AddCommand(storeCmd())
 	root.AddCommand(&cobra.Command{

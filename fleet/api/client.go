@@ -198,6 +198,21 @@ func (c *Client) CreateJoinToken(ctx context.Context, req JoinTokenRequest) (Joi
 	return send[JoinTokenCreated](ctx, c, http.MethodPost, "/v1/tokens", req)
 }
 
+// CreateAPIToken makes an API token; its value is in the answer only.
+func (c *Client) CreateAPIToken(ctx context.Context, req APITokenRequest) (APITokenCreated, error) {
+	return send[APITokenCreated](ctx, c, http.MethodPost, "/v1/api-tokens", req)
+}
+
+// APITokens lists the API tokens (no values).
+func (c *Client) APITokens(ctx context.Context) ([]APITokenView, error) {
+	return get[[]APITokenView](ctx, c, "/v1/api-tokens", nil)
+}
+
+// RevokeAPIToken revokes the unrevoked API token named name.
+func (c *Client) RevokeAPIToken(ctx context.Context, name string) (APITokenRevoked, error) {
+	return send[APITokenRevoked](ctx, c, http.MethodDelete, "/v1/api-tokens/"+esc(name), nil)
+}
+
 // Apply sends an app spec (YAML or JSON) as it is.
 func (c *Client) Apply(ctx context.Context, spec []byte) (AppView, error) {
 	if spec == nil {

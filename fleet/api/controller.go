@@ -29,6 +29,18 @@ type Controller interface {
 	// answer only.
 	CreateJoinToken(ctx context.Context, who Caller, req JoinTokenRequest) (JoinTokenCreated, error)
 
+	// CreateAPIToken makes an API token (admin or read-only) under a name
+	// no unrevoked token has; its value is in the answer only, and stored
+	// hashed.
+	CreateAPIToken(ctx context.Context, who Caller, req APITokenRequest) (APITokenCreated, error)
+	// APITokens lists the API tokens, revoked ones included, by name:
+	// never their values nor hashes.
+	APITokens(ctx context.Context) ([]APITokenView, error)
+	// RevokeAPIToken revokes the unrevoked token named name: it is refused
+	// from then on. The last unrevoked admin token is not revoked
+	// (errdefs.ErrFailedPrecondition). The caller's own token may be.
+	RevokeAPIToken(ctx context.Context, who Caller, name string) (APITokenRevoked, error)
+
 	// Apply validates an app spec (YAML or JSON; errors name every field
 	// path at once), resolves image tags to digests, checks the images'
 	// platforms against the arches the placement allows, and stores it as
@@ -121,6 +133,38 @@ type JoinTokenCreated struct {
 	Labels  map[string]string `json:"labels,omitempty"`
 	Expires time.Time         `json:"expires"`
 	Uses    int               `json:"uses"`
+}
+
+// APITokenRequest asks for an API token.
+type APITokenRequest struct {
+	// Name is 1 to 63 of a-z, 0-9 and '-', not starting or ending with
+	// '-', unique among the unrevoked tokens.
+	Name string     `json:"name"`
+	Role store.Role `json:"role"` // admin or read-only
+}
+
+// APITokenView is an API token as lists show it: never its value nor
+// its hash.
+type APITokenView struct {
+	Name      string     `json:"name"`
+	Role      store.Role `json:"role"`
+	Created   time.Time  `json:"created"`
+	Revoked   bool       `json:"revoked,omitempty"`
+	RevokedAt time.Time  `json:"revokedAt,omitzero"`
+}
+
+// APITokenCreated answers CreateAPIToken: Token is shown once.
+type APITokenCreated struct {
+	Token string `json:"token"`
+	APITokenView
+}
+
+// APITokenRevoked answers RevokeAPIToken. Self says the token revoked is
+// the one the request came with: the caller's next request is refused.
+type APITokenRevoked struct {
+	APITokenView
+	Self bool   `json:"self,omitempty"`
+	Note string `json:"note,omitempty"`
 }
 
 // AppView is an app as lists show it.

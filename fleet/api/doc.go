@@ -19,6 +19,9 @@
 //	POST   /v1/devices/{id}/logs              read   LogsRequest (a command to the device)
 //	POST   /v1/devices/{id}/restart           admin  RestartRequest
 //	POST   /v1/tokens                         admin  JoinTokenRequest → 201
+//	POST   /v1/api-tokens                     admin  APITokenRequest → 201, the value once
+//	GET    /v1/api-tokens                     read   names, roles, dates: no value, no hash
+//	DELETE /v1/api-tokens/{name}              admin  not the last admin token (412)
 //	POST   /v1/apps                           admin  the spec, YAML or JSON, ≤ 1 MiB
 //	GET    /v1/apps                           read
 //	GET    /v1/apps/{app}                     read

@@ -488,6 +488,25 @@ func (s *Server) routeTable() []route {
 			return c.CreateJoinToken(r.Context(), who, req)
 		}},
 
+		{method: "POST", path: "/v1/api-tokens", access: write, status: http.StatusCreated, handle: func(r *http.Request, who Caller) (any, error) {
+			var req APITokenRequest
+			if err := decode(r, &req); err != nil {
+				return nil, err
+			}
+			return c.CreateAPIToken(r.Context(), who, req)
+		}},
+		// Any valid token may list them: the list holds names, roles and
+		// dates, never a value or a hash, and the audit log, which a
+		// read-only token reads too, names every token that changed
+		// something already. A read-only token (a dashboard's) can so
+		// see that it is still valid and who else is.
+		{method: "GET", path: "/v1/api-tokens", access: read, handle: func(r *http.Request, _ Caller) (any, error) {
+			return nonNil(c.APITokens(r.Context()))
+		}},
+		{method: "DELETE", path: "/v1/api-tokens/{name}", access: write, handle: func(r *http.Request, who Caller) (any, error) {
+			return c.RevokeAPIToken(r.Context(), who, r.PathValue("name"))
+		}},
+
 		{method: "POST", path: "/v1/apps", access: write, handle: func(r *http.Request, who Caller) (any, error) {
 			spec, err := body(r, MaxSpecBytes)
 			if err != nil {

@@ -81,6 +81,7 @@ func newFixture(t *testing.T, mod ...func(*api.Config)) *fixture {
 	for _, m := range mod {
 		m(&cfg)
 	}
+	f.fake.Tokens = cfg.Tokens // the tokens it makes work at once
 	srv, err := api.NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -127,6 +128,9 @@ var endpoints = []endpoint{
 	{"POST", "/v1/devices/gw-1/logs", false, `{"app":"thermo","lines":2}`},
 	{"POST", "/v1/devices/gw-1/restart", true, `{"app":"thermo"}`},
 	{"POST", "/v1/tokens", true, `{"labels":{"site":"berlin"}}`},
+	{"POST", "/v1/api-tokens", true, `{"name":"ci","role":"read-only"}`},
+	{"GET", "/v1/api-tokens", false, ""},
+	{"DELETE", "/v1/api-tokens/ci", true, ""}, // the one made just before
 	{"POST", "/v1/apps", true, "name: web\nversion: \"1\"\ncontainers:\n- name: main\n  image: nginx\n"},
 	{"GET", "/v1/apps", false, ""},
 	{"GET", "/v1/apps/thermo", false, ""},
@@ -247,7 +251,11 @@ func TestAuth_TokensNeverLogged(t *testing.T) {
 	if f.logs.Len() == 0 {
 		t.Fatal("nothing logged: the test proves nothing")
 	}
-	for _, tok := range []string{adminToken, readToken, revokedToken, "guess-0123456789", hash(adminToken)} {
+	made := apitest.FakeTokenValue("ci", 1) // by POST /v1/api-tokens
+	if !strings.Contains(f.logs.String(), "POST /v1/api-tokens") {
+		t.Fatal("POST /v1/api-tokens not logged: the test proves nothing of its answer")
+	}
+	for _, tok := range []string{adminToken, readToken, revokedToken, "guess-0123456789", hash(adminToken), made, hash(made)} {
 		if strings.Contains(f.logs.String(), tok) {
 			t.Errorf("token %q in the log", tok)
 		}

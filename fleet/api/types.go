@@ -79,3 +79,22 @@ func FormatSelector(sel map[string]string) string {
 	}
 	return b.String()
 }
+
+// MaxAPITokenName is the longest API token name.
+const MaxAPITokenName = 63
+
+// ValidAPITokenName checks an API token's name: 1 to 63 of a-z, 0-9 and
+// '-', not starting or ending with '-' (so that no name reads as a flag
+// of the CLI).
+func ValidAPITokenName(name string) error {
+	ok := len(name) >= 1 && len(name) <= MaxAPITokenName && name[0] != '-' && name[len(name)-1] != '-'
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
+	}
+	if !ok {
+		return fmt.Errorf("api token name %q: want 1 to %d of a-z, 0-9 and '-', not starting or ending with '-': %w",
+			name, MaxAPITokenName, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -54,6 +55,8 @@ type harness struct {
 	// gate, if set before start, sits in front of the transport's
 	// publishes.
 	gate *gate
+	// logs, if set before start, gets the controller's log too.
+	logs io.Writer
 }
 
 func newHarness(t *testing.T) *harness {
@@ -105,7 +108,7 @@ func (h *harness) start() {
 	if h.gate != nil {
 		tr = gated{Transport: mq, g: h.gate}
 	}
-	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Now: h.now, Log: testLog(t)},
+	h.c, err = controller.New(ctx, controller.Config{Dir: h.dir, Tick: 20 * time.Millisecond, CommandTimeout: 5 * time.Second, EnrollLimiter: h.limiter, Now: h.now, Log: testLog(t, h.logs)},
 		controller.Deps{Store: h.st, Key: h.key, Transport: tr, Revoker: mq, Resolver: h.resolver})
 	if err != nil {
 		t.Fatal(err)
@@ -462,8 +465,14 @@ func TestIngest_RefusesAnotherDevicesReportAndOfflineCommand(t *testing.T) {
 }
 
 // testLog keeps the controller's log and shows it if the test fails.
-func testLog(t *testing.T) zerolog.Logger {
+func testLog(t *testing.T, also ...io.Writer) zerolog.Logger {
 	w := &syncBuf{}
+	var out io.Writer = w
+	for _, a := range also {
+		if a != nil {
+			out = io.MultiWriter(out, a)
+		}
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			w.mu.Lock()
@@ -471,7 +480,7 @@ func testLog(t *testing.T) zerolog.Logger {
 			w.mu.Unlock()
 		}
 	})
-	return zerolog.New(w).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	return zerolog.New(out).Level(zerolog.DebugLevel).With().Timestamp().Logger()
 }
 
 type syncBuf struct {

@@ -44,6 +44,12 @@ type Fake struct {
 	Err error
 	// Calls are the Callers of the changes, in order.
 	Calls []api.Caller
+	// Tokens, if set, holds the API tokens that CreateAPIToken,
+	// APITokens and RevokeAPIToken make, list and revoke: give it the
+	// server's Config.Tokens and a token made works at once. Nil: they
+	// answer errdefs.ErrNotImplemented.
+	Tokens store.APITokens
+	made   int
 }
 
 // EvilVersion is gw-3's reported app version: it tries to retitle the
@@ -441,6 +447,103 @@ func (f *Fake) Status(context.Context) (api.StatusView, error) {
 	}
 	return api.StatusView{Version: "test", Started: T0, Leader: "self", Broker: "embedded",
 		Devices: len(f.devices), Online: online, Apps: len(f.apps), Rollouts: 1}, nil
+}
+
+// CreateAPIToken makes a token with a predictable value, FakeTokenValue.
+func (f *Fake) CreateAPIToken(ctx context.Context, who api.Caller, req api.APITokenRequest) (api.APITokenCreated, error) {
+	defer f.Lock()()
+	if err := f.tokensErr(); err != nil {
+		return api.APITokenCreated{}, err
+	}
+	if err := api.ValidAPITokenName(req.Name); err != nil {
+		return api.APITokenCreated{}, err
+	}
+	if req.Role != store.RoleAdmin && req.Role != store.RoleReadOnly {
+		return api.APITokenCreated{}, fmt.Errorf("role %q: %w", req.Role, errdefs.ErrInvalidArgument)
+	}
+	all, err := f.Tokens.List(ctx)
+	if err != nil {
+		return api.APITokenCreated{}, err
+	}
+	for _, t := range all {
+		if t.Name == req.Name && !t.Revoked {
+			return api.APITokenCreated{}, fmt.Errorf("api token %s exists: %w", req.Name, errdefs.ErrAlreadyExists)
+		}
+	}
+	f.made++
+	value := FakeTokenValue(req.Name, f.made)
+	t, err := f.Tokens.Create(ctx, store.APIToken{Hash: api.TokenHash(value), Name: req.Name, Role: req.Role, Created: T0})
+	if err != nil {
+		return api.APITokenCreated{}, err
+	}
+	f.record(who, "api-token create", "api-token "+req.Name)
+	return api.APITokenCreated{Token: value, APITokenView: api.APITokenView{Name: t.Name, Role: t.Role, Created: t.Created}}, nil
+}
+
+// FakeTokenValue is the value of the n-th token the fake makes.
+func FakeTokenValue(name string, n int) string { return fmt.Sprintf("tdra_fake_%s_%d", name, n) }
+
+func (f *Fake) tokensErr() error {
+	switch {
+	case f.Err != nil:
+		return f.Err
+	case f.Tokens == nil:
+		return fmt.Errorf("api tokens: the fake has no token store: %w", errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
+func (f *Fake) APITokens(ctx context.Context) ([]api.APITokenView, error) {
+	defer f.Lock()()
+	if err := f.tokensErr(); err != nil {
+		return nil, err
+	}
+	all, err := f.Tokens.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []api.APITokenView
+	for _, t := range all {
+		out = append(out, api.APITokenView{Name: t.Name, Role: t.Role, Created: t.Created, Revoked: t.Revoked, RevokedAt: t.RevokedAt})
+	}
+	slices.SortStableFunc(out, func(a, b api.APITokenView) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// RevokeAPIToken refuses to revoke the last admin token, as the
+// controller does.
+func (f *Fake) RevokeAPIToken(ctx context.Context, who api.Caller, name string) (api.APITokenRevoked, error) {
+	defer f.Lock()()
+	if err := f.tokensErr(); err != nil {
+		return api.APITokenRevoked{}, err
+	}
+	all, err := f.Tokens.List(ctx)
+	if err != nil {
+		return api.APITokenRevoked{}, err
+	}
+	var target *store.APIToken
+	admins := 0
+	for i, t := range all {
+		if !t.Revoked && t.Role == store.RoleAdmin {
+			admins++
+		}
+		if !t.Revoked && t.Name == name {
+			target = &all[i]
+		}
+	}
+	switch {
+	case target == nil:
+		return api.APITokenRevoked{}, fmt.Errorf("no api token %s: %w", name, errdefs.ErrNotFound)
+	case target.Role == store.RoleAdmin && admins <= 1:
+		return api.APITokenRevoked{}, fmt.Errorf("api token %s: revoking it would leave no admin token: %w", name, errdefs.ErrFailedPrecondition)
+	}
+	t, err := f.Tokens.Revoke(ctx, target.Hash, T0)
+	if err != nil {
+		return api.APITokenRevoked{}, err
+	}
+	f.record(who, "api-token rm", "api-token "+name)
+	return api.APITokenRevoked{APITokenView: api.APITokenView{Name: t.Name, Role: t.Role, Created: t.Created, Revoked: true, RevokedAt: t.RevokedAt},
+		Self: who.Name == name}, nil
 }
 
 func cmpOr(s, def string) string {
