@@ -26,9 +26,9 @@ import (
 	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/internal/termsafe"
 	"github.com/tender-edge/tender/runtime/container"
-	"github.com/tender-edge/tender/runtime/network"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/logs"
+	"github.com/tender-edge/tender/runtime/network"
 	"github.com/tender-edge/tender/runtime/spec"
 )
 

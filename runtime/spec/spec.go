@@ -61,10 +61,10 @@ type Options struct {
 	// NetFiles, with NetBridge: the host files bound on /etc/hosts and
 	// /etc/resolv.conf (written by the runtime when the container starts).
 	NetFiles [2]string
-	ReadOnly   bool
-	Devices    []Device
-	Volumes    []Volume
-	CapDrop    []string // narrows the default set
+	ReadOnly bool
+	Devices  []Device
+	Volumes  []Volume
+	CapDrop  []string // narrows the default set
 }
 
 // MinMemory is the smallest memory limit accepted: below it a Go or libc
