@@ -104,6 +104,8 @@ func build(c *nftables.Conn, cfg Config, eps []Endpoint) {
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &pol})
 	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: it, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &pol})
+	mark := c.AddChain(&nftables.Chain{Name: "mark", Table: it, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-90), Policy: &pol})
 	bfwd := c.AddChain(&nftables.Chain{Name: "forward", Table: bt, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &pol})
 
@@ -132,6 +134,12 @@ func build(c *nftables.Conn, cfg Config, eps []Endpoint) {
 		c.AddRule(&nftables.Rule{Table: it, Chain: post, Exprs: concat(
 			oifIs(br), ctStatus(ipsDstNat), saddrIn(src), []expr.Any{&expr.Masq{}})})
 	}
+	// Mark connections DNATed (to a published port), both directions, for
+	// the bridge family's isolation chain.
+	c.AddRule(&nftables.Rule{Table: it, Chain: mark, Exprs: concat(ctStatus(ipsDstNat), []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le32(^uint32(DNATMark)), Xor: le32(DNATMark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1}})})
 	// Forwarding into the bridge: replies, published ports, and traffic
 	// from the bridge itself; nothing else from outside reaches a
 	// container's address.
@@ -161,6 +169,15 @@ func build(c *nftables.Conn, cfg Config, eps []Endpoint) {
 	sort.Strings(names)
 	fromVeth := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(VethPrefix)}}
+	// Published ports are open to every group. Where br_netfilter is
+	// loaded, a connection to one that the host DNATs back into the bridge
+	// is bridged from port to port and meets this chain. The bridge family
+	// cannot read conntrack without nf_conntrack_bridge: the ip family
+	// marks such packets (DNATMark) after its DNAT, and this accepts them.
+	c.AddRule(&nftables.Rule{Table: bt, Chain: bfwd, Exprs: concat(fromVeth, []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: le32(DNATMark), Xor: le32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: le32(0)}, accept()})})
 	for i, g := range names {
 		if len(groups[g]) < 2 {
 			continue
@@ -183,6 +200,10 @@ func build(c *nftables.Conn, cfg Config, eps []Endpoint) {
 			[]expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}})})
 	}
 }
+
+// DNATMark is the packet mark bit set on packets of connections to a
+// published port (see build); Tender uses no other.
+const DNATMark = 0x10000000
 
 // ipsDstNat is IPS_DST_NAT of the conntrack status bits.
 const ipsDstNat = 1 << 5
