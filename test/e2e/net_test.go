@@ -357,7 +357,31 @@ func TestNetBridge(t *testing.T) {
 		}
 	})
 	w.ok(t, "rm", "-f", "a1", "a2", "a3", "b1", "c1")
-	if got := w.counts(t); got != "veths=0 leases=0 rules=7 addrs=4" {
+	if got := w.counts(t); got != "veths=0 leases=0 rules=11 addrs=4" {
 		t.Errorf("after removing every container: %s", got)
 	}
+}
+
+// TestNetBridgeCycles starts and stops bridged containers with a
+// published port 200 times: nothing may be left behind.
+func TestNetBridgeCycles(t *testing.T) {
+	w := newNetWorld(t)
+	// A long-lived peer, so the tables and its group stay in use.
+	w.ok(t, "run", "-d", "--net", "bridge", "--name", "peer", image, "sleep", "3600")
+	before := w.counts(t)
+	n := 200
+	if testing.Short() {
+		n = 20
+	}
+	for i := 0; i < n; i++ {
+		r := w.agent(t, "run", "--rm", "--net", "bridge", "-p", "8090:80", "-p", "8090:53/udp", image, "exit", "0")
+		if r.code != 0 {
+			t.Fatalf("cycle %d: %s", i, r)
+		}
+	}
+	if after := w.counts(t); after != before {
+		t.Errorf("after %d cycles: %s, before: %s", n, after, before)
+	}
+	t.Logf("after %d cycles: %s", n, before)
+	w.ok(t, "rm", "-f", "peer")
 }
