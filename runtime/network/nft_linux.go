@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sort"
 
 	"github.com/containerd/errdefs"
@@ -293,4 +294,22 @@ func be16(v uint16) []byte {
 func setName(g string) string {
 	h := sha256.Sum256([]byte(g))
 	return "g" + hex.EncodeToString(h[:6])
+}
+
+// ProbeIsolated runs Probe in a network namespace of its own, made for it
+// on a thread that is thrown away afterwards: the caller's namespace is
+// never touched.
+func ProbeIsolated() error {
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with the goroutine, and with it
+		// the namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("network namespace for the nftables probe: %w", err)
+			return
+		}
+		errc <- Probe()
+	}()
+	return <-errc
 }
