@@ -440,3 +440,28 @@ func alive(pid int, start uint64) bool {
 	}
 	return start == 0 || s == start
 }
+
+// Network opens the bridge network of this root (runtime/network).
+func (r *Runtime) Network() (*network.Manager, error) { return network.Open(r.top) }
+
+// RepairNetwork frees what the bridge network holds for containers that
+// no longer run (leases, veths, rules), and rebuilds the rules of those
+// that do: after a crash of the agent or of a shim. It returns how many
+// leases it freed and veths it removed.
+func (r *Runtime) RepairNetwork() (freed, removed int, err error) {
+	nm, err := r.Network()
+	if err != nil {
+		return 0, 0, err
+	}
+	cs, err := r.List()
+	if err != nil {
+		return 0, 0, err
+	}
+	live := map[string]bool{}
+	for _, c := range cs {
+		if c.Net != nil && c.State.Status == Running && alive(c.State.Pid, c.State.PidStart) {
+			live[c.ID] = true
+		}
+	}
+	return nm.Repair(func(id string) bool { return live[id] })
+}
