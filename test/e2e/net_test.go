@@ -385,3 +385,139 @@ func TestNetBridgeCycles(t *testing.T) {
 	t.Logf("after %d cycles: %s", n, before)
 	w.ok(t, "rm", "-f", "peer")
 }
+
+// TestNetBridgeDaemonCrash runs an app of 5 bridged containers under the
+// daemon (in the world's host namespace), kills the daemon with SIGKILL
+// and starts it again: the containers kept running, their ports still
+// answer, and nothing is duplicated or given twice.
+func TestNetBridgeDaemonCrash(t *testing.T) {
+	w := newNetWorld(t)
+	dir := t.TempDir()
+	socket, config := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(config, []byte(fastPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var cmd *exec.Cmd
+	cli := func(args ...string) result {
+		return w.agent(t, append([]string{"--socket", socket}, args...)...)
+	}
+	start := func() {
+		cmd = exec.Command("nsenter", "--net=/var/run/netns/"+w.host, agentBin, "--root", w.root, "--socket", socket, "daemon", "--config", config)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the daemon's socket", 20*time.Second, func() bool { return cli("apps").code == 0 })
+	}
+	kill := func() {
+		if cmd != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			cmd = nil
+		}
+	}
+	t.Cleanup(kill)
+	start()
+	apply := func(spec string) result {
+		p := filepath.Join(t.TempDir(), "app.yaml")
+		if err := os.WriteFile(p, []byte(spec), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return cli("apply", "-f", p)
+	}
+	var spec strings.Builder
+	spec.WriteString("name: shop\nversion: \"1\"\ncontainers:\n")
+	for i := 1; i <= 5; i++ {
+		fmt.Fprintf(&spec, "  - {name: c%d, image: %s, network: bridge, ports: [\"%d:80\"], args: [serve, \"0.0.0.0:80\"]}\n", i, image, 8080+i)
+	}
+	if r := apply(spec.String()); r.code != 0 {
+		t.Fatalf("apply: %s", r)
+	}
+	answers := func() bool {
+		for i := 1; i <= 5; i++ {
+			body, err := get(t, w.lan, fmt.Sprintf("http://%s:%d/", hostLAN, 8080+i))
+			if err != nil || !strings.HasPrefix(body, "hello from ") {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, "5 published ports to answer", 60*time.Second, answers)
+	// Peers by their names in the spec.
+	var c1 string
+	for _, f := range strings.Fields(w.ok(t, "ps")) {
+		if strings.HasPrefix(f, "shop.c1.") {
+			c1 = f
+		}
+	}
+	if r := w.agent(t, "exec", c1, "/workload", "get", "http://c3/"); r.code != 0 || !strings.HasPrefix(r.stdout, "hello from ") {
+		t.Errorf("c3 by its name in the spec, from c1 (%q): %s", c1, r)
+	}
+	ips := func() string {
+		leases, _ := filepath.Glob(filepath.Join(w.root, "network", "leases", "*.json"))
+		var all []string
+		seen := map[string]bool{}
+		for _, l := range leases {
+			var ep struct{ IP string }
+			b, _ := os.ReadFile(l)
+			json.Unmarshal(b, &ep)
+			if seen[ep.IP] {
+				t.Errorf("address %s leased twice", ep.IP)
+			}
+			seen[ep.IP] = true
+			all = append(all, ep.IP)
+		}
+		sort.Strings(all)
+		return strings.Join(all, " ")
+	}
+	before, beforeIPs := w.counts(t), ips()
+	kill()
+	start()
+	if !answers() {
+		t.Errorf("the published ports stopped answering after the daemon's restart")
+	}
+	if after, afterIPs := w.counts(t), ips(); after != before || afterIPs != beforeIPs {
+		t.Errorf("after the restart: %s [%s]; before: %s [%s]", after, afterIPs, before, beforeIPs)
+	}
+	t.Logf("5 containers: %s [%s]", before, beforeIPs)
+
+	t.Run("admission", func(t *testing.T) {
+		r := apply("name: other\nversion: \"1\"\ncontainers: [{name: x, image: " + image + ", network: bridge, ports: [\"8083:80\"]}]\n")
+		if r.code == 0 || !strings.Contains(r.stderr, "already published by app shop (container c3") {
+			t.Errorf("a second app on host port 8083: %s", r)
+		}
+		r = apply("name: low\nversion: \"1\"\ncontainers: [{name: x, image: " + image + ", network: bridge, ports: [\"80:80\"]}]\n")
+		if r.code == 0 || !strings.Contains(r.stderr, "privileged ports (below 1024) are not allowed") {
+			t.Errorf("host port 80 under the default policy: %s", r)
+		}
+		r = apply("name: bad\nversion: \"1\"\ncontainers: [{name: x, image: " + image + ", network: bridge, ports: [\"8090\"]}]\n")
+		if r.code == 0 || !strings.Contains(r.stderr, `port "8090": wrong number of fields`) {
+			t.Errorf("an invalid port: %s", r)
+		}
+	})
+	// The app goes, and with it everything it held.
+	if r := cli("app", "rm", "shop"); r.code != 0 {
+		t.Fatalf("app rm: %s", r)
+	}
+	waitFor(t, "the app's containers to go", 30*time.Second, func() bool {
+		return strings.TrimSpace(w.ok(t, "ps", "-a", "-q")) == ""
+	})
+	if got := w.counts(t); !strings.HasPrefix(got, "veths=0 leases=0 ") {
+		t.Errorf("after the app went: %s", got)
+	}
+}
+
+// TestNetBridgeOverlap refuses a bridge subnet that overlaps a route of
+// the host.
+func TestNetBridgeOverlap(t *testing.T) {
+	w := newNetWorld(t)
+	if err := os.MkdirAll(filepath.Join(w.root, "network"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(w.root, "network", "config.json"), []byte(`{"bridge":"tender0","subnet":"192.168.0.0/16"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := w.agent(t, "run", "--rm", "--net", "bridge", image, "exit", "0")
+	if r.code == 0 || !strings.Contains(r.stderr, "bridge subnet 192.168.0.0/16 overlaps the host's route 192.168.77.0/24 dev hlan") {
+		t.Errorf("a subnet over the LAN's: %s", r)
+	}
+}
