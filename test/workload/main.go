@@ -233,6 +233,21 @@ func serve(addr string) error {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	// /zero/N answers N MiB of zeros (throughput benchmarks).
+	mux.HandleFunc("/zero/{n}", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.PathValue("n"))
+		if err != nil || n < 0 {
+			http.Error(w, "bad size", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(n<<20))
+		buf := make([]byte, 1<<20)
+		for i := 0; i < n; i++ {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		host, _ := os.Hostname()
 		fmt.Fprintf(w, "hello from %s\n", host)
