@@ -100,7 +100,7 @@ $(BUILD)/busybox:
 # systemd-analyze verify; chromium for the console's browser tests;
 # etcd-server for fleet/store/etcdstore: the tests run their own members on
 # loopback ports, never a system etcd).
-DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd chromium etcd-server
+DEB_PKGS := crun runc docker-registry skopeo umoci time curl mosquitto rpm shellcheck systemd chromium etcd-server nftables iproute2
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

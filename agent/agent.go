@@ -381,9 +381,16 @@ func (a *Agent) snapshot() (reconcile.Input, []*container.Container, error) {
 		in.Observed = append(in.Observed, o)
 	}
 	a.mu.Unlock()
+	conflicts := portConflicts(desired.Apps)
 	for _, app := range desired.Apps {
 		if err := a.policy.Check(app); err != nil {
 			in.Refused[app.Name] = strings.ReplaceAll(err.Error(), "\n", "; ")
+		} else if err := conflicts[app.Name]; err != nil {
+			in.Refused[app.Name] = err.Error()
+		} else if usesBridge(app) {
+			if err := bridgeProbe(); err != nil {
+				in.Refused[app.Name] = "network bridge cannot run on this host: " + err.Error()
+			}
 		}
 		for _, c := range app.Containers {
 			if _, ok := in.Images[c.Image]; !ok {

@@ -44,6 +44,14 @@ type Config struct {
 	Restarts RestartPolicy `json:"restarts,omitempty"`
 	// Fleet is the link to the controller (issue 5); empty: standalone.
 	Fleet FleetConfig `json:"fleet,omitempty"`
+	// Network is the bridge of apps with network: bridge.
+	Network NetworkConfig `json:"network,omitempty"`
+}
+
+// NetworkConfig is the bridge network (defaults: tender0, 10.88.0.0/16).
+type NetworkConfig struct {
+	Bridge string `json:"bridge,omitempty"`
+	Subnet string `json:"subnet,omitempty"`
 }
 
 // RestartPolicy is reconcile.Policy in YAML.

@@ -22,6 +22,15 @@ func (a *Agent) Apply(app wire.App) error {
 		return err
 	}
 	err := a.updateDesired(func(apps []wire.App) ([]wire.App, error) {
+		var others []wire.App
+		for _, o := range apps {
+			if o.Name != app.Name {
+				others = append(others, o)
+			}
+		}
+		if err := admitNetwork(app, others); err != nil {
+			return nil, err
+		}
 		for i := range apps {
 			if apps[i].Name == app.Name {
 				apps[i] = app

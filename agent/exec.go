@@ -77,15 +77,18 @@ func (a *Agent) createAndStart(ctx context.Context, act reconcile.Action) error 
 	if act.Spec == nil {
 		return fmt.Errorf("no container spec for %s", act.Name)
 	}
-	o, err := a.createOptions(act.App, act.Name, act.Spec)
-	if err != nil {
-		return err
-	}
 	// The app spec on the container marks it as the daemon's (owned) and
 	// lets a lost state file be rebuilt from the containers.
 	app := a.appSpec(act.App, act.Revision)
 	if app == nil {
 		return fmt.Errorf("no known version of app %s with revision %s", act.App, act.Revision)
+	}
+	o, err := a.createOptions(act.App, act.Name, act.Spec)
+	if err != nil {
+		return err
+	}
+	if o.Options.Network == spec.NetBridge {
+		o.Net = bridgeOptions(app, act.Spec)
 	}
 	b, err := json.Marshal(app)
 	if err != nil {
@@ -100,6 +103,18 @@ func (a *Agent) createAndStart(ctx context.Context, act reconcile.Action) error 
 		return err
 	}
 	return nil
+}
+
+// bridgeOptions put a bridged container of app in the app's own group and
+// in its shared networks, under its name in the spec (and NAME.APP), with
+// its ports.
+func bridgeOptions(app *wire.App, c *wire.Container) *container.NetOptions {
+	n := &container.NetOptions{Groups: []string{"app:" + app.Name}, Aliases: []string{c.Name, c.Name + "." + app.Name}}
+	for _, s := range app.Networks {
+		n.Groups = append(n.Groups, "net:"+s)
+	}
+	n.Ports = app.Ports()[c.Name]
+	return n
 }
 
 // createOptions maps a container of an app spec onto the runtime.

@@ -9,11 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 
@@ -96,6 +98,9 @@ func New(cfg agent.Config, deps Deps) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := setupNetwork(cfg.Network, rt, log); err != nil {
+		return nil, err
+	}
 	if d.agent, err = agent.New(cfg, agent.Deps{Log: log, Store: d.db, Containers: rt, Images: d.images, Policy: pol, Version: deps.Version}); err != nil {
 		return nil, err
 	}
@@ -112,6 +117,38 @@ func New(cfg agent.Config, deps Deps) (_ *Daemon, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// setupNetwork saves the bridge network's config and repairs what a crash
+// left of it: leases, veths and rules of containers that are gone, rules
+// of those still running (which kept running while the agent was down).
+func setupNetwork(nc agent.NetworkConfig, rt *container.Runtime, log zerolog.Logger) error {
+	nm, err := rt.Network()
+	if err != nil {
+		return err
+	}
+	cfg := nm.Config()
+	if nc.Bridge != "" {
+		cfg.Bridge = nc.Bridge
+	}
+	if nc.Subnet != "" {
+		if cfg.Subnet, err = netip.ParsePrefix(nc.Subnet); err != nil {
+			return fmt.Errorf("network.subnet %q: %w", nc.Subnet, errdefs.ErrInvalidArgument)
+		}
+	}
+	if err := nm.SetConfig(cfg); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	freed, removed, err := rt.RepairNetwork()
+	if err != nil {
+		// Host and none networks work without it: say so, go on.
+		log.Error().Err(err).Msg("repairing the bridge network")
+		return nil
+	}
+	if freed > 0 || removed > 0 {
+		log.Warn().Int("leases_freed", freed).Int("veths_removed", removed).Msg("bridge network: freed what gone containers held")
+	}
+	return nil
 }
 
 func linkConfig(cfg agent.Config, deps Deps, log zerolog.Logger) (fleetlink.Config, error) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tender-edge/tender/runtime/cgroups"
 	"github.com/tender-edge/tender/runtime/hostcheck"
+	"github.com/tender-edge/tender/runtime/network"
 )
 
 func (c *cli) checkCmd() *cobra.Command {
@@ -36,6 +37,7 @@ func (c *cli) check(out string) error {
 	rs := hostcheck.Run(hostcheck.Host{
 		Proc: "/proc", Sys: "/sys", Modules: "/lib/modules", StateDir: c.root, Now: time.Now(),
 		Statfs: unix.Statfs, ProbeDeviceFilter: cgroups.ProbeDeviceFilter,
+		ProbeNftables: network.ProbeIsolated,
 	})
 	if out == "json" {
 		if err := writeJSON(c.stdout, struct {

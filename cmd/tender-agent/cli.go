@@ -28,6 +28,7 @@ import (
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/logs"
+	"github.com/tender-edge/tender/runtime/network"
 	"github.com/tender-edge/tender/runtime/spec"
 )
 
@@ -199,7 +200,8 @@ type runOptions struct {
 	detach, rm, readOnly, noPivot                            bool
 	cpus                                                     float64
 	pids                                                     int64
-	env, devices, volumes, capDrop                           []string
+	env, devices, volumes, capDrop, publish, netAlias        []string
+	netGroups                                                []string
 }
 
 func (c *cli) runCmd() *cobra.Command {
@@ -235,13 +237,16 @@ workload's command line.`,
 	fs.Int64Var(&o.pids, "pids-limit", 0, "maximum number of processes (alias --pids)")
 	fs.StringVar(&o.cpuset, "cpuset-cpus", "", "CPUs to run on, e.g. `0-1` (alias --cpuset)")
 	flagGroup(fs, "Resources", "memory", "cpus", "pids-limit", "cpuset-cpus")
-	fs.StringVar(&o.network, "network", spec.NetNone, "network: `none|host` (alias --net)")
+	fs.StringVar(&o.network, "network", spec.NetNone, "network: `none|host|bridge` (alias --net)")
+	fs.StringArrayVarP(&o.publish, "publish", "p", nil, "publish a port (bridge): `[HOSTIP:]HOSTPORT:PORT[/udp]` (repeatable)")
+	fs.StringArrayVar(&o.netGroups, "network-group", nil, "bridge: join this `NAME`d group of containers that reach each other by name (repeatable; default: default)")
+	fs.StringArrayVar(&o.netAlias, "network-alias", nil, "bridge: another `NAME` peers resolve to this container (repeatable)")
 	fs.StringArrayVarP(&o.volumes, "volume", "v", nil, "bind a host path: `/HOST:/CONTAINER[:ro]` (repeatable)")
 	fs.StringArrayVar(&o.devices, "device", nil, "pass a host device through, e.g. `/dev/ttyUSB0` (repeatable)")
 	fs.BoolVar(&o.readOnly, "read-only", false, "mount the root filesystem read-only")
 	fs.StringArrayVar(&o.capDrop, "cap-drop", nil, "drop a `CAP` from the default set (repeatable)")
 	fs.BoolVar(&o.noPivot, "no-pivot", false, "enter the root without pivot_root (taken by itself when / is the initramfs)")
-	flagGroup(fs, "Isolation", "network", "volume", "device", "read-only", "cap-drop", "no-pivot")
+	flagGroup(fs, "Isolation", "network", "publish", "network-group", "network-alias", "volume", "device", "read-only", "cap-drop", "no-pivot")
 	alias(fs, "pids-limit", "pids")
 	alias(fs, "cpuset-cpus", "cpuset")
 	alias(fs, "network", "net")
@@ -280,11 +285,22 @@ func (c *cli) run(ctx context.Context, ro runOptions, args []string) error {
 		}
 		o.Devices = append(o.Devices, dev)
 	}
+	var netOpts *container.NetOptions
+	if len(ro.publish) > 0 || len(ro.netGroups) > 0 || len(ro.netAlias) > 0 {
+		if ro.network != spec.NetBridge {
+			return invalid(fmt.Errorf("--publish, --network-group and --network-alias need --net bridge"))
+		}
+		ports, err := network.ParsePorts(ro.publish)
+		if err != nil {
+			return err
+		}
+		netOpts = &container.NetOptions{Groups: ro.netGroups, Aliases: ro.netAlias, Ports: ports}
+	}
 	rt, st, err := c.openAll()
 	if err != nil {
 		return err
 	}
-	ctr, err := rt.Create(ctx, container.CreateOptions{Name: ro.name, Image: args[0], Options: o, AutoRemove: ro.rm, NoPivot: ro.noPivot})
+	ctr, err := rt.Create(ctx, container.CreateOptions{Name: ro.name, Image: args[0], Options: o, AutoRemove: ro.rm, NoPivot: ro.noPivot, Net: netOpts})
 	st.Close() // the image store is not needed once the container exists
 	if err != nil {
 		return err
@@ -428,9 +444,13 @@ func (c *cli) psCmd() *cobra.Command {
 				return nil
 			}
 			now := time.Now()
-			tw := c.table("CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tNAMES")
+			tw := c.table("CONTAINER ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS\tPORTS\tNAMES")
 			for _, ctr := range shown {
-				row(tw, id(ctr.ID), ctr.Image, quoteCmd(ctr.Spec.Process.Args), ago(now.Sub(ctr.Created))+" ago", status(ctr, now), ctr.Name)
+				ports := ""
+				if ctr.Net != nil {
+					ports = network.FormatPorts(ctr.Net.Ports)
+				}
+				row(tw, id(ctr.ID), ctr.Image, quoteCmd(ctr.Spec.Process.Args), ago(now.Sub(ctr.Created))+" ago", status(ctr, now), ports, ctr.Name)
 			}
 			return tw.Flush()
 		},

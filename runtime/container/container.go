@@ -24,6 +24,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tender-edge/tender/runtime/initproc"
+	"github.com/tender-edge/tender/runtime/network"
 )
 
 // Errors wrap the categories of github.com/containerd/errdefs (an unknown
@@ -79,6 +80,18 @@ type Config struct {
 	// Labels are the creator's notes (the agent keeps the app spec of its
 	// containers here, to rebuild its state from them if it is lost).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Net is set for a container on the bridge network.
+	Net *NetOptions `json:"net,omitempty"`
+}
+
+// NetOptions attach a container to the bridge network (runtime/network).
+type NetOptions struct {
+	// Groups are the networks it joins (an app's own, shared ones): it
+	// reaches the containers of its groups by name and address, others
+	// only through their published ports. Default: "default".
+	Groups  []string       `json:"groups,omitempty"`
+	Aliases []string       `json:"aliases,omitempty"`
+	Ports   []network.Port `json:"ports,omitempty"`
 }
 
 // State is what a container is doing.
@@ -92,6 +105,8 @@ type State struct {
 	ExitCode   int       `json:"exitCode"`
 	OOMKilled  bool      `json:"oomKilled"`
 	Error      string    `json:"error,omitempty"`
+	// IP is a bridged container's address while it runs.
+	IP string `json:"ip,omitempty"`
 }
 
 // Container is a container's config and last known state.

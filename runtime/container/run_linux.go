@@ -15,6 +15,7 @@ import (
 	"github.com/tender-edge/tender/runtime/cgroups"
 	"github.com/tender-edge/tender/runtime/initproc"
 	"github.com/tender-edge/tender/runtime/logs"
+	"github.com/tender-edge/tender/runtime/network"
 )
 
 // IO are destinations for the container's output besides its log files
@@ -34,6 +35,8 @@ type monitor struct {
 	logw   *logs.Writer
 	copies sync.WaitGroup
 	pipes  []*os.File
+	net    *network.Manager // set once an attach was tried
+	ip     string
 }
 
 // startHere starts a created or exited container as a child of this
@@ -95,6 +98,26 @@ func (m *monitor) start(cio IO) error {
 	stdio := initproc.Stdio{Stdin: cio.Stdin, Stdout: outW, Stderr: errW}
 	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp, NoPivot: c.NoPivot}
 	hooks := initproc.Hooks{Place: cg.Add}
+	if c.Net != nil {
+		// The init waits in its new network namespace until Place has
+		// run: its network is up before its root is even set up.
+		nm, err := network.Open(m.r.top)
+		if err != nil {
+			return err
+		}
+		hooks.Place = func(pid int) error {
+			if err := cg.Add(pid); err != nil {
+				return err
+			}
+			m.net = nm
+			ep, err := nm.Attach(pid, m.r.endpoint(c))
+			if err != nil {
+				return err
+			}
+			m.ip = ep.IP.String()
+			return nil
+		}
+	}
 	if atExec != nil {
 		hooks.BeforeExec = func(int) error { return cg.Update(atExec) }
 	}
@@ -109,7 +132,7 @@ func (m *monitor) start(cio IO) error {
 	m.copy(errR, lw.Stream("stderr"), cio.Stderr)
 	c.State = State{
 		Status: Running, Pid: proc.Pid, PidStart: procStart(proc.Pid),
-		MonitorPid: os.Getpid(), StartedAt: time.Now().UTC(),
+		MonitorPid: os.Getpid(), StartedAt: time.Now().UTC(), IP: m.ip,
 	}
 	if err := m.r.saveState(c); err != nil {
 		// The workload runs; say so, but do not leave it unsupervised.
@@ -175,6 +198,11 @@ func (m *monitor) waitCopies() {
 }
 
 func (m *monitor) release() {
+	if m.net != nil {
+		if err := m.net.Detach(m.c.ID); err != nil {
+			m.r.log.Warn().Err(err).Str("container", m.c.Name).Msg("detaching from the bridge network")
+		}
+	}
 	for _, p := range m.pipes {
 		p.Close()
 	}
@@ -315,7 +343,9 @@ func (r *Runtime) reap(c *Container) error {
 		}
 		_ = cg.Delete()
 	}
+	r.detach(c)
 	c.State.Status = Exited
+	c.State.IP = ""
 	c.State.FinishedAt = time.Now().UTC()
 	if c.State.ExitCode == 0 {
 		c.State.ExitCode = 137
@@ -347,7 +377,29 @@ func (r *Runtime) Delete(ref string, force bool) error {
 	return r.remove(c)
 }
 
+// endpoint is c's attachment as runtime/network wants it.
+func (r *Runtime) endpoint(c *Container) network.Endpoint {
+	return network.Endpoint{ID: c.ID, Name: c.Name, Aliases: c.Net.Aliases, Groups: c.Net.Groups,
+		Ports: c.Net.Ports, Dir: r.Dir(c)}
+}
+
+// detach frees what a bridged container held on the network, when its
+// monitor could not (it is gone).
+func (r *Runtime) detach(c *Container) {
+	if c.Net == nil {
+		return
+	}
+	nm, err := network.Open(r.top)
+	if err == nil {
+		err = nm.Detach(c.ID)
+	}
+	if err != nil {
+		r.log.Warn().Err(err).Str("container", c.Name).Msg("detaching from the bridge network")
+	}
+}
+
 func (r *Runtime) remove(c *Container) error {
+	r.detach(c)
 	if cg, err := cgroups.Load(c.Cgroup); err == nil {
 		_ = cg.Kill()
 		_ = cg.Delete()

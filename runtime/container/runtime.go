@@ -19,6 +19,7 @@ import (
 
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/initproc"
+	"github.com/tender-edge/tender/runtime/network"
 	"github.com/tender-edge/tender/runtime/nsenter"
 	"github.com/tender-edge/tender/runtime/spec"
 )
@@ -62,6 +63,8 @@ type CreateOptions struct {
 	// NoPivot forces the no-pivot_root way into the container's root
 	// (runc's --no-pivot; see initproc.Config.NoPivot).
 	NoPivot bool
+	// Net attaches a container with Options.Network spec.NetBridge.
+	Net *NetOptions
 }
 
 // validName is docker's container name rule: [a-zA-Z0-9][a-zA-Z0-9_.-]*,
@@ -109,6 +112,17 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 	if so.Hostname == "" {
 		so.Hostname = strings.ReplaceAll(name, "_", "-")
 	}
+	dir := filepath.Join(r.dir, id)
+	var netOpts *NetOptions
+	if so.Network == spec.NetBridge {
+		netOpts, err = bridgeOptions(o.Net)
+		if err != nil {
+			return nil, err
+		}
+		so.NetFiles = [2]string{network.HostsPath(dir), network.ResolvPath(dir)}
+	} else if o.Net != nil && len(o.Net.Ports) > 0 {
+		return nil, fmt.Errorf("ports are published only with network bridge: %w", errdefs.ErrInvalidArgument)
+	}
 	s, err := spec.Build(img.Config.Config, so)
 	if err != nil {
 		return nil, err
@@ -120,14 +134,13 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 	if grace <= 0 {
 		grace = 10 * time.Second
 	}
-	dir := filepath.Join(r.dir, id)
 	s.Root.Path = filepath.Join(dir, "rootfs")
 	c := &Container{
 		Config: Config{
 			ID: id, Name: name, Image: o.Image, ImageID: img.ID.String(),
 			Created: time.Now().UTC(), AutoRemove: o.AutoRemove,
 			Spec: s, User: spec.User(img.Config.Config, so), Seccomp: "default",
-			Cgroup: r.CgroupParent + "/" + id, StopGrace: grace, Labels: o.Labels, NoPivot: o.NoPivot,
+			Cgroup: r.CgroupParent + "/" + id, StopGrace: grace, Labels: o.Labels, NoPivot: o.NoPivot, Net: netOpts,
 			RootMounts: []initproc.Mount{overlay(lowers, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))},
 		},
 		State: State{Status: Created},
@@ -154,6 +167,39 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 		return nil, fmt.Errorf("create container %s: %w", name, err)
 	}
 	return c, nil
+}
+
+// bridgeOptions checks a bridged container's options and fills in the
+// default group.
+func bridgeOptions(o *NetOptions) (*NetOptions, error) {
+	n := &NetOptions{}
+	if o != nil {
+		*n = *o
+	}
+	if len(n.Groups) == 0 {
+		n.Groups = []string{"default"}
+	}
+	for _, g := range n.Groups {
+		if g == "" || len(g) > 253 {
+			return nil, fmt.Errorf("network group %q: want 1 to 253 characters: %w", g, errdefs.ErrInvalidArgument)
+		}
+	}
+	for _, a := range n.Aliases {
+		if !validName(a) {
+			return nil, fmt.Errorf("network alias %q: want a host name: %w", a, errdefs.ErrInvalidArgument)
+		}
+	}
+	for i, p := range n.Ports {
+		if p.HostPort == 0 || p.ContainerPort == 0 || (p.Proto != "tcp" && p.Proto != "udp") {
+			return nil, fmt.Errorf("port %s: want host and container ports from 1 to 65535, tcp or udp: %w", p, errdefs.ErrInvalidArgument)
+		}
+		for _, q := range n.Ports[:i] {
+			if p.Overlaps(q) {
+				return nil, fmt.Errorf("ports %s and %s publish the same host port: %w", q, p, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
+	return n, nil
 }
 
 // creatingPrefix names a container directory still being written.
@@ -188,6 +234,14 @@ func (r *Runtime) makeDir(dir string, c *Container, durable bool) error {
 	// The upper dir's mode becomes the container's / mode.
 	if err := os.Chmod(filepath.Join(dir, "upper"), 0o755); err != nil {
 		return err
+	}
+	if c.Net != nil {
+		// Bound on /etc/hosts and /etc/resolv.conf; written at start.
+		for _, f := range []string{"hosts", "resolv.conf"} {
+			if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+				return err
+			}
+		}
 	}
 	if err := writeJSON(filepath.Join(dir, "config.json"), &c.Config, durable); err != nil {
 		return err
@@ -385,4 +439,29 @@ func alive(pid int, start uint64) bool {
 		return false
 	}
 	return start == 0 || s == start
+}
+
+// Network opens the bridge network of this root (runtime/network).
+func (r *Runtime) Network() (*network.Manager, error) { return network.Open(r.top) }
+
+// RepairNetwork frees what the bridge network holds for containers that
+// no longer run (leases, veths, rules), and rebuilds the rules of those
+// that do: after a crash of the agent or of a shim. It returns how many
+// leases it freed and veths it removed.
+func (r *Runtime) RepairNetwork() (freed, removed int, err error) {
+	nm, err := r.Network()
+	if err != nil {
+		return 0, 0, err
+	}
+	cs, err := r.List()
+	if err != nil {
+		return 0, 0, err
+	}
+	live := map[string]bool{}
+	for _, c := range cs {
+		if c.Net != nil && c.State.Status == Running && alive(c.State.Pid, c.State.PidStart) {
+			live[c.ID] = true
+		}
+	}
+	return nm.Repair(func(id string) bool { return live[id] })
 }

@@ -55,6 +55,9 @@ type Host struct {
 	Statfs func(path string, st *unix.Statfs_t) error
 	// ProbeDeviceFilter loads a cgroup device BPF program (cgroups.ProbeDeviceFilter).
 	ProbeDeviceFilter func() error
+	// ProbeNftables builds Tender's nftables tables in a network namespace
+	// of its own (network.ProbeIsolated).
+	ProbeNftables func() error
 	// LockHeld reports whether another process holds the lock on path.
 	LockHeld func(path string) (bool, error)
 }
@@ -79,6 +82,7 @@ func Run(h Host) []Result {
 	out = append(out,
 		seccomp(h),
 		pivot(mounts, merr),
+		nftables(h),
 	)
 	out = append(out, space(h)...)
 	out = append(out, clock(h), lock(h))
@@ -357,6 +361,23 @@ func deviceFilter(h Host) Result {
 		return r
 	}
 	r.Status, r.Value = OK, "BPF_PROG_TYPE_CGROUP_DEVICE loads"
+	return r
+}
+
+// nftables tells whether network: bridge can work. Without it only host
+// and none do: a warning, since many devices need nothing else.
+func nftables(h Host) Result {
+	r := Result{Check: "Bridge network (nftables)"}
+	if h.ProbeNftables == nil {
+		r.Status, r.Value = Warn, "not probed"
+		return r
+	}
+	if err := h.ProbeNftables(); err != nil {
+		r.Status, r.Value = Warn, "unusable"
+		r.Fix = fmt.Sprintf("apps with network: bridge will be refused; the kernel needs CONFIG_NF_TABLES, NFT_NAT, NFT_MASQ, NFT_FIB_IPV4, NFT_CT, NF_TABLES_BRIDGE, CONFIG_VETH and CONFIG_BRIDGE (host and none networks work without them): %v", err)
+		return r
+	}
+	r.Status, r.Value = OK, "NAT, port forwarding and bridge filtering load"
 	return r
 }
 

@@ -61,6 +61,7 @@ func newFixture(t *testing.T) *fixture {
 		StateDir: filepath.Join(f.dir, "var/lib/tender"), Now: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC),
 		Statfs:            func(string, *unix.Statfs_t) error { return errors.New("set by the test") },
 		ProbeDeviceFilter: func() error { return nil },
+		ProbeNftables:     func() error { return nil },
 		LockHeld:          func(string) (bool, error) { return false, os.ErrNotExist },
 	}
 	f.host.Statfs = statfsFake(8<<30, 100000)
@@ -182,6 +183,11 @@ func TestCgroups(t *testing.T) {
 		f := newFixture(t)
 		f.host.ProbeDeviceFilter = func() error { return unix.EINVAL }
 		want(t, f.run(), "Device filter (eBPF)", Fail, "CONFIG_CGROUP_BPF")
+	})
+	t.Run("no nftables", func(t *testing.T) {
+		f := newFixture(t)
+		f.host.ProbeNftables = func() error { return unix.EPROTONOSUPPORT }
+		want(t, f.run(), "Bridge network (nftables)", Warn, "apps with network: bridge will be refused")
 	})
 	t.Run("hybrid is v1", func(t *testing.T) {
 		f := newFixture(t)

@@ -22,6 +22,10 @@ import (
 const (
 	NetNone = "none" // a private network namespace with only lo
 	NetHost = "host" // the host's network namespace
+	// NetBridge is a private network namespace with a veth on the
+	// runtime's bridge (runtime/network); the runtime binds the files
+	// named by Options.NetFiles on /etc/hosts and /etc/resolv.conf.
+	NetBridge = "bridge"
 )
 
 // Volume is a host path bound into the container.
@@ -53,11 +57,14 @@ type Options struct {
 	CPUs       float64 // CPUs of quota; 0 = unlimited
 	Pids       int64   // 0 = unlimited
 	Cpuset     string  // "0", "0-1,3"
-	Network    string  // NetNone (default) or NetHost
-	ReadOnly   bool
-	Devices    []Device
-	Volumes    []Volume
-	CapDrop    []string // narrows the default set
+	Network    string  // NetNone (default), NetHost or NetBridge
+	// NetFiles, with NetBridge: the host files bound on /etc/hosts and
+	// /etc/resolv.conf (written by the runtime when the container starts).
+	NetFiles [2]string
+	ReadOnly bool
+	Devices  []Device
+	Volumes  []Volume
+	CapDrop  []string // narrows the default set
 }
 
 // MinMemory is the smallest memory limit accepted: below it a Go or libc
@@ -178,6 +185,12 @@ func Build(img ocispec.ImageConfig, o Options) (*specs.Spec, error) {
 	if o.Network != NetHost {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	}
+	if o.Network == NetBridge {
+		for i, dst := range []string{"/etc/hosts", "/etc/resolv.conf"} {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: dst, Type: "bind", Source: o.NetFiles[i],
+				Options: []string{"bind", "rprivate", "nosuid", "nodev", "noexec"}})
+		}
+	}
 	for _, v := range o.Volumes {
 		opts := []string{"rbind", "rprivate", "nosuid", "nodev"}
 		if v.ReadOnly {
@@ -270,8 +283,14 @@ func (o Options) validate() error {
 	}
 	switch o.Network {
 	case "", NetNone, NetHost:
+	case NetBridge:
+		for _, f := range o.NetFiles {
+			if !path.IsAbs(f) {
+				return fmt.Errorf("network bridge: the hosts and resolv.conf files must be absolute paths: %w", errdefs.ErrInvalidArgument)
+			}
+		}
 	default:
-		return fmt.Errorf("network %q: want host or none: %w", o.Network, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("network %q: want host, none or bridge: %w", o.Network, errdefs.ErrInvalidArgument)
 	}
 	if len(o.Hostname) > 64 {
 		return fmt.Errorf("hostname longer than 64 bytes: %w", errdefs.ErrInvalidArgument)

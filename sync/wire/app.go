@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/tender-edge/tender/internal/mountpath"
+	"github.com/tender-edge/tender/internal/portspec"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tender-edge/tender/internal/quantity"
@@ -35,6 +36,10 @@ type App struct {
 	Containers []Container `json:"containers"`
 	Placement  *Placement  `json:"placement,omitempty"`
 	Rollout    *Rollout    `json:"rollout,omitempty"`
+	// Networks are shared bridge networks the app's bridged containers
+	// join besides the app's own: containers of apps that share one reach
+	// each other by name. Apps are otherwise isolated from each other.
+	Networks []string `json:"networks,omitempty"`
 	// UpdateOverride makes the agent proceed with an update even while the
 	// app holds its update lock.
 	UpdateOverride bool `json:"updateOverride,omitempty"`
@@ -49,8 +54,8 @@ type Container struct {
 	Resources Resources         `json:"resources,omitzero"`
 	Devices   []string          `json:"devices,omitempty"` // host device nodes passed through
 	Volumes   []Volume          `json:"volumes,omitempty"`
-	Network   string            `json:"network,omitempty"` // NetworkHost or NetworkNone (default)
-	Ports     []string          `json:"ports,omitempty"`   // bridge only: refused for now
+	Network   string            `json:"network,omitempty"` // NetworkHost, NetworkBridge or NetworkNone (default)
+	Ports     []string          `json:"ports,omitempty"`   // bridge only: "[HOSTIP:]HOSTPORT:PORT[/tcp|udp]"
 	Restart   string            `json:"restart,omitempty"` // RestartAlways (default), RestartOnFailure, RestartNever
 	Health    *Health           `json:"health,omitempty"`
 }
@@ -121,7 +126,7 @@ func (r *Rollout) ForDevice() *Rollout {
 const (
 	NetworkHost   = "host"
 	NetworkNone   = "none"
-	NetworkBridge = "bridge" // refused for now
+	NetworkBridge = "bridge"
 
 	RestartAlways    = "always"
 	RestartOnFailure = "on-failure"
@@ -226,6 +231,12 @@ func (a *App) Validate() error {
 			v.add(f+".name", "app name and container name together are %d characters, at most %d fit", len(a.Name)+len(c.Name), MaxNamesLen)
 		}
 		v.container(f, c)
+	}
+	v.appPorts(a.Containers)
+	for i, n := range a.Networks {
+		if !ValidName(n) {
+			v.add(fmt.Sprintf("networks[%d]", i), "%q: want 1-63 of a-z, 0-9 and '-', starting with a letter or digit", n)
+		}
 	}
 	if p := a.Placement; p != nil {
 		for k, val := range p.Selector {
@@ -398,19 +409,70 @@ func (v *appValidator) volumes(f string, volumes []Volume) {
 	}
 }
 
-// network checks the network mode (host or none; bridge is not supported
-// yet) and that no ports are published without a bridge.
+// network checks the network mode, that ports are published only with a
+// bridge, and each port's form.
 func (v *appValidator) network(f, network string, ports []string) {
 	switch network {
 	case "", NetworkHost, NetworkNone:
 		if len(ports) > 0 {
-			v.add(f+".ports", "ports need network bridge, which is not supported yet")
+			v.add(f+".ports", "ports need network: bridge")
 		}
+		return
 	case NetworkBridge:
-		v.add(f+".network", "bridge is not supported yet: use host or none")
 	default:
-		v.add(f+".network", "%q: want host or none", network)
+		v.add(f+".network", "%q: want host, none or bridge", network)
+		return
 	}
+	for i, p := range ports {
+		if _, err := portspec.ParsePort(p); err != nil {
+			v.add(fmt.Sprintf("%s.ports[%d]", f, i), "%s", strings.TrimSuffix(err.Error(), ": "+errdefs.ErrInvalidArgument.Error()))
+		}
+	}
+}
+
+// appPorts refuses two ports of the app's containers that claim the same
+// host port.
+func (v *appValidator) appPorts(cs []Container) {
+	type claim struct {
+		p portspec.Port
+		f string
+	}
+	var seen []claim
+	for i, c := range cs {
+		if c.Network != NetworkBridge {
+			continue
+		}
+		for j, s := range c.Ports {
+			p, err := portspec.ParsePort(s)
+			if err != nil {
+				continue
+			}
+			f := fmt.Sprintf("containers[%d].ports[%d]", i, j)
+			for _, q := range seen {
+				if p.Overlaps(q.p) {
+					v.add(f, "%s publishes the same host port as %s (%s)", p, q.f, q.p)
+				}
+			}
+			seen = append(seen, claim{p, f})
+		}
+	}
+}
+
+// Ports are the app's published ports, parsed, by container name; a port
+// that does not parse is left out (Validate reports it).
+func (a *App) Ports() map[string][]portspec.Port {
+	out := map[string][]portspec.Port{}
+	for _, c := range a.Containers {
+		if c.Network != NetworkBridge {
+			continue
+		}
+		for _, s := range c.Ports {
+			if p, err := portspec.ParsePort(s); err == nil {
+				out[c.Name] = append(out[c.Name], p)
+			}
+		}
+	}
+	return out
 }
 
 // health checks the health check h, named under hf

@@ -142,8 +142,10 @@ func TestParseApp_Rejects(t *testing.T) {
 		{"volume on /proc", head + "  - {name: c, image: busybox, volumes: [{name: d, path: /proc}]}\n", "/proc is managed by the runtime"},
 		{"volume on /proc/sys", head + "  - {name: c, image: busybox, volumes: [{name: d, path: /proc/sys}]}\n", "containers[0].volumes[0].path: /proc/sys is managed by the runtime"},
 		{"volume on /sys/fs/cgroup", head + "  - {name: c, image: busybox, volumes: [{name: d, path: /sys/fs/cgroup}]}\n", "/sys/fs/cgroup is managed by the runtime"},
-		{"bridge", head + "  - {name: c, image: busybox, network: bridge}\n", "bridge is not supported yet"},
-		{"ports", head + "  - {name: c, image: busybox, ports: ['80:80']}\n", "ports need network bridge"},
+		{"ports", head + "  - {name: c, image: busybox, ports: ['80:80']}\n", "ports need network: bridge"},
+		{"bad port", head + "  - {name: c, image: busybox, network: bridge, ports: ['80']}\n", `containers[0].ports[0]: port "80": wrong number of fields`},
+		{"port twice", head + "  - {name: c, image: busybox, network: bridge, ports: ['80:80']}\n  - {name: d, image: busybox, network: bridge, ports: ['80:81']}\n", "containers[1].ports[0]: 80:81/tcp publishes the same host port as containers[0].ports[0]"},
+		{"network name", head + "  - {name: c, image: busybox}\nnetworks: [Shared]\n", `networks[0]: "Shared"`},
 		{"restart", head + "  - {name: c, image: busybox, restart: sometimes}\n", `restart: "sometimes"`},
 		{"device", head + "  - {name: c, image: busybox, devices: [/etc/passwd]}\n", "devices[0]"},
 		{"env", head + "  - {name: c, image: busybox, env: {'A=B': x}}\n", "env"},
@@ -272,7 +274,7 @@ func TestValidate_ContainerMessages(t *testing.T) {
 			`app a: containers[0].volumes[1].path: "/x\x1b": control character U+001B at byte 2`,
 			`app a: containers[0].volumes[2].path: /proc is managed by the runtime`,
 			`app a: containers[0].volumes[4].path: "/data": mounted twice`,
-			`app a: containers[0].network: "y": want host or none`,
+			`app a: containers[0].network: "y": want host, none or bridge`,
 			`app a: containers[0].restart: "x": want always, on-failure or never`,
 			`app a: containers[0].health.http: "ftp://x/": want an http:// or https:// URL`,
 			`app a: containers[0].health.tcp: "x": want host:port`,
@@ -282,10 +284,10 @@ func TestValidate_ContainerMessages(t *testing.T) {
 			`app a: containers[0].health.retries: negative: -1`,
 		}},
 		{"ports without bridge", bad(Container{Name: "c", Image: "busybox", Network: NetworkHost, Ports: []string{"80:80"}}), []string{
-			`app a: containers[0].ports: ports need network bridge, which is not supported yet`,
+			`app a: containers[0].ports: ports need network: bridge`,
 		}},
-		{"bridge", bad(Container{Name: "c", Image: "busybox", Network: NetworkBridge}), []string{
-			`app a: containers[0].network: bridge is not supported yet: use host or none`,
+		{"bridge port", bad(Container{Name: "c", Image: "busybox", Network: NetworkBridge, Ports: []string{"1.2.3.4:80:0/udp"}}), []string{
+			`app a: containers[0].ports[0]: port "1.2.3.4:80:0/udp": container port: "0" is not a port number from 1 to 65535 (want [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp])`,
 		}},
 		{"no probe", bad(Container{Name: "c", Image: "busybox", Health: &Health{}}), []string{
 			`app a: containers[0].health: no probe: give one of http, tcp or exec`,

@@ -9,6 +9,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +39,7 @@ const usage = `usage: workload COMMAND [ARGS]
   write PATH TEXT write TEXT to PATH
   echo TEXT...    print TEXT
   clone3          call clone3(2) with no arguments, print the errno's name
+  get URL         print the body of an HTTP GET of URL (3s timeout)
   ticks SECONDS   print "tick" every 10ms for SECONDS seconds, then "done"
   swap A B SECS   exchange paths A and B (renameat2 RENAME_EXCHANGE) in a
                   tight loop for SECS seconds, print the count (race tests)`
@@ -81,6 +83,11 @@ func run(cmd string, args []string) error {
 			return fmt.Errorf("serve: need ADDR")
 		}
 		return serve(args[0])
+	case "get":
+		if len(args) < 1 {
+			return fmt.Errorf("get: need URL")
+		}
+		return get(args[0])
 	case "env":
 		for _, e := range os.Environ() {
 			fmt.Println(e)
@@ -226,12 +233,40 @@ func serve(addr string) error {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	// /zero/N answers N MiB of zeros (throughput benchmarks).
+	mux.HandleFunc("/zero/{n}", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.PathValue("n"))
+		if err != nil || n < 0 {
+			http.Error(w, "bad size", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(n<<20))
+		buf := make([]byte, 1<<20)
+		for i := 0; i < n; i++ {
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+		}
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		host, _ := os.Hostname()
 		fmt.Fprintf(w, "hello from %s\n", host)
 	})
 	fmt.Println("serving", addr)
 	return http.ListenAndServe(addr, mux)
+}
+
+// get prints the body of an HTTP GET of url; a refused or unreachable
+// address fails within 3 seconds.
+func get(url string) error {
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(os.Stdout, resp.Body)
+	return err
 }
 
 func caps() error {
