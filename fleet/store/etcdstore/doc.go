@@ -16,6 +16,15 @@
 // Ingest). So two controllers can never issue the same generation, spend
 // one token use twice or break the audit chain.
 //
+// # Fencing
+//
+// A write made with a context carrying a store.Fence (the leader's loop:
+// generations, the documents it publishes from, rollouts) runs inside an
+// outer transaction that first compares the fence key's CreateRevision:
+// once the leader's lease ended its key is gone (0) or is another term's,
+// and the write is refused with store.ErrDeposed, whatever the inner
+// compares say (SECURITY.md F-13). Reads are not fenced.
+//
 // # Keys
 //
 // Every key is under the prefix (default /tender/); records are the JSON
