@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -55,3 +56,13 @@ func FenceOf(ctx context.Context) Fence {
 
 // IsDeposed says whether err is a write refused by its fence.
 func IsDeposed(err error) bool { return errors.Is(err, ErrDeposed) }
+
+// Member is a controller registered with the others (several controllers
+// on one etcd store): it is listed while its lease lives.
+type Member struct {
+	ID string `json:"id"`
+	// API is the address its API listens on.
+	API     string    `json:"api"`
+	Started time.Time `json:"started"`
+	Leader  bool      `json:"leader"`
+}
