@@ -355,7 +355,7 @@ func checkCSR(csrPEM, id string) (*x509.CertificateRequest, error) {
 		return nil, err
 	}
 	if strings.HasPrefix(id, ControllerID) {
-		return nil, fmt.Errorf("device id %q is (or starts with) the controllers' identity at the broker: choose another id: %w", id, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("device id %q is (or starts with) the controller's identity at the broker: choose another id: %w", id, errdefs.ErrInvalidArgument)
 	}
 	return csr, nil
 }
