@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"time"
 
 	"github.com/tender-edge/tender/fleet/api"
 	"github.com/tender-edge/tender/fleet/placement"
@@ -79,9 +80,11 @@ func (c *Controller) turn(ctx context.Context, lpp **loop) {
 		c.log.Info().Str("term", f.String()).Int("rollouts", len(lp.rollouts)).Msg("leading: the loop resumes from the store")
 		c.audit(fctx, "controller", "leader", "controller "+c.cfg.ID, "", "leads ("+f.String()+")")
 	}
-	// A follower's API may have stored rollout commands: read them every
-	// pass (a store read per rollout).
+	// A follower's API may have stored rollout commands, and its ingest
+	// written devices this controller was not told of: read the commands
+	// (a store read per rollout) and every device at every pass.
 	c.cmds.Store(true)
+	(*lpp).resyncAt = time.Time{}
 	c.deposed.Store(false)
 	c.pass(fctx, *lpp)
 	if c.deposed.Load() {
