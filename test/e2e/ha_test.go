@@ -194,7 +194,7 @@ func TestHA_TwoControllersOneLeader(t *testing.T) {
 	waitFor(t, "wave 2 of version 2 under way", time.Minute, func() bool {
 		r := other.rollout("demo")
 		return strings.HasPrefix(r.To, "2 ") && len(r.Waves) == 3 && r.Waves[0].Healthy == r.Waves[0].Devices &&
-			r.Waves[1].Updating+r.Waves[1].Updated > 0 && r.Waves[2].Updated+r.Waves[2].Healthy == 0
+			r.Waves[1].Updating+r.Waves[1].Updated+r.Waves[1].Healthy > 0 && r.Waves[2].Updating+r.Waves[2].Updated+r.Waves[2].Healthy == 0
 	})
 	killed := time.Now()
 	_ = first.cmd.Process.Kill()
@@ -225,7 +225,7 @@ func TestHA_TwoControllersOneLeader(t *testing.T) {
 	apply(first, "3")
 	waitFor(t, "wave 1 of version 3 under way", time.Minute, func() bool {
 		r := first.rollout("demo")
-		return strings.HasPrefix(r.To, "3 ") && r.Waves[0].Updating+r.Waves[0].Updated+r.Waves[0].Healthy > 0
+		return strings.HasPrefix(r.To, "3 ") && len(r.Waves) > 0 && r.Waves[0].Updating+r.Waves[0].Updated+r.Waves[0].Healthy > 0
 	})
 	if err := other.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
