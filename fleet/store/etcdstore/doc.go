@@ -49,6 +49,9 @@
 //	feed/<cursor>          store.FeedEvent
 //	eventindex/<id>/<seq>  cursor of the device's event seq
 //	audit/<seq>            store.AuditEntry
+//	election/<lease>       the controllers' campaign (election.go); the
+//	                       oldest key leads, its create revision fences
+//	members/<id>           store.Member, under the controller's lease
 //	purge/<id>             cursors of a deleted device's feed entries still
 //	                       to delete (finished by Delete, or by Open after a
 //	                       crash)
