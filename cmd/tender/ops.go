@@ -127,8 +127,23 @@ func (c *cli) statusCmd() *cobra.Command {
 			row(tw, "Version:", s.Version)
 			row(tw, "Started:", s.Started.Format(time.RFC3339)+" ("+age(s.Started)+" ago)")
 			row(tw, "Leader:", s.Leader)
-			if len(s.Members) > 0 {
-				row(tw, "Members:", strings.Join(s.Members, ", "))
+			for i, m := range s.Members {
+				label := ""
+				if i == 0 {
+					label = "Members:"
+				}
+				var what []string
+				if m.Leader {
+					what = append(what, "leader")
+				}
+				if m.Self {
+					what = append(what, "answered")
+				}
+				desc := m.ID + "  api " + m.API + "  up " + age(m.Started)
+				if len(what) > 0 {
+					desc += "  (" + strings.Join(what, ", ") + ")"
+				}
+				row(tw, label, desc)
 			}
 			row(tw, "Broker:", s.Broker)
 			row(tw, "Devices:", fmt.Sprintf("%d (%d online)", s.Devices, s.Online))

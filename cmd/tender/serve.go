@@ -25,6 +25,7 @@ import (
 	"github.com/tender-edge/tender/fleet/console"
 	fleetctl "github.com/tender-edge/tender/fleet/controller"
 	"github.com/tender-edge/tender/fleet/enroll"
+	"github.com/tender-edge/tender/fleet/store/etcdstore"
 	"github.com/tender-edge/tender/sync/mqttc"
 )
 
@@ -46,6 +47,9 @@ type serveOptions struct {
 	enrollRate  int
 	store       storeFlags
 	debugAddr   string
+	leaseTTL    time.Duration
+	id          string
+	brokerID    string
 }
 
 func serveCmd() *cobra.Command {
@@ -90,6 +94,9 @@ and rewrites on every revocation.`,
 	o.store.add(f, "store", "the store: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (etcds:// for TLS) for controllers in HA; default bbolt in --data")
 	f.IntVar(&o.enrollRate, "enroll-rate", 0, "benchmarks only: enrollments allowed per second from one address, burst as many (default: 10, then one every 6s)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiles (/debug/pprof/) on this loopback address, plain HTTP, no token (off by default)")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", etcdstore.DefaultLeaseTTL, "with an etcd store: the leader's lease; a leader killed, paused or cut off is replaced within it")
+	f.StringVar(&o.id, "id", "", "with an etcd store: this controller's name among the others (default: host name and --listen)")
+	f.StringVar(&o.brokerID, "broker-identity", enroll.ControllerID, "with --broker: the name this controller logs in with (its certificate's CN; each controller sharing a broker needs its own, starting with "+enroll.ControllerID+")")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
 }
@@ -127,15 +134,26 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	st, storeDesc, err := o.store.openStore(ctx, o.data)
+	st, edb, storeDesc, err := o.store.openStore(ctx, o.data)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	if o.store.url != "" {
-		// Leader election and publish fencing are the next part of
-		// issue 13: until then, one controller per store.
-		log.Warn().Str("store", storeDesc).Msg("etcd store: run one controller on it until leader election lands")
+	started := time.Now()
+	var election *etcdstore.Election
+	if edb != nil {
+		if o.id == "" {
+			h, _ := os.Hostname()
+			o.id = h + o.listen
+		}
+		election, err = edb.Elect(etcdstore.ElectionConfig{ID: o.id, API: o.listen, Started: started, LeaseTTL: o.leaseTTL,
+			Log: log.With().Str("component", "election").Logger()})
+		if err != nil {
+			return usageError{err, "tender serve"}
+		}
+		if o.brokerURL == "" {
+			log.Warn().Msg("etcd store with the embedded broker: only the devices connected to the leader's broker get desired documents; use --broker for several controllers")
+		}
 	}
 	if tok, err := fleetctl.EnsureAdminToken(ctx, st.APITokens, time.Now()); err != nil {
 		return err
@@ -207,13 +225,16 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		} else {
 			// The broker takes the certificate's CN as the user name
 			// (use_identity_as_username); no device may enroll as it.
-			cc, err := ca.ControllerCertificate(time.Now())
+			cc, err := ca.ControllerCertificateAs(o.brokerID, time.Now())
 			if err != nil {
 				return err
 			}
 			tlsCfg.Certificates = []tls.Certificate{cc}
 		}
-		cl, err := mqttc.New(mqttc.Config{Broker: o.brokerURL, ClientID: enroll.ControllerID, Username: user, Password: pass,
+		if o.brokerPass != "" && o.brokerUser == enroll.ControllerID {
+			user = o.brokerID
+		}
+		cl, err := mqttc.New(mqttc.Config{Broker: o.brokerURL, ClientID: o.brokerID, Username: user, Password: pass,
 			TLS: tlsCfg, CleanSession: true, Log: log.With().Str("component", "mqtt").Logger()})
 		if err != nil {
 			return err
@@ -257,10 +278,19 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 
 	var metrics *api.Metrics
+	var leadership fleetctl.Leadership
+	shared := ""
+	if election != nil {
+		leadership = election
+		if external != nil {
+			shared = "tender" // $share/tender/...: ingest split among the controllers
+		}
+	}
 	ctrl, err := fleetctl.New(ctx, fleetctl.Config{
 		Dir: o.data, Brokers: brokers, Broker: name, Version: version, Grace: o.grace, EnrollLimiter: enrollLimiter, Log: log,
+		ID: o.id, SharedGroup: shared,
 	}, fleetctl.Deps{
-		Store: st, Key: key, Transport: tr, Revoker: rv, Resolver: resolver,
+		Store: st, Key: key, Transport: tr, Revoker: rv, Resolver: resolver, Leadership: leadership,
 		Metrics: fleetctl.Metrics{
 			PublishLatency: func(d time.Duration) {
 				if metrics != nil {
@@ -316,6 +346,9 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	metrics = srv.Metrics()
 	log.Info().Str("api", o.listen).Strs("brokers", brokers).Str("data", o.data).Str("store", storeDesc).Msg("controller serving")
+	if election != nil {
+		g.Go(func() error { return ignoreCanceled(election.Run(gctx)) })
+	}
 	g.Go(func() error { return ignoreCanceled(ctrl.Run(gctx)) })
 	g.Go(func() error { return ignoreCanceled(srv.Serve(gctx)) })
 	if o.debugAddr != "" {

@@ -132,20 +132,21 @@ func (f *storeFlags) openEtcd(ctx context.Context) (*etcdstore.DB, error) {
 
 // openStore opens the controller's store: bbolt in dataDir unless the
 // flags name an etcd cluster. It returns a description for the log.
-func (f *storeFlags) openStore(ctx context.Context, dataDir string) (store.Store, string, error) {
+// The etcd store is returned too (nil with bbolt), for the election.
+func (f *storeFlags) openStore(ctx context.Context, dataDir string) (store.Store, *etcdstore.DB, string, error) {
 	if f.url == "" {
 		path := filepath.Join(dataDir, fleetctl.StoreFile)
 		db, err := boltdb.Open(path, nil)
 		if err != nil {
-			return store.Store{}, "", err
+			return store.Store{}, nil, "", err
 		}
-		return db.Store(), "bbolt " + path, nil
+		return db.Store(), nil, "bbolt " + path, nil
 	}
 	db, err := f.openEtcd(ctx)
 	if err != nil {
-		return store.Store{}, "", fmt.Errorf("open store: %w", err)
+		return store.Store{}, nil, "", fmt.Errorf("open store: %w", err)
 	}
-	return db.Store(), f.url, nil
+	return db.Store(), db, f.url, nil
 }
 
 // storeCmd is `tender store`: the controller's store, offline.

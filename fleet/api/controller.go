@@ -253,15 +253,26 @@ type EventFilter struct {
 	Limit  int    `json:"limit,omitempty"`
 }
 
+// Member is a controller sharing the store with others.
+type Member struct {
+	ID      string    `json:"id"`
+	API     string    `json:"api"`
+	Started time.Time `json:"started"`
+	Leader  bool      `json:"leader"`
+	// Self: the controller that answered.
+	Self bool `json:"self,omitempty"`
+}
+
 // StatusView is the controller's state.
 type StatusView struct {
-	Version  string    `json:"version"`
-	Started  time.Time `json:"started"`
-	Leader   string    `json:"leader"` // this controller with bbolt; the elected one with etcd
-	Members  []string  `json:"members,omitempty"`
-	Broker   string    `json:"broker"` // "embedded" or the external URL
-	Devices  int       `json:"devices"`
-	Online   int       `json:"online"`
-	Apps     int       `json:"apps"`
-	Rollouts int       `json:"rollouts"` // in progress
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+	Leader  string    `json:"leader"` // "self" with bbolt; the elected one's id with etcd
+	// Members are the controllers sharing the store (etcd), oldest first.
+	Members  []Member `json:"members,omitempty"`
+	Broker   string   `json:"broker"` // "embedded" or the external URL
+	Devices  int      `json:"devices"`
+	Online   int      `json:"online"`
+	Apps     int      `json:"apps"`
+	Rollouts int      `json:"rollouts"` // in progress
 }

@@ -485,7 +485,11 @@ func (c *Controller) Audit(ctx context.Context, after uint64, limit int) ([]stor
 
 // Status implements api.Controller.
 func (c *Controller) Status(ctx context.Context) (api.StatusView, error) {
-	v := api.StatusView{Version: c.cfg.Version, Started: c.started, Leader: "self", Broker: c.cfg.Broker}
+	v := api.StatusView{Version: c.cfg.Version, Started: c.started, Broker: c.cfg.Broker}
+	var err error
+	if v.Members, v.Leader, err = c.members(ctx); err != nil {
+		return v, err
+	}
 	devs, err := c.st.Devices.List(ctx)
 	if err != nil {
 		return v, err

@@ -41,6 +41,13 @@ type Config struct {
 	Broker string
 	// Version of the controller, for Status.
 	Version string
+	// ID names this controller among several (Status, the audit log).
+	ID string
+	// SharedGroup, if set, subscribes to reports and presence as MQTT
+	// shared subscriptions of that group ($share/GROUP/...): with several
+	// controllers on one external broker, each message reaches one of
+	// them. Events and command results are not shared (see doc.go).
+	SharedGroup string
 	// Grace is how long a device of an N-device app may be offline
 	// before its share moves (placement.DefaultGrace when zero).
 	Grace time.Duration
@@ -90,6 +97,9 @@ type Deps struct {
 	// must already name a digest.
 	Resolver Resolver
 	Metrics  Metrics
+	// Leadership, with several controllers on one store, says whether
+	// this one leads (leader.go); nil: it always does.
+	Leadership Leadership
 }
 
 // Controller is the fleet controller: it implements api.Controller.
@@ -135,6 +145,10 @@ type Controller struct {
 	waiting map[string]waiter // command id → its caller
 
 	lp *loop // owned by Run's goroutine
+
+	ld      Leadership
+	lead    leaderState // owned by Run's goroutine
+	deposed atomic.Bool // a fenced write of this pass was refused
 }
 
 // New builds a controller. It subscribes nothing and starts nothing:
@@ -171,7 +185,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Controller, error) {
 		cfg: cfg, st: deps.Store, key: deps.Key, tr: deps.Transport, rv: deps.Revoker, res: deps.Resolver, met: deps.Metrics,
 		log: cfg.Log, started: cfg.Now(),
 		in: make(chan inMsg, 4096), stopped: make(chan struct{}), kick: make(chan struct{}, 1), ready: make(chan struct{}),
-		waiting: map[string]waiter{},
+		waiting: map[string]waiter{}, ld: deps.Leadership,
 	}
 	var err error
 	c.pub, err = publish.New(publish.Config{
@@ -207,24 +221,33 @@ func (c *Controller) EnrollHandler() http.Handler {
 // start.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.stopOnce.Do(func() { close(c.stopped) })
-	lp, err := c.loadLoop(ctx)
-	if err != nil {
-		return err
+	var lp *loop
+	if c.ld == nil {
+		var err error
+		if lp, err = c.loadLoop(ctx); err != nil {
+			return err
+		}
+		c.lp = lp
+		apps, err := c.st.Apps.List(ctx)
+		if err != nil {
+			return fmt.Errorf("controller: apps: %w", err)
+		}
+		current := make(map[string]store.App, len(apps))
+		for _, a := range apps {
+			current[a.Name] = a
+		}
+		c.publishView(ctx, lp, current)
+	} else {
+		// Until the election says who leads, the API reads the store.
+		c.followPass(ctx)
 	}
-	c.lp = lp
-	apps, err := c.st.Apps.List(ctx)
-	if err != nil {
-		return fmt.Errorf("controller: apps: %w", err)
-	}
-	current := make(map[string]store.App, len(apps))
-	for _, a := range apps {
-		current[a.Name] = a
-	}
-	c.publishView(ctx, lp, current)
 	for _, k := range []topic.Kind{topic.CommandResult, topic.Events, topic.Presence, topic.Reported} {
 		f, err := topic.AllDevices(k)
 		if err != nil {
 			return err
+		}
+		if c.cfg.SharedGroup != "" && (k == topic.Presence || k == topic.Reported) {
+			f = "$share/" + c.cfg.SharedGroup + "/" + f
 		}
 		c.log.Debug().Str("filter", f).Msg("subscribe")
 		if err := c.tr.Subscribe(f, c.receive); err != nil {
@@ -234,7 +257,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); c.ingest(ctx) }()
-	err = c.run(ctx, lp)
+	err := c.run(ctx, lp)
 	wg.Wait()
 	return err
 }

@@ -75,6 +75,24 @@
 // data directory; enroll.New, called by New, makes the CA and the server
 // certificate there.
 //
+// # Several controllers
+//
+// With an etcd store and a Leadership (leader.go), one controller leads:
+// it alone runs the loop's rollouts and publishes, each of its loop's
+// writes fenced by its term (store.WithFence). Followers make the
+// snapshot the API reads from the store at every tick. With an external
+// broker (Config.SharedGroup), reports and presence come as shared
+// subscriptions, each message to one controller; the store orders them
+// (a report older than the stored one, a presence received before the
+// stored one, is dropped). Events are not shared: every controller
+// ingests every event and the store keeps the first copy of each
+// sequence number, so a device's events are never split across two
+// ordered streams (the store drops an event below the highest sequence
+// stored as a duplicate; split, half of them would be lost). The cost is
+// that a device's duplicate-event counter also counts the other
+// controllers' copies. Command results are not shared either: the
+// controller that sent the command gets its answer.
+//
 // # Commands
 //
 // Logs and Restart sign a wire.Command for the device (sign.SignCommand,

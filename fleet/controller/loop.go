@@ -124,16 +124,20 @@ func (c *Controller) loadLoop(ctx context.Context) (*loop, error) {
 func (c *Controller) run(ctx context.Context, lp *loop) error {
 	t := time.NewTicker(c.cfg.Tick)
 	defer t.Stop()
-	c.pass(ctx, lp)
+	var lead <-chan struct{}
+	if c.ld != nil {
+		lead = c.ld.Changes()
+	}
+	c.turn(ctx, &lp)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
-			c.pass(ctx, lp)
 		case <-c.kick:
-			c.pass(ctx, lp)
+		case <-lead:
 		}
+		c.turn(ctx, &lp)
 	}
 }
 
@@ -573,6 +577,7 @@ func (c *Controller) saveRollout(ctx context.Context, name string, r *ro) bool {
 	}
 	b, err := c.st.Rollouts.Put(ctx, name, data, r.rev)
 	if err != nil {
+		c.refusedByFence(err)
 		c.log.Error().Err(err).Str("app", name).Msg("store rollout")
 		return false
 	}
@@ -591,6 +596,7 @@ func (c *Controller) saveState(ctx context.Context, lp *loop) {
 	}
 	b, err := c.st.Docs.Put(ctx, stateKey, data, lp.stateRev)
 	if err != nil {
+		c.refusedByFence(err)
 		c.log.Error().Err(err).Msg("store controller state")
 		return
 	}

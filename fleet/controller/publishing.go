@@ -43,6 +43,7 @@ func (c *Controller) publishDirty(ctx context.Context, lp *loop) map[string]uint
 				j := &jobs[i]
 				res, err := c.pub.Publish(ctx, j.dev, j.apps)
 				if err != nil {
+					c.refusedByFence(err)
 					c.log.Error().Err(err).Str("device", j.dev).Msg("publish desired state")
 					continue
 				}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -40,7 +41,11 @@ const (
 // ControllerID is the controller's identity at an external broker: the CN
 // of its client certificate, hence its MQTT user name there (mosquitto's
 // use_identity_as_username) and the user configs/mosquitto/acl grants the
-// fleet's rights to. No device may enroll under it.
+// fleet's rights to. No device may enroll under it, nor under any name
+// that starts with it: several controllers sharing a broker each have
+// their own (tender serve --broker-identity tender-controller-2), as a
+// broker that takes the user name as the client id (mosquitto's
+// use_username_as_clientid) lets only one session per name live.
 const ControllerID = "tender-controller"
 
 // Validity periods.
@@ -197,8 +202,18 @@ func (ca *CA) ServerCertificate(hosts []string, now time.Time) (tls.Certificate,
 // or issues one (and writes it, key 0600) when there is none or it ends
 // within 30 days. The chain carries the CA.
 func (ca *CA) ControllerCertificate(now time.Time) (tls.Certificate, error) {
+	return ca.ControllerCertificateAs(ControllerID, now)
+}
+
+// ControllerCertificateAs is ControllerCertificate with CN name (one
+// starting with ControllerID): a certificate of another name in the data
+// directory is replaced.
+func (ca *CA) ControllerCertificateAs(name string, now time.Time) (tls.Certificate, error) {
+	if !strings.HasPrefix(name, ControllerID) {
+		return tls.Certificate{}, fmt.Errorf("controller identity %q: must start with %q: %w", name, ControllerID, errdefs.ErrInvalidArgument)
+	}
 	certPath, keyPath := filepath.Join(ca.dir, ControllerCertFile), filepath.Join(ca.dir, ControllerKeyFile)
-	if cert, key, err := loadPair(certPath, keyPath); err == nil && cert.Subject.CommonName == ControllerID &&
+	if cert, key, err := loadPair(certPath, keyPath); err == nil && cert.Subject.CommonName == name &&
 		now.Add(serverRenewBefore).Before(cert.NotAfter) && cert.CheckSignatureFrom(ca.Cert) == nil {
 		return tls.Certificate{Certificate: [][]byte{cert.Raw, ca.Cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 	}
@@ -208,7 +223,7 @@ func (ca *CA) ControllerCertificate(now time.Time) (tls.Certificate, error) {
 	}
 	leaf, err := ca.sign(&x509.Certificate{
 		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: ControllerID},
+		Subject:      pkix.Name{CommonName: name},
 		NotBefore:    now.Add(-backdate),
 		NotAfter:     minTime(now.Add(ServerValidity), ca.Cert.NotAfter),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

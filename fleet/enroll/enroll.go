@@ -354,8 +354,8 @@ func checkCSR(csrPEM, id string) (*x509.CertificateRequest, error) {
 	if err := topic.ValidDeviceID(id); err != nil {
 		return nil, err
 	}
-	if id == ControllerID {
-		return nil, fmt.Errorf("device id %q is the controller's identity at the broker: choose another id: %w", id, errdefs.ErrInvalidArgument)
+	if strings.HasPrefix(id, ControllerID) {
+		return nil, fmt.Errorf("device id %q is (or starts with) the controller's identity at the broker: choose another id: %w", id, errdefs.ErrInvalidArgument)
 	}
 	return csr, nil
 }

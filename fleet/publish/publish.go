@@ -208,6 +208,15 @@ func (p *Publisher) Publish(ctx context.Context, device string, apps []wire.App)
 	return Result{Generation: gen, Published: true}, nil
 }
 
+// Reset drops what the publisher remembers of every device: a controller
+// that leads again after another led reads what was published from the
+// store, not from its own memory of its last term.
+func (p *Publisher) Reset() {
+	p.mu.Lock()
+	clear(p.cache)
+	p.mu.Unlock()
+}
+
 // Forget drops what is known of device (it was removed).
 func (p *Publisher) Forget(ctx context.Context, device string) error {
 	unlock := p.lock(device)

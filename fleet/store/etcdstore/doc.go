@@ -16,6 +16,15 @@
 // Ingest). So two controllers can never issue the same generation, spend
 // one token use twice or break the audit chain.
 //
+// # Fencing
+//
+// A write made with a context carrying a store.Fence (the leader's loop:
+// generations, the documents it publishes from, rollouts) runs inside an
+// outer transaction that first compares the fence key's CreateRevision:
+// once the leader's lease ended its key is gone (0) or is another term's,
+// and the write is refused with store.ErrDeposed, whatever the inner
+// compares say (SECURITY.md F-13). Reads are not fenced.
+//
 // # Keys
 //
 // Every key is under the prefix (default /tender/); records are the JSON
@@ -40,6 +49,9 @@
 //	feed/<cursor>          store.FeedEvent
 //	eventindex/<id>/<seq>  cursor of the device's event seq
 //	audit/<seq>            store.AuditEntry
+//	election/<lease>       the controllers' campaign (election.go); the
+//	                       oldest key leads, its create revision fences
+//	members/<id>           store.Member, under the controller's lease
 //	purge/<id>             cursors of a deleted device's feed entries still
 //	                       to delete (finished by Delete, or by Open after a
 //	                       crash)

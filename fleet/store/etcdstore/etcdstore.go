@@ -234,11 +234,52 @@ func (db *DB) txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3
 	}
 	tctx, cancel := context.WithTimeout(ctx, db.timeout)
 	defer cancel()
+	if f := store.FenceOf(ctx); !f.IsZero() && writes(then, els) {
+		return db.fenced(ctx, tctx, f, cmps, then, els)
+	}
 	resp, err := db.cli.Txn(tctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
 		return nil, db.wrap(ctx, tctx, "transaction", err)
 	}
 	return resp, nil
+}
+
+// writes says whether any of the operations writes.
+func writes(ops ...[]clientv3.Op) bool {
+	for _, l := range ops {
+		for _, op := range l {
+			if op.IsPut() || op.IsDelete() || op.IsTxn() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fenced runs the transaction inside one that first compares the fence's
+// key's create revision (0 once its lease ended and the key went): a
+// deposed leader's write is refused with store.ErrDeposed, and never
+// mistaken for a lost compare-and-swap (which callers retry). The inner
+// transaction's result is returned as if it had run alone.
+func (db *DB) fenced(ctx, tctx context.Context, f store.Fence, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
+	resp, err := db.cli.Txn(tctx).If(clientv3.Compare(clientv3.CreateRevision(f.Key), "=", f.Rev)).
+		Then(clientv3.OpTxn(cmps, then, els)).Else(clientv3.OpGet(f.Key)).Commit()
+	if err != nil {
+		return nil, db.wrap(ctx, tctx, "fenced transaction", err)
+	}
+	if !resp.Succeeded {
+		holder := "nobody (the lease ended)"
+		if kv := first(resp, 0); kv != nil {
+			holder = fmt.Sprintf("a term begun at revision %d", kv.CreateRevision)
+		}
+		return nil, fmt.Errorf("write fenced by %s refused: the key is held by %s: %w", f, holder, store.ErrDeposed)
+	}
+	inner := (*clientv3.TxnResponse)(resp.Responses[0].GetResponseTxn())
+	if inner == nil {
+		return nil, fmt.Errorf("fenced transaction: no inner response: %w", errdefs.ErrUnknown)
+	}
+	inner.Header = resp.Header
+	return inner, nil
 }
 
 // get reads within the request timeout (linearizable unless opts say).

@@ -100,6 +100,25 @@ func harness() storetest.Harness {
 				}
 			}
 		},
+		// A term: a key under a lease, as concurrency.Election makes;
+		// revoking the lease ends it.
+		Fence: func(t *testing.T, loc string) (store.Fence, func()) {
+			cli := rawClient(t)
+			l, err := cli.Grant(ctx, 30)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := loc + "election/" + strconv.FormatInt(int64(l.ID), 16)
+			r, err := cli.Put(ctx, k, "me", clientv3.WithLease(l.ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return store.Fence{Key: k, Rev: r.Header.Revision}, func() {
+				if _, err := cli.Revoke(ctx, l.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
 		// Garbage where the schema is: Open must refuse, not start empty.
 		Corrupt: func(t *testing.T, loc string) {
 			if _, err := rawClient(t).Put(ctx, loc+kSchema, "\xa5\xa5\xa5"); err != nil {

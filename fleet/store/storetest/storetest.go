@@ -35,6 +35,11 @@ type Harness struct {
 	// Corrupt damages the closed store at loc so that Open must refuse it
 	// with store.ErrCorrupt. Nil skips the test.
 	Corrupt func(t *testing.T, loc string)
+	// Fence returns a leader's fence valid for the store at loc and a
+	// function that ends its term (its lease, as a partition or a kill
+	// would). Nil: the store ignores fences (one writer, bbolt), and the
+	// suite checks only that fenced writes go through.
+	Fence func(t *testing.T, loc string) (f store.Fence, depose func())
 }
 
 // Clock is a settable clock for the stores under test.
@@ -80,6 +85,7 @@ func Run(t *testing.T, h Harness) {
 		{"persistence across reopen", testReopen},
 		{"restore from backup", testRestore},
 		{"corrupt store", testCorrupt},
+		{"writes fenced by a leader's term", testFence},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -970,5 +976,51 @@ func testDocs(t *testing.T, e *env) {
 	}
 	if l := must(s.Rollouts.List(e.ctx))(t); len(l) != 1 {
 		t.Fatalf("rollouts after deleting a document: %+v", l)
+	}
+}
+
+func testFence(t *testing.T, e *env) {
+	s := e.start(t)
+	f, depose := store.Fence{Key: "leader", Rev: 1}, func() {}
+	if e.h.Fence != nil {
+		f, depose = e.h.Fence(t, e.loc)
+	}
+	fctx := store.WithFence(e.ctx, f)
+	if got := store.FenceOf(fctx); got != f {
+		t.Fatalf("fence carried: %v, want %v", got, f)
+	}
+	// While the term holds, fenced writes are ordinary writes.
+	g1 := must(s.Generations.Next(fctx, "gw-1"))(t)
+	doc := must(s.Docs.Put(fctx, "desired/gw-1", []byte("g1"), 0))(t)
+	ro := must(s.Rollouts.Put(fctx, "thermo", []byte("wave 1"), 0))(t)
+	ro = must(s.Rollouts.Put(fctx, "thermo", []byte("wave 2"), ro.Rev))(t)
+	_, err := s.Docs.Put(fctx, "desired/gw-1", []byte("x"), doc.Rev+100)
+	wantErr(t, err, errdefs.IsConflict, "fenced put at a stale revision")
+	if e.h.Fence == nil {
+		return
+	}
+	depose()
+	_, err = s.Generations.Next(fctx, "gw-1")
+	wantErr(t, err, store.IsDeposed, "generation drawn after the term ended")
+	wantErr(t, err, errdefs.IsFailedPrecondition, "generation drawn after the term ended (category)")
+	if g := must(s.Generations.Last(e.ctx, "gw-1"))(t); g != g1 {
+		t.Fatalf("last generation %d after a refused draw, want %d", g, g1)
+	}
+	_, err = s.Docs.Put(fctx, "desired/gw-1", []byte("g2"), doc.Rev)
+	wantErr(t, err, store.IsDeposed, "document written after the term ended")
+	_, err = s.Rollouts.Put(fctx, "thermo", []byte("wave 3"), ro.Rev)
+	wantErr(t, err, store.IsDeposed, "rollout written after the term ended")
+	err = s.Rollouts.Delete(fctx, "thermo", ro.Rev)
+	wantErr(t, err, store.IsDeposed, "rollout deleted after the term ended")
+	if got := must(s.Docs.Get(e.ctx, "desired/gw-1"))(t); string(got.Data) != "g1" || got.Rev != doc.Rev {
+		t.Fatalf("document %q rev %d after refused writes, want g1 rev %d", got.Data, got.Rev, doc.Rev)
+	}
+	if got := must(s.Rollouts.Get(e.ctx, "thermo"))(t); string(got.Data) != "wave 2" {
+		t.Fatalf("rollout %q after refused writes", got.Data)
+	}
+	// Reads with the stale fence, and writes without one, still work.
+	must(s.Docs.Get(fctx, "desired/gw-1"))(t)
+	if g := must(s.Generations.Next(e.ctx, "gw-1"))(t); g <= g1 {
+		t.Fatalf("unfenced generation %d after %d", g, g1)
 	}
 }

@@ -1,0 +1,320 @@
+package e2e
+
+// Two `tender serve` on a three-member etcd cluster and one mosquitto,
+// with simulated devices (test/fleetsim: they verify every signed
+// document as the agent does and refuse an older or replayed generation).
+// A rollout runs; the leader is killed with -9 mid-wave and the other
+// takes over and finishes it; a leader SIGSTOPped is replaced and, once
+// SIGCONT, follows; one etcd member down changes nothing; two down, writes
+// are refused with "unavailable". Throughout, no device refuses a
+// document (no generation older than or equal to one it has), and each
+// wave of each rollout is started once.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tender-edge/tender/test/etcdtest"
+	"github.com/tender-edge/tender/test/fleetsim"
+	"github.com/tender-edge/tender/test/mqtttest"
+	"github.com/tender-edge/tender/test/registry"
+)
+
+// haApp is an app whose rollout has a wave per device group and a soak
+// long enough to kill a leader in the middle of it.
+func haApp(reg, version string) string {
+	return fmt.Sprintf(`name: demo
+version: "%s"
+containers:
+  - name: main
+    image: %s/tender/workload:1
+    env: {V: "%s"}
+placement: {selector: {fleet: ha}}
+rollout: {waves: ["2", "6", "100%%"], maxUnavailable: "100%%", healthyFor: 3s}
+`, version, reg, version)
+}
+
+type haStatus struct {
+	Leader  string `json:"leader"`
+	Members []struct {
+		ID     string `json:"id"`
+		Leader bool   `json:"leader"`
+	} `json:"members"`
+	Online int `json:"online"`
+}
+
+func (c *controller) status() (haStatus, bool) {
+	var s haStatus
+	r := c.cli("status", "-o", "json")
+	if r.code != 0 {
+		return s, false
+	}
+	err := json.Unmarshal([]byte(r.stdout), &s)
+	return s, err == nil
+}
+
+func TestHA_TwoControllersOneLeader(t *testing.T) {
+	const n = 12
+	if !etcdtest.Installed() {
+		t.Skip("etcd-server missing (apt-get install etcd-server)")
+	}
+	if _, err := os.Stat(mqtttest.MosquittoBin); err != nil {
+		t.Skipf("%s missing: %v", mqtttest.MosquittoBin, err)
+	}
+	reg := registry.Start(t, registry.Options{})
+	archive, err := os.ReadFile(testImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := registry.Push(context.Background(), archive, reg.Addr+"/tender/workload:1", true); err != nil {
+		t.Fatal(err)
+	}
+	etcd := etcdtest.Start(t, 3)
+	storeURL := "etcd://" + strings.Join(etcd.Endpoints(), ",")
+
+	// Controller a makes the fleet's keys and CA; b gets a copy of its
+	// data directory (what an operator does), and logs in to the broker
+	// under its own name.
+	a := startController(t, reg.Addr, mosquitto, "--store", storeURL, "--id", "a", "--lease-ttl", "3s", "--enroll-rate", "1000")
+	bdir := filepath.Join(t.TempDir(), "data")
+	if out, err := exec.Command("cp", "-a", a.dir, bdir).CombinedOutput(); err != nil {
+		t.Fatalf("copy data: %v\n%s", err, out)
+	}
+	b := &controller{t: t, dir: bdir, api: "127.0.0.1:" + mqtttest.FreePort(t), regConf: a.regConf, mosq: a.mosq,
+		args: []string{"--store", storeURL, "--id", "b", "--lease-ttl", "3s", "--broker-identity", "tender-controller-2"}}
+	t.Cleanup(func() {
+		b.stop()
+		if t.Failed() {
+			t.Logf("controller b log:\n%s", b.log)
+		}
+	})
+	b.start()
+	ctrls := map[string]*controller{"a": a, "b": b}
+
+	leader := func(c *controller) string {
+		s, ok := c.status()
+		if !ok {
+			return ""
+		}
+		return s.Leader
+	}
+	waitFor(t, "a leader both controllers agree on", 30*time.Second, func() bool {
+		la := leader(a)
+		return la != "" && !strings.HasPrefix(la, "(") && la == leader(b)
+	})
+	s, _ := a.status()
+	if len(s.Members) != 2 {
+		t.Fatalf("members: %+v", s.Members)
+	}
+
+	var tok struct{ Token string }
+	b.json(&tok, "token", "create", "--labels", "fleet=ha", "--ttl", "10m", "--uses", fmt.Sprint(n)) // through a follower or the leader
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	ids := fleetsim.DeviceIDs("ha-", n)
+	e, err := fleetsim.Enroll(ctx, fleetsim.EnrollConfig{Server: "https://" + a.api, Token: tok.Token, IDs: ids})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := fleetsim.New(fleetsim.Config{Broker: a.mosq.CertAddr, IDs: ids, FleetKey: e.FleetKey, RootCAs: e.Pool(),
+		Certificate: e.Certificate, ConnectRate: 1000, Heartbeat: -1, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = sim.Run(sctx) })
+	defer func() { stop(); wg.Wait() }()
+	waitFor(t, "every device online at both controllers", time.Minute, func() bool {
+		sa, ok1 := a.status()
+		sb, ok2 := b.status()
+		return ok1 && ok2 && sa.Online == n && sb.Online == n
+	})
+	refusedNone := func(when string) {
+		t.Helper()
+		if st := sim.Stats(); st.Refused != 0 {
+			t.Fatalf("%s: devices refused %d documents (%v): an older or repeated generation", when, st.Refused, st.RefusedBy)
+		}
+	}
+	apply := func(c *controller, v string) {
+		t.Helper()
+		p := filepath.Join(t.TempDir(), "app.yaml")
+		if err := os.WriteFile(p, []byte(haApp(reg.Addr, v)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.ok("apply", "-f", p)
+	}
+	succeeded := func(c *controller, v string) {
+		t.Helper()
+		waitFor(t, "the rollout of "+v+" to succeed", 2*time.Minute, func() bool {
+			var r rolloutView
+			res := c.cli("rollout", "status", "demo", "-o", "json")
+			if res.code != 0 || json.Unmarshal([]byte(res.stdout), &r) != nil {
+				return false
+			}
+			return r.Phase == "succeeded" && strings.HasPrefix(r.To, v+" ")
+		})
+		var got map[string]string
+		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			if got = c.versions("demo"); len(got) == n {
+				break
+			}
+		}
+		if len(got) != n {
+			t.Fatalf("%d devices report demo, want %d:\n%s", len(got), n, c.ok("devices"))
+		} else {
+			for id, ver := range got {
+				if ver != v {
+					t.Fatalf("%s runs demo %s, want %s", id, ver, v)
+				}
+			}
+		}
+	}
+
+	apply(a, "1")
+	succeeded(b, "1")
+	refusedNone("first rollout")
+
+	// Kill -9 the leader in the middle of wave 2.
+	first := ctrls[leader(a)]
+	other := a
+	if first == a {
+		other = b
+	}
+	apply(other, "2")
+	waitFor(t, "wave 2 of version 2 under way", time.Minute, func() bool {
+		r := other.rollout("demo")
+		return strings.HasPrefix(r.To, "2 ") && len(r.Waves) == 3 && r.Waves[0].Healthy == r.Waves[0].Devices &&
+			r.Waves[1].Updating+r.Waves[1].Updated+r.Waves[1].Healthy > 0 && r.Waves[2].Updating+r.Waves[2].Updated+r.Waves[2].Healthy == 0
+	})
+	killed := time.Now()
+	_ = first.cmd.Process.Kill()
+	_ = first.cmd.Wait()
+	first.cmd = nil
+	otherID := "a"
+	if other == b {
+		otherID = "b"
+	}
+	waitFor(t, "the other controller to lead", 20*time.Second, func() bool { return leader(other) == otherID })
+	t.Logf("leader killed -9 mid-wave: %s leads %v later", otherID, time.Since(killed).Round(100*time.Millisecond))
+	succeeded(other, "2")
+	refusedNone("after the leader was killed mid-wave")
+	waveStarts(t, other, "2")
+
+	// The killed one comes back and follows.
+	first.start()
+	firstID := map[*controller]string{a: "a", b: "b"}[first]
+	waitFor(t, "the restarted controller to follow", 30*time.Second, func() bool { return leader(first) == otherID })
+
+	// SIGSTOP the leader: the other leads; SIGCONT: it follows.
+	if err := other.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	waitFor(t, "the paused leader replaced", 20*time.Second, func() bool { return leader(first) == firstID })
+	t.Logf("leader paused: %s leads %v later", firstID, time.Since(stopped).Round(100*time.Millisecond))
+	apply(first, "3")
+	waitFor(t, "wave 1 of version 3 under way", time.Minute, func() bool {
+		r := first.rollout("demo")
+		return strings.HasPrefix(r.To, "3 ") && len(r.Waves) > 0 && r.Waves[0].Updating+r.Waves[0].Updated+r.Waves[0].Healthy > 0
+	})
+	if err := other.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	succeeded(first, "3")
+	waitFor(t, "the resumed controller to follow", 20*time.Second, func() bool { return leader(other) == firstID })
+	refusedNone("after the leader was paused and resumed")
+	waveStarts(t, first, "3")
+
+	// One etcd member down: everything goes on.
+	etcd.Members[0].Kill()
+	apply(other, "4")
+	succeeded(first, "4")
+	refusedNone("with one etcd member down")
+
+	// Concurrent apply of one app through both: each is stored as its
+	// own revision or refused with a conflict; nothing is lost.
+	var cw sync.WaitGroup
+	res := make([]result, 2)
+	for i, c := range []*controller{first, other} {
+		p := filepath.Join(t.TempDir(), "app.yaml")
+		if err := os.WriteFile(p, []byte(haApp(reg.Addr, fmt.Sprint(5+i))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cw.Go(func() { res[i] = c.cli("apply", "-f", p) })
+	}
+	cw.Wait()
+	var hist []struct {
+		Version string `json:"version"`
+	}
+	first.json(&hist, "app", "history", "demo")
+	for i, r := range res {
+		v := fmt.Sprint(5 + i)
+		stored := false
+		for _, h := range hist {
+			stored = stored || h.Version == v
+		}
+		switch {
+		case r.code == 0 && !stored:
+			t.Fatalf("apply of %s answered ok and is not in the history %+v", v, hist)
+		case r.code != 0 && !strings.Contains(r.stderr, "conflict") && !strings.Contains(r.stderr, "changed"):
+			t.Fatalf("apply of %s: %s", v, r)
+		}
+		t.Logf("concurrent apply of %s: exit %d %s", v, r.code, strings.TrimSpace(r.stderr))
+	}
+
+	// Two of three members down: writes refused, clearly.
+	etcd.Members[1].Kill()
+	p := filepath.Join(t.TempDir(), "app.yaml")
+	if err := os.WriteFile(p, []byte(haApp(reg.Addr, "9")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := first.cli("apply", "-f", p)
+	if r.code == 0 || !strings.Contains(r.stderr, "unavailable") {
+		t.Fatalf("apply without a quorum: %s", r)
+	}
+	t.Logf("apply without a quorum: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	rs := first.cli("rollout", "status", "demo")
+	t.Logf("rollout status without a quorum: exit %d %s%s", rs.code, rs.stdout, rs.stderr)
+	if sim.Connected() != n {
+		t.Fatalf("%d devices connected without a quorum, want %d", sim.Connected(), n)
+	}
+	refusedNone("at the end")
+}
+
+// waveStarts checks, in the audit log, that each wave of the rollout to
+// version v's revision was started once.
+func waveStarts(t *testing.T, c *controller, v string) {
+	t.Helper()
+	var entries []struct {
+		Action string `json:"action"`
+		Detail string `json:"detail"`
+	}
+	c.json(&entries, "audit")
+	started := map[string]int{}
+	// Wave events follow the "rollout start" of the rollout to v: count
+	// those after the last start.
+	for _, e := range entries {
+		if e.Action == "rollout start" {
+			started = map[string]int{}
+		}
+		if e.Action == "rollout wave-started" {
+			w, _, _ := strings.Cut(e.Detail, ":")
+			started[w]++
+		}
+	}
+	for _, w := range []string{"wave 1", "wave 2", "wave 3"} {
+		if started[w] != 1 {
+			t.Fatalf("rollout to %s: %s started %d times (%v)", v, w, started[w], started)
+		}
+	}
+}
