@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/agent/reconcile"
+	"github.com/tender-edge/tender/internal/trace"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/spec"
 	"github.com/tender-edge/tender/sync/wire"
@@ -95,14 +97,39 @@ func (a *Agent) createAndStart(ctx context.Context, act reconcile.Action) error 
 		return err
 	}
 	o.Labels = map[string]string{labelApp: string(b)}
+	var tr *trace.Recorder
+	if trace.Enabled() {
+		tr = trace.Begin("agent")
+		ctx = trace.With(ctx, tr)
+	}
 	c, err := a.rt.Create(ctx, o)
 	if err != nil {
 		return err
 	}
-	if _, err := a.rt.StartDetached(c.ID); err != nil {
+	if td, ok := a.rt.(tracedStarter); ok && tr != nil {
+		_, err = td.StartDetachedContext(ctx, c.ID)
+	} else {
+		_, err = a.rt.StartDetached(c.ID)
+	}
+	if err != nil {
 		return err
 	}
+	if tr != nil {
+		ev := a.log.Debug().Str("app", act.App).Str("container", act.Name)
+		var sum time.Duration
+		for _, p := range trace.Timeline(tr.Phases()) {
+			ev = ev.Dur(p.Proc+"."+p.Name, p.Duration())
+			sum += p.Duration()
+		}
+		ev.Dur("total", sum).Msg("start traced")
+	}
 	return nil
+}
+
+// tracedStarter is the runtime's start that reports its phases
+// (TENDER_TRACE=1).
+type tracedStarter interface {
+	StartDetachedContext(ctx context.Context, ref string) (*container.Container, error)
 }
 
 // bridgeOptions put a bridged container of app in the app's own group and

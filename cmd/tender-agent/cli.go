@@ -25,6 +25,7 @@ import (
 	"github.com/tender-edge/tender/agent/reconcile"
 	"github.com/tender-edge/tender/internal/quantity"
 	"github.com/tender-edge/tender/internal/termsafe"
+	"github.com/tender-edge/tender/internal/trace"
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/logs"
@@ -197,7 +198,7 @@ func (c *cli) runtime() (*container.Runtime, error) {
 // runOptions are run's flags.
 type runOptions struct {
 	name, memory, cpuset, network, user, workdir, entrypoint string
-	detach, rm, readOnly, noPivot                            bool
+	detach, rm, readOnly, noPivot, trace                     bool
 	cpus                                                     float64
 	pids                                                     int64
 	env, devices, volumes, capDrop, publish, netAlias        []string
@@ -246,6 +247,8 @@ workload's command line.`,
 	fs.BoolVar(&o.readOnly, "read-only", false, "mount the root filesystem read-only")
 	fs.StringArrayVar(&o.capDrop, "cap-drop", nil, "drop a `CAP` from the default set (repeatable)")
 	fs.BoolVar(&o.noPivot, "no-pivot", false, "enter the root without pivot_root (taken by itself when / is the initramfs)")
+	fs.BoolVar(&o.trace, "trace", false, "print the phases of the start and their durations to stderr (also TENDER_TRACE=1)")
+	_ = fs.MarkHidden("trace")
 	flagGroup(fs, "Isolation", "network", "publish", "network-group", "network-alias", "volume", "device", "read-only", "cap-drop", "no-pivot")
 	alias(fs, "pids-limit", "pids")
 	alias(fs, "cpuset-cpus", "cpuset")
@@ -296,30 +299,40 @@ func (c *cli) run(ctx context.Context, ro runOptions, args []string) error {
 		}
 		netOpts = &container.NetOptions{Groups: ro.netGroups, Aliases: ro.netAlias, Ports: ports}
 	}
+	tr := trace.FromEnv("cli")
+	if ro.trace && tr == nil {
+		tr = trace.New("cli")
+	}
+	if tr != nil {
+		defer func() { trace.Print(c.stderr, tr.Phases()) }()
+		ctx = trace.With(ctx, tr)
+	}
 	rt, st, err := c.openAll()
 	if err != nil {
 		return err
 	}
+	tr.Mark("state-open")
 	ctr, err := rt.Create(ctx, container.CreateOptions{Name: ro.name, Image: args[0], Options: o, AutoRemove: ro.rm, NoPivot: ro.noPivot, Net: netOpts})
 	st.Close() // the image store is not needed once the container exists
 	if err != nil {
 		return err
 	}
 	if ro.detach {
-		if _, err := rt.StartDetached(ctr.ID); err != nil {
+		if _, err := rt.StartDetachedContext(ctx, ctr.ID); err != nil {
 			return err
 		}
 		fmt.Fprintln(c.stdout, ctr.ID)
 		return nil
 	}
-	return c.foreground(rt, ctr)
+	return c.foreground(trace.With(context.Background(), tr), rt, ctr)
 }
 
 // foreground runs the container attached to this terminal: its output is
 // copied here (and to its logs), signals are passed on, and the command
 // exits with the workload's exit code.
-func (c *cli) foreground(rt *container.Runtime, ctr *container.Container) error {
-	m, err := rt.Start(context.Background(), ctr.ID, container.IO{Stdout: c.stdout, Stderr: c.stderr})
+// ctx carries a trace.Recorder, if any; it does not bound the run.
+func (c *cli) foreground(ctx context.Context, rt *container.Runtime, ctr *container.Container) error {
+	m, err := rt.Start(ctx, ctr.ID, container.IO{Stdout: c.stdout, Stderr: c.stderr})
 	if err != nil {
 		if ctr.AutoRemove {
 			_ = rt.Delete(ctr.ID, true)

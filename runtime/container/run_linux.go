@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tender-edge/tender/internal/trace"
 	"github.com/tender-edge/tender/runtime/cgroups"
 	"github.com/tender-edge/tender/runtime/initproc"
 	"github.com/tender-edge/tender/runtime/logs"
@@ -37,6 +38,7 @@ type monitor struct {
 	pipes  []*os.File
 	net    *network.Manager // set once an attach was tried
 	ip     string
+	tr     *trace.Recorder
 }
 
 // startHere starts a created or exited container as a child of this
@@ -50,7 +52,8 @@ func (r *Runtime) startHere(ctx context.Context, ref string, cio IO) (*monitor, 
 	if c.State.Status == Running {
 		return nil, fmt.Errorf("start %s: %w", c.Name, ErrRunning)
 	}
-	m := &monitor{r: r, c: c}
+	m := &monitor{r: r, c: c, tr: trace.From(ctx)}
+	m.tr.Mark("state-open")
 	if err := m.start(cio); err != nil {
 		m.release()
 		c.State = State{Status: Exited, ExitCode: 125, Error: err.Error(), FinishedAt: time.Now().UTC()}
@@ -79,6 +82,7 @@ func (m *monitor) start(cio IO) error {
 		return fmt.Errorf("cgroup: %w", err)
 	}
 	m.cg = cg
+	m.tr.Mark("cgroup-setup")
 	lw, err := logs.Open(m.r.LogDir(c), "container", logs.Options{})
 	if err != nil {
 		return fmt.Errorf("logs: %w", err)
@@ -97,7 +101,7 @@ func (m *monitor) start(cio IO) error {
 	m.pipes = []*os.File{outR, errR}
 	stdio := initproc.Stdio{Stdin: cio.Stdin, Stdout: outW, Stderr: errW}
 	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp, NoPivot: c.NoPivot}
-	hooks := initproc.Hooks{Place: cg.Add}
+	hooks := initproc.Hooks{Place: cg.Add, Trace: m.tr}
 	if c.Net != nil {
 		// The init waits in its new network namespace until Place has
 		// run: its network is up before its root is even set up.
@@ -121,6 +125,7 @@ func (m *monitor) start(cio IO) error {
 	if atExec != nil {
 		hooks.BeforeExec = func(int) error { return cg.Update(atExec) }
 	}
+	m.tr.Mark("logs-open")
 	proc, err := initproc.StartWith(cfg, stdio, hooks)
 	outW.Close()
 	errW.Close()
@@ -138,6 +143,7 @@ func (m *monitor) start(cio IO) error {
 		// The workload runs; say so, but do not leave it unsupervised.
 		m.r.log.Error().Err(err).Str("container", c.Name).Msg("saving running state")
 	}
+	m.tr.Mark("state-save")
 	return nil
 }
 
@@ -159,8 +165,10 @@ func (m *monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
 // removes the cgroup, and deletes the container if it was created with
 // AutoRemove.
 func (m *monitor) Wait() (State, error) {
+	m.tr.Skip()
 	ps, werr := m.proc.Wait()
 	m.waitCopies()
+	m.tr.Mark("wait")
 	c := m.c
 	st := State{Status: Exited, FinishedAt: time.Now().UTC(), StartedAt: c.State.StartedAt}
 	if werr != nil {
@@ -175,10 +183,14 @@ func (m *monitor) Wait() (State, error) {
 	}
 	m.release()
 	c.State = st
+	var err error
 	if c.AutoRemove {
-		return st, m.r.remove(c)
+		err = m.r.remove(c)
+	} else {
+		err = m.r.saveState(c)
 	}
-	return st, m.r.saveState(c)
+	m.tr.Mark("cleanup")
+	return st, err
 }
 
 // waitCopies lets the output copiers drain. Every writer of the pipes was

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tender-edge/tender/internal/trace"
 	"github.com/tender-edge/tender/runtime/image"
 	"github.com/tender-edge/tender/runtime/initproc"
 	"github.com/tender-edge/tender/runtime/network"
@@ -97,6 +98,8 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", o.Image, err)
 	}
+	tr := trace.From(ctx)
+	tr.Mark("image-lookup")
 	id, err := newID()
 	if err != nil {
 		return nil, err
@@ -166,6 +169,7 @@ func (r *Runtime) Create(ctx context.Context, o CreateOptions) (*Container, erro
 		os.RemoveAll(tmp)
 		return nil, fmt.Errorf("create container %s: %w", name, err)
 	}
+	tr.Mark("create")
 	return c, nil
 }
 

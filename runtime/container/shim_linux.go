@@ -10,12 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/containerd/errdefs"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/tender-edge/tender/internal/trace"
 )
 
 // ShimArg is os.Args[1] of a re-executed monitor ("shim"): a small process
@@ -37,6 +40,12 @@ const okLine = "ok\n"
 // StartDetached starts the container under a new shim and returns once the
 // workload runs (or with the error that stopped it).
 func (r *Runtime) StartDetached(ref string) (*Container, error) {
+	return r.StartDetachedContext(context.Background(), ref)
+}
+
+// StartDetachedContext is StartDetached; a trace.Recorder in ctx gets the
+// start's phases (the shim's and the init's) when tracing is on.
+func (r *Runtime) StartDetachedContext(ctx context.Context, ref string) (*Container, error) {
 	c, err := r.Get(ref)
 	if err != nil {
 		return nil, err
@@ -44,7 +53,7 @@ func (r *Runtime) StartDetached(ref string) (*Container, error) {
 	if c.State.Status == Running {
 		return nil, fmt.Errorf("start %s: %w", c.Name, ErrRunning)
 	}
-	cmd, rd, _, err := r.startShim(c, nil)
+	cmd, rd, _, err := r.startShim(c, nil, trace.From(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +80,8 @@ func (r *Runtime) Start(ctx context.Context, ref string, cio IO) (*Monitor, erro
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", c.Name, err)
 	}
-	cmd, rd, br, err := r.startShim(c, &cio)
+	tr := trace.From(ctx)
+	cmd, rd, br, err := r.startShim(c, &cio, tr)
 	if err != nil {
 		return nil, err
 	}
@@ -80,13 +90,14 @@ func (r *Runtime) Start(ctx context.Context, ref string, cio IO) (*Monitor, erro
 		// Removed already: an AutoRemove container that ended at once.
 		cur = c
 	}
-	return &Monitor{c: cur, shim: cmd, pipe: rd, report: br}, nil
+	return &Monitor{c: cur, shim: cmd, pipe: rd, report: br, tr: tr}, nil
 }
 
 // startShim starts a shim for c (attached to cio when not nil) and reads
 // its first report. On success the caller owns the shim process and the
-// report pipe (rd, read through br).
-func (r *Runtime) startShim(c *Container, cio *IO) (cmd *exec.Cmd, rd *os.File, br *bufio.Reader, err error) {
+// report pipe (rd, read through br). A tracing shim sends its phases so
+// far before its first report; they go to tr.
+func (r *Runtime) startShim(c *Container, cio *IO, tr *trace.Recorder) (cmd *exec.Cmd, rd *os.File, br *bufio.Reader, err error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("start shim: %w", err)
@@ -111,6 +122,9 @@ func (r *Runtime) startShim(c *Container, cio *IO) (cmd *exec.Cmd, rd *os.File, 
 	cmd.Dir = "/"
 	// A shim only waits: one P and a small heap keep its private memory low.
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "GOGC=50")
+	if tr != nil {
+		cmd.Env = append(cmd.Env, trace.EnvOn+"=1", trace.EnvT0+"="+strconv.FormatInt(trace.Now(), 10))
+	}
 	if err := cmd.Start(); err != nil {
 		rd.Close()
 		wr.Close()
@@ -119,6 +133,10 @@ func (r *Runtime) startShim(c *Container, cio *IO) (cmd *exec.Cmd, rd *os.File, 
 	wr.Close()
 	br = bufio.NewReader(rd)
 	line, err := br.ReadString('\n')
+	for p, ok := trace.Decode(line); ok && err == nil; p, ok = trace.Decode(line) {
+		tr.Add(p)
+		line, err = br.ReadString('\n')
+	}
 	if line == okLine {
 		return cmd, rd, br, nil
 	}
@@ -162,6 +180,7 @@ type Monitor struct {
 	shim   *exec.Cmd
 	pipe   *os.File
 	report *bufio.Reader
+	tr     *trace.Recorder
 }
 
 // Container is the container being watched, as it was once started.
@@ -192,6 +211,16 @@ func (m *Monitor) Wait() (State, error) {
 	b, rerr := io.ReadAll(m.report)
 	m.pipe.Close()
 	werr := m.shim.Wait()
+	// A tracing shim sends its last phases before the record.
+	for {
+		line, rest, ok := strings.Cut(string(b), "\n")
+		p, isTrace := trace.Decode(line)
+		if !ok || !isTrace {
+			break
+		}
+		m.tr.Add(p)
+		b = []byte(rest)
+	}
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil || st.Status != Exited {
 		return State{}, fmt.Errorf("wait for %s: its shim ended without a record: %w", m.c.Name, errors.Join(rerr, werr))
@@ -219,6 +248,7 @@ func ShimMain(args []string) int {
 	if len(args) != 2 && !attached {
 		return fail(errors.New("shim: usage: ROOT ID [attach]"))
 	}
+	tr := trace.FromEnv("shim")
 	r, err := New(args[0], nil, zerolog.Nop())
 	if err != nil {
 		return fail(err)
@@ -227,10 +257,12 @@ func ShimMain(args []string) int {
 	if attached {
 		cio = IO{Stdin: os.Stdin, Stdout: &tolerant{w: os.Stdout}, Stderr: &tolerant{w: os.Stderr}}
 	}
-	m, err := r.startHere(context.Background(), args[1], cio)
+	m, err := r.startHere(trace.With(context.Background(), tr), args[1], cio)
 	if err != nil {
 		return fail(err)
 	}
+	_ = tr.Encode(report)
+	sent := len(tr.Phases())
 	fmt.Fprint(report, okLine)
 	if !attached {
 		report.Close()
@@ -238,6 +270,11 @@ func ShimMain(args []string) int {
 	}
 	st, err := m.Wait()
 	if report != nil {
+		if tr != nil {
+			for _, p := range tr.Phases()[sent:] {
+				fmt.Fprintf(report, "%s\n", trace.Line(p))
+			}
+		}
 		b, _ := json.Marshal(st)
 		report.Write(b)
 		report.Close()

@@ -12,10 +12,19 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/tender-edge/tender/internal/trace"
 )
 
 // syncFd is the child's end of the sync socket.
 const syncFd = 3
+
+// traceFd is where the init sends its phases when the parent traces the
+// start (TENDER_TRACE=1 in the environment the parent gave it).
+const traceFd = 4
+
+// tr records the init's phases; nil unless the parent traces the start.
+var tr *trace.Recorder
 
 // Main is the child side. Callers run it first thing when
 // len(os.Args) > 1 && os.Args[1] == Arg. It never returns: it execs the
@@ -24,6 +33,7 @@ func Main() {
 	runtime.LockOSThread()
 	runtime.GOMAXPROCS(1)
 	debug.SetGCPercent(-1)
+	tr = trace.FromEnv("init")
 	err := initChild()
 	// Only reached on error.
 	writeStatus(err.Error())
@@ -66,6 +76,7 @@ func initChild() (err error) {
 	if err := json.Unmarshal(raw, &cfg); err != nil {
 		return fmt.Errorf("decode config: %w", err)
 	}
+	tr.Mark("config-read")
 	s := cfg.Spec
 	if s == nil || s.Process == nil || s.Root == nil || s.Linux == nil || len(s.Process.Args) == 0 {
 		return errors.New("config: spec needs process args, root and linux")
@@ -85,6 +96,7 @@ func initChild() (err error) {
 	if err := setupRootfs(&cfg, ns); err != nil {
 		return err
 	}
+	tr.Mark("rootfs-mounts")
 
 	if s.Hostname != "" {
 		if !ns[specs.UTSNamespace] {
@@ -123,6 +135,7 @@ func initChild() (err error) {
 	if err := closeExtraFds(); err != nil {
 		return fmt.Errorf("close descriptors: %w", err)
 	}
+	tr.Mark("user-cwd")
 
 	return restrictAndExec(cfg.Seccomp, s.Process, u, argv0, env)
 }

@@ -2,6 +2,7 @@ package initproc
 
 import (
 	"fmt"
+	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -25,6 +26,7 @@ func restrictAndExec(profile string, p *specs.Process, u execUser, argv0 string,
 		if filter, err = defaultSeccomp(); err != nil {
 			return fmt.Errorf("seccomp: %w", err)
 		}
+		tr.Mark("seccomp-assembly")
 	default:
 		return fmt.Errorf("seccomp: unknown profile %q", profile)
 	}
@@ -52,8 +54,15 @@ func restrictAndExec(profile string, p *specs.Process, u execUser, argv0 string,
 			return fmt.Errorf("seccomp: %w", err)
 		}
 	}
+	tr.Mark("caps-seccomp-load")
 	if err := awaitGo(); err != nil {
 		return err
+	}
+	if tr != nil {
+		tr.Mark("await-go")
+		f := os.NewFile(traceFd, "trace")
+		_ = tr.Encode(f)
+		f.Close()
 	}
 	writeStatus(string(execByte))
 	err := unix.Exec(argv0, p.Args, env)

@@ -13,6 +13,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/tender-edge/tender/internal/trace"
 )
 
 // Stdio are the workload's standard streams; a nil file becomes /dev/null.
@@ -179,6 +181,9 @@ type Hooks struct {
 	// set-up (the Go init's threads count against a pids limit until
 	// execve ends them).
 	BeforeExec func(pid int) error
+	// Trace, when not nil, records the start's phases: the parent's own
+	// and the init's, which it sends back on its descriptor 4.
+	Trace *trace.Recorder
 }
 
 // Start runs the init in new namespaces, calls place with its pid (to put it
@@ -232,8 +237,21 @@ func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 		}
 		files[i] = devNull
 	}
+	env := []string{"GOMAXPROCS=1", "GOGC=off"}
+	var traceR *os.File
+	if h.Trace != nil {
+		var traceW *os.File
+		if traceR, traceW, err = os.Pipe(); err != nil {
+			child.Close()
+			return nil, fmt.Errorf("trace pipe: %w", err)
+		}
+		defer traceR.Close()
+		defer traceW.Close()
+		files = append(files, traceW)
+		env = append(env, trace.EnvOn+"=1", trace.EnvT0+"="+strconv.FormatInt(trace.Now(), 10))
+	}
 	attr := &os.ProcAttr{
-		Env:   []string{"GOMAXPROCS=1", "GOGC=off"},
+		Env:   env,
 		Files: files,
 		Sys: &syscall.SysProcAttr{
 			Cloneflags: flags,
@@ -245,9 +263,13 @@ func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 	if devNull != nil {
 		devNull.Close()
 	}
+	if traceR != nil {
+		files[len(files)-1].Close() // the init has its own copy
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start init: %w", err)
 	}
+	h.Trace.Mark("init-start")
 	abort := func(err error) (*os.Process, error) {
 		_ = proc.Kill()
 		_, _ = proc.Wait()
@@ -258,12 +280,23 @@ func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 			return abort(fmt.Errorf("place init: %w", err))
 		}
 	}
+	h.Trace.Mark("cgroup-place")
 	msg, err := handshake(parent, payload, beforeExec(h.BeforeExec, proc.Pid))
 	if err != nil {
 		return abort(fmt.Errorf("init: %w", err))
 	}
 	if msg != "" {
 		return abort(&InitError{Msg: msg})
+	}
+	if h.Trace != nil {
+		// The init's phases end where it asked for its execve; the
+		// socket's EOF, seen by handshake, is the execve done.
+		ps := trace.DecodeAll(traceR)
+		h.Trace.Add(ps...)
+		if len(ps) > 0 {
+			h.Trace.Add(trace.Phase{Proc: "shim", Name: "exec-workload", Start: ps[len(ps)-1].End, End: trace.Now()})
+		}
+		h.Trace.Skip()
 	}
 	return proc, nil
 }
