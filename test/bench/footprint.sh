@@ -40,6 +40,7 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 running=$(ta ps -q | wc -l)
+[ "$running" -ge 10 ] || { echo "footprint: only $running of 10 containers run" >&2; cat "$work/daemon.log" >&2; exit 1; }
 sleep 5 # let the first rounds settle before measuring idle
 ticks() { awk '{print $14 + $15}' "/proc/$dpid/stat"; }
 t0=$(ticks)
@@ -49,9 +50,16 @@ hz=$(getconf CLK_TCK)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$dpid/status")
 # Shims share the binary's pages: their private memory is what each costs.
 shims=$(for p in $(pgrep -f "__tender_shim__ $root"); do awk '/^Private_Dirty/ {print $2}' "/proc/$p/smaps_rollup"; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# PSS shares each shared page among the processes that map it: the sum
+# over the daemon and every shim is what Tender costs the device, whatever
+# the binary's pages. Sampled 5 times, 1 s apart; the median is reported.
+pss_sum() { for p in "$dpid" $(pgrep -f "__tender_shim__ $root"); do awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"; done | awk '{s += $1} END {print s}'; }
+pss=$(for _ in 1 2 3 4 5; do pss_sum; sleep 1; done | sort -n | sed -n 3p)
+nshims=$(pgrep -fc "__tender_shim__ $root")
 size=$(stat -c %s "$agent")
 echo "agent daemon footprint, $running running containers:"
 printf "  daemon RSS idle      %6.1f MiB   (target < 20 MiB)\n" "$(echo "$rss/1024" | bc -l)"
 printf "  binary (static, stripped) %5.1f MiB   (target < 15 MiB)\n" "$(echo "$size/1048576" | bc -l)"
 printf "  CPU idle over %ss   %6.2f%% of one CPU  (%s ticks)\n" "$duration" "$(echo "($t1-$t0)*100/$hz/$duration" | bc -l)" "$((t1 - t0))"
+printf "  PSS daemon + %s shims %6.1f MiB   (target <= 16 MiB; median of 5 samples)\n" "$nshims" "$(echo "$pss/1024" | bc -l)"
 printf "  shim private memory  %6.1f MiB each (median; the binary's pages are shared)\n" "$(echo "${shims:-0}/1024" | bc -l)"
