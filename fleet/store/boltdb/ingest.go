@@ -7,10 +7,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"slices"
-	"time"
 
 	"github.com/tender-edge/tender/fleet/store"
-	"github.com/tender-edge/tender/sync/wire"
 )
 
 type ingester struct{ db *DB }
@@ -65,25 +63,13 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 		if st == nil {
 			continue
 		}
-		if r.Report.DeviceID != r.Device {
-			flag(st, r.Report.DeviceID, r.Received)
-			in.res.Refused++
+		obs, ok := store.ApplyReport(st, r, in.res)
+		if !ok {
 			continue
 		}
-		seen(st, r.Received)
-		if st.Report != nil && r.Report.Time.Before(st.Report.Time) {
-			st.StaleReports++
-			in.res.StaleReports++
-			continue
-		}
-		rep := r.Report
-		st.Report, st.ReportedAt = &rep, r.Received
-		in.res.Reports++
 		g := in.b(bucketGenerations)
-		// A generation past the wire's largest was never issued (the agent
-		// refuses it): a device claiming one would only lock itself out.
-		if rep.ObservedGeneration > getU64(g.Get([]byte(r.Device))) && rep.ObservedGeneration <= wire.MaxGeneration {
-			if err := g.Put([]byte(r.Device), u64(rep.ObservedGeneration)); err != nil {
+		if obs > getU64(g.Get([]byte(r.Device))) {
+			if err := g.Put([]byte(r.Device), u64(obs)); err != nil {
 				return err
 			}
 		}
@@ -96,14 +82,7 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 		if st == nil {
 			continue
 		}
-		if p.Received.Before(st.PresenceAt) {
-			continue
-		}
-		st.Presence, st.PresenceAt = p.Presence, p.Received
-		if p.Presence != wire.Offline { // the Last Will is the broker's, not a sign of life
-			seen(st, p.Received)
-		}
-		in.res.Presence++
+		store.ApplyPresence(st, p, in.res)
 	}
 	for _, e := range evs {
 		st, err := in.enrolled(e.Device)
@@ -113,45 +92,14 @@ func (in *ingestTx) run(b store.Batch, evs []store.Event) error {
 		if st == nil {
 			continue
 		}
-		if e.Event.DeviceID != e.Device {
-			flag(st, e.Event.DeviceID, e.Received)
-			in.res.Refused++
+		if !store.ApplyEvent(st, e, in.res) {
 			continue
 		}
-		seen(st, e.Received)
-		seq := e.Event.Seq
-		if seq <= st.EventSeq {
-			st.EventDuplicates++
-			in.res.DuplicateEvents++
-			continue
-		}
-		if st.EventSeq > 0 && seq > st.EventSeq+1 {
-			gap := seq - st.EventSeq - 1
-			st.EventGaps += gap
-			in.res.Gaps += gap
-		}
-		st.EventSeq = seq
 		if err := in.addEvent(st, e); err != nil {
 			return err
 		}
-		in.res.Events++
 	}
 	return in.trimFeed()
-}
-
-// flag records a message the device sent in another's name (F-08).
-func flag(st *store.DeviceStatus, claimed string, at time.Time) {
-	st.Impersonations++
-	if !at.Before(st.ImpersonatedAt) {
-		st.ImpersonatedAs, st.ImpersonatedAt = claimed, at
-	}
-}
-
-// seen moves the device's LastSeen to at, never back.
-func seen(st *store.DeviceStatus, at time.Time) {
-	if at.After(st.LastSeen) {
-		st.LastSeen = at
-	}
 }
 
 // enrolled returns the status of an enrolled, unrevoked device, or nil

@@ -8,14 +8,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tender-edge/tender/fleet/store"
-	"github.com/tender-edge/tender/sync/wire"
 )
 
 // feedMeta is meta/feed: the last cursor issued and the number of events
@@ -311,34 +309,12 @@ func (db *DB) plan(p *pending, kvs map[string]*mvccpb.KeyValue, res *store.Inges
 	u.cmps = []clientv3.Cmp{eq(dk, dkv.ModRevision), eq(sk, modRev(kvs[sk]))}
 	newGen := gen
 	for _, r := range p.reports {
-		if r.Report.DeviceID != r.Device {
-			flag(st, r.Report.DeviceID, r.Received)
-			u.res.Refused++
-			continue
-		}
-		seen(st, r.Received)
-		if st.Report != nil && r.Report.Time.Before(st.Report.Time) {
-			st.StaleReports++
-			u.res.StaleReports++
-			continue
-		}
-		rep := r.Report
-		st.Report, st.ReportedAt = &rep, r.Received
-		u.res.Reports++
-		// A generation past the wire's largest was never issued.
-		if rep.ObservedGeneration > newGen && rep.ObservedGeneration <= wire.MaxGeneration {
-			newGen = rep.ObservedGeneration
+		if obs, ok := store.ApplyReport(st, r, &u.res); ok && obs > newGen {
+			newGen = obs
 		}
 	}
 	for _, pr := range p.presence {
-		if pr.Received.Before(st.PresenceAt) {
-			continue
-		}
-		st.Presence, st.PresenceAt = pr.Presence, pr.Received
-		if pr.Presence != wire.Offline { // the Last Will is no sign of life
-			seen(st, pr.Received)
-		}
-		u.res.Presence++
+		store.ApplyPresence(st, pr, &u.res)
 	}
 	// Events, as many as one transaction holds with the device's other
 	// writes (status, generation, meta/feed) and their trims.
@@ -349,26 +325,10 @@ func (db *DB) plan(p *pending, kvs map[string]*mvccpb.KeyValue, res *store.Inges
 			u.rest = p.events[i:]
 			break
 		}
-		if e.Event.DeviceID != e.Device {
-			flag(st, e.Event.DeviceID, e.Received)
-			u.res.Refused++
+		if !store.ApplyEvent(st, e, &u.res) {
 			continue
 		}
-		seen(st, e.Received)
-		seq := e.Event.Seq
-		if seq <= st.EventSeq {
-			st.EventDuplicates++
-			u.res.DuplicateEvents++
-			continue
-		}
-		if st.EventSeq > 0 && seq > st.EventSeq+1 {
-			gap := seq - st.EventSeq - 1
-			st.EventGaps += gap
-			u.res.Gaps += gap
-		}
-		st.EventSeq = seq
 		st.EventsKept++
-		u.res.Events++
 		fe := store.FeedEvent{Device: e.Device, Received: e.Received, Event: e.Event}
 		u.newEvs = append(u.newEvs, fe)
 		n := eventSize(fe)
@@ -429,21 +389,6 @@ func (u *unit) finish() error {
 	u.ops = append(u.ops, clientv3.OpPut(u.statK, v))
 	u.bytes += len(u.statK) + len(v)
 	return nil
-}
-
-// flag records a message the device sent in another's name (F-08).
-func flag(st *store.DeviceStatus, claimed string, at time.Time) {
-	st.Impersonations++
-	if !at.Before(st.ImpersonatedAt) {
-		st.ImpersonatedAs, st.ImpersonatedAt = claimed, at
-	}
-}
-
-// seen moves the device's LastSeen to at, never back.
-func seen(st *store.DeviceStatus, at time.Time) {
-	if at.After(st.LastSeen) {
-		st.LastSeen = at
-	}
 }
 
 // trimFeed drops the oldest events of the feed past FeedRetention, a few
