@@ -326,8 +326,11 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 			return fmt.Errorf("external broker %s: %w", o.brokerURL, err)
 		}
 	}
+	// Tokens the store confirmed are taken for a while when it does not
+	// answer (an etcd store without a quorum): reads go on (api.TokenCache).
+	tokens := api.NewTokenCache(st.APITokens, 0, nil)
 	ui, err := console.New(console.Config{
-		Controller: ctrl, Tokens: st.APITokens, Log: log.With().Str("component", "console").Logger(),
+		Controller: ctrl, Tokens: tokens, Log: log.With().Str("component", "console").Logger(),
 		AuthFailed: func(reason string) {
 			if metrics != nil {
 				metrics.AuthFailures.WithLabelValues("console-" + reason).Inc()
@@ -339,7 +342,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	srv, err := api.NewServer(api.Config{
 		Addr: o.listen, TLS: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
-		Controller: ctrl, Tokens: st.APITokens, Enroll: ctrl.EnrollHandler(), Console: ui, Log: log,
+		Controller: ctrl, Tokens: tokens, Enroll: ctrl.EnrollHandler(), Console: ui, Log: log,
 	})
 	if err != nil {
 		return err
