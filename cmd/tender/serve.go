@@ -141,7 +141,9 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	defer st.Close()
 	started := time.Now()
 	var election *etcdstore.Election
+	storeName := "bbolt"
 	if edb != nil {
+		storeName = "etcd"
 		if o.id == "" {
 			h, _ := os.Hostname()
 			o.id = h + o.listen
@@ -288,7 +290,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	ctrl, err := fleetctl.New(ctx, fleetctl.Config{
 		Dir: o.data, Brokers: brokers, Broker: name, Version: version, Grace: o.grace, EnrollLimiter: enrollLimiter, Log: log,
-		ID: o.id, SharedGroup: shared,
+		ID: o.id, SharedGroup: shared, StoreName: storeName,
 	}, fleetctl.Deps{
 		Store: st, Key: key, Transport: tr, Revoker: rv, Resolver: resolver, Leadership: leadership,
 		Metrics: fleetctl.Metrics{
