@@ -48,6 +48,7 @@ type serveOptions struct {
 	store       storeFlags
 	debugAddr   string
 	leaseTTL    time.Duration
+	tokenTTL    time.Duration
 	id          string
 	brokerID    string
 }
@@ -94,6 +95,7 @@ and rewrites on every revocation.`,
 	o.store.add(f, "store", "the store: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] (etcds:// for TLS) for controllers in HA; default bbolt in --data")
 	f.IntVar(&o.enrollRate, "enroll-rate", 0, "benchmarks only: enrollments allowed per second from one address, burst as many (default: 10, then one every 6s)")
 	f.StringVar(&o.debugAddr, "debug-addr", "", "serve Go's profiles (/debug/pprof/) on this loopback address, plain HTTP, no token (off by default)")
+	f.DurationVar(&o.tokenTTL, "token-cache-ttl", api.DefaultTokenCacheTTL, "with an etcd store: how long after the store last confirmed an API token it is still taken while the store has no quorum")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", etcdstore.DefaultLeaseTTL, "with an etcd store: the leader's lease; a leader killed, paused or cut off is replaced within it")
 	f.StringVar(&o.id, "id", "", "with an etcd store: this controller's name among the others (default: host name and --listen)")
 	f.StringVar(&o.brokerID, "broker-identity", enroll.ControllerID, "with --broker: the name this controller logs in with (its certificate's CN; each controller sharing a broker needs its own, starting with "+enroll.ControllerID+")")
@@ -141,7 +143,9 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	defer st.Close()
 	started := time.Now()
 	var election *etcdstore.Election
+	storeName := "bbolt"
 	if edb != nil {
+		storeName = "etcd"
 		if o.id == "" {
 			h, _ := os.Hostname()
 			o.id = h + o.listen
@@ -288,7 +292,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	ctrl, err := fleetctl.New(ctx, fleetctl.Config{
 		Dir: o.data, Brokers: brokers, Broker: name, Version: version, Grace: o.grace, EnrollLimiter: enrollLimiter, Log: log,
-		ID: o.id, SharedGroup: shared,
+		ID: o.id, SharedGroup: shared, StoreName: storeName,
 	}, fleetctl.Deps{
 		Store: st, Key: key, Transport: tr, Revoker: rv, Resolver: resolver, Leadership: leadership,
 		Metrics: fleetctl.Metrics{
@@ -326,8 +330,11 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 			return fmt.Errorf("external broker %s: %w", o.brokerURL, err)
 		}
 	}
+	// Tokens the store confirmed are taken for a while when it does not
+	// answer (an etcd store without a quorum): reads go on (api.TokenCache).
+	tokens := api.NewTokenCache(st.APITokens, o.tokenTTL, nil)
 	ui, err := console.New(console.Config{
-		Controller: ctrl, Tokens: st.APITokens, Log: log.With().Str("component", "console").Logger(),
+		Controller: ctrl, Tokens: tokens, Log: log.With().Str("component", "console").Logger(),
 		AuthFailed: func(reason string) {
 			if metrics != nil {
 				metrics.AuthFailures.WithLabelValues("console-" + reason).Inc()
@@ -339,7 +346,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	}
 	srv, err := api.NewServer(api.Config{
 		Addr: o.listen, TLS: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
-		Controller: ctrl, Tokens: st.APITokens, Enroll: ctrl.EnrollHandler(), Console: ui, Log: log,
+		Controller: ctrl, Tokens: tokens, Enroll: ctrl.EnrollHandler(), Console: ui, Log: log,
 	})
 	if err != nil {
 		return err

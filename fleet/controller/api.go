@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -13,6 +14,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -115,8 +117,17 @@ func (c *Controller) deviceView(ctx context.Context, d store.Device) api.DeviceV
 }
 
 // Devices implements api.Controller.
+// While the store does not answer, the list this controller read last is
+// served (lastView).
 func (c *Controller) Devices(ctx context.Context, selector map[string]string) ([]api.DeviceView, error) {
+	now := c.cfg.Now()
+	if c.last.down(now) {
+		return c.devicesFromLast(selector, nil)
+	}
 	devs, err := c.st.Devices.List(ctx)
+	if c.last.failed(now, err) {
+		return c.devicesFromLast(selector, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +136,9 @@ func (c *Controller) Devices(ctx context.Context, selector map[string]string) ([
 		if matches(selector, d.Labels) {
 			out = append(out, c.deviceView(ctx, d))
 		}
+	}
+	if len(selector) == 0 {
+		c.last.setDevices(now, out)
 	}
 	return out, nil
 }
@@ -168,7 +182,7 @@ func (c *Controller) LabelDevice(ctx context.Context, who api.Caller, id string,
 		return nil
 	})
 	if err != nil {
-		return api.DeviceView{}, err
+		return api.DeviceView{}, c.noQuorum(err)
 	}
 	c.changes.mark(id)
 	c.audit(ctx, who.Name, "device label", "device "+id, who.From, fmt.Sprintf("set %v remove %v", set, remove))
@@ -182,7 +196,7 @@ func (c *Controller) LabelDevice(ctx context.Context, who api.Caller, id string,
 func (c *Controller) RemoveDevice(ctx context.Context, who api.Caller, id string) error {
 	d, err := c.st.Devices.Get(ctx, id)
 	if err != nil {
-		return err
+		return c.noQuorum(err)
 	}
 	if _, err := c.en.Revoke(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove device %s: %w", id, err)
@@ -194,7 +208,7 @@ func (c *Controller) RemoveDevice(ctx context.Context, who api.Caller, id string
 		}
 	}
 	if err := c.st.Devices.Delete(ctx, id, d.Rev); err != nil {
-		return fmt.Errorf("remove device %s: %w", id, err)
+		return fmt.Errorf("remove device %s: %w", id, c.noQuorum(err))
 	}
 	// The loop forgets what it gave the device at its next pass, and
 	// what was published to it again then, after any publish of a pass
@@ -212,7 +226,7 @@ func (c *Controller) RemoveDevice(ctx context.Context, who api.Caller, id string
 func (c *Controller) CreateJoinToken(ctx context.Context, who api.Caller, req api.JoinTokenRequest) (api.JoinTokenCreated, error) {
 	tok, rec, err := c.en.CreateToken(ctx, enroll.TokenOptions{Labels: req.Labels, TTL: req.TTL, Uses: req.Uses})
 	if err != nil {
-		return api.JoinTokenCreated{}, err
+		return api.JoinTokenCreated{}, c.noQuorum(err)
 	}
 	c.audit(ctx, who.Name, "token create", "token "+rec.ID, who.From, fmt.Sprintf("labels %v, %d uses, expires %s", rec.Labels, rec.UsesLeft, rec.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z")))
 	return api.JoinTokenCreated{ID: rec.ID, Token: tok, Labels: rec.Labels, Expires: rec.ExpiresAt, Uses: rec.UsesLeft}, nil
@@ -223,6 +237,14 @@ func (c *Controller) Apply(ctx context.Context, who api.Caller, spec []byte) (ap
 	a, err := wire.ParseApp(spec)
 	if err != nil {
 		return api.AppView{}, err
+	}
+	// The app as this request found it, before the images are resolved
+	// (registry round trips): an apply of the app stored by anyone since
+	// makes this one a conflict rather than a revision on top of it.
+	cur, err := c.st.Apps.Get(ctx, a.Name)
+	found := err == nil
+	if err != nil && !errdefs.IsNotFound(err) {
+		return api.AppView{}, c.noQuorum(err)
 	}
 	var arches []string
 	if a.Placement != nil {
@@ -248,14 +270,19 @@ func (c *Controller) Apply(ctx context.Context, who api.Caller, spec []byte) (ap
 	if err := joinErrs(errs); err != nil {
 		return api.AppView{}, err
 	}
+	return c.applyOver(ctx, who, a, cur, found)
+}
+
+// applyOver stores spec a as a new revision of the app if the app is
+// still as the request found it (cur, or absent if !found); otherwise the
+// apply is a conflict that names what changed it.
+func (c *Controller) applyOver(ctx context.Context, who api.Caller, a wire.App, cur store.App, found bool) (api.AppView, error) {
 	var expect uint64
-	cur, err := c.st.Apps.Get(ctx, a.Name)
-	switch {
-	case err == nil:
+	if found {
 		expect = cur.Rev
 		r, err := c.st.Apps.Revision(ctx, a.Name, cur.Current)
 		if err != nil {
-			return api.AppView{}, err
+			return api.AppView{}, c.noQuorum(err)
 		}
 		if !cur.Deleting && reflect.DeepEqual(normal(r.Spec), normal(a)) {
 			return c.App(ctx, a.Name) // unchanged: no new revision
@@ -263,16 +290,39 @@ func (c *Controller) Apply(ctx context.Context, who api.Caller, spec []byte) (ap
 		if cur.Deleting {
 			return api.AppView{}, fmt.Errorf("app %s is being removed; `tender rollout undo %s` keeps it, or apply it again once it is gone: %w", a.Name, a.Name, errdefs.ErrFailedPrecondition)
 		}
-	case !errdefs.IsNotFound(err):
-		return api.AppView{}, err
 	}
 	stored, err := c.st.Apps.Apply(ctx, a, who.Name, expect)
+	if errdefs.IsConflict(err) || errdefs.IsAlreadyExists(err) {
+		return api.AppView{}, c.applyConflict(ctx, a.Name, cur, found, err)
+	}
 	if err != nil {
-		return api.AppView{}, err
+		return api.AppView{}, c.noQuorum(err)
 	}
 	c.audit(ctx, who.Name, "apply", "app "+a.Name, who.From, fmt.Sprintf("revision %d, version %s", stored.Current, a.Version))
 	c.Kick()
 	return c.App(ctx, a.Name)
+}
+
+// applyConflict is the error of an apply that lost its compare-and-swap:
+// the app was not as the request found it (cur, found) any more.
+func (c *Controller) applyConflict(ctx context.Context, name string, cur store.App, found bool, lost error) error {
+	now, err := c.st.Apps.Get(ctx, name)
+	switch {
+	case errdefs.IsNotFound(err):
+		return fmt.Errorf("app %s changed since you read it: it was removed; apply again: %w", name, errdefs.ErrConflict)
+	case err != nil:
+		return fmt.Errorf("app %s changed since you read it (%v); apply again: %w", name, lost, errdefs.ErrConflict)
+	case !found || now.Latest != cur.Latest:
+		if r, err := c.st.Apps.Revision(ctx, name, now.Latest); err == nil {
+			return fmt.Errorf("app %s changed since you read it: revision %d (version %s) was applied by %s at %s; apply again: %w",
+				name, r.Revision, r.Spec.Version, cmp.Or(r.By, "(unknown)"), r.Created.UTC().Format(time.RFC3339), errdefs.ErrConflict)
+		}
+		return fmt.Errorf("app %s changed since you read it: revision %d was applied meanwhile; apply again: %w", name, now.Latest, errdefs.ErrConflict)
+	case now.Deleting && !cur.Deleting:
+		return fmt.Errorf("app %s changed since you read it: it is being removed; apply again once it is gone, or `tender rollout undo %s`: %w", name, name, errdefs.ErrConflict)
+	default:
+		return fmt.Errorf("app %s changed since you read it: its rollout moved it to revision %d; apply again: %w", name, now.Current, errdefs.ErrConflict)
+	}
 }
 
 // normal is a spec as JSON would carry it, for comparison.
@@ -333,9 +383,17 @@ func (c *Controller) appView(ctx context.Context, a store.App, v *snapshot) (api
 	return av, nil
 }
 
-// Apps implements api.Controller.
+// Apps implements api.Controller. While the store does not answer, the
+// list this controller read last is served (lastView).
 func (c *Controller) Apps(ctx context.Context) ([]api.AppView, error) {
+	now := c.cfg.Now()
+	if c.last.down(now) {
+		return c.appsFromLast(nil)
+	}
 	apps, err := c.st.Apps.List(ctx)
+	if c.last.failed(now, err) {
+		return c.appsFromLast(err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -346,17 +404,28 @@ func (c *Controller) Apps(ctx context.Context) ([]api.AppView, error) {
 	out := []api.AppView{}
 	for _, a := range apps {
 		av, err := c.appView(ctx, a, v)
+		if c.last.failed(now, err) {
+			return c.appsFromLast(err)
+		}
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, av)
 	}
-	return out, nil
+	c.last.setApps(now, out)
+	return slices.Clone(out), nil
 }
 
-// App implements api.Controller.
+// App implements api.Controller; as Apps while the store does not answer.
 func (c *Controller) App(ctx context.Context, name string) (api.AppView, error) {
+	now := c.cfg.Now()
+	if c.last.down(now) {
+		return c.appFromLast(name, nil)
+	}
 	a, err := c.st.Apps.Get(ctx, name)
+	if c.last.failed(now, err) {
+		return c.appFromLast(name, err)
+	}
 	if err != nil {
 		return api.AppView{}, err
 	}
@@ -394,7 +463,7 @@ func (c *Controller) RemoveApp(ctx context.Context, who api.Caller, name string,
 		return nil
 	})
 	if err != nil {
-		return api.AppView{}, err
+		return api.AppView{}, c.noQuorum(err)
 	}
 	detail := "through a rollout"
 	if now {

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/fleet/controller"
+	"github.com/tender-edge/tender/sync/wire"
 )
 
 // gate holds the controller's publishes while closed: the loop, which
@@ -214,4 +215,70 @@ func TestAPI_RolloutCommandSurvivesRestart(t *testing.T) {
 	}
 	eventually(t, "2.0 on both devices once resumed", func() bool { return gws[0].Running("thermo") == "2.0" && gws[1].Running("thermo") == "2.0" })
 	eventually(t, "the rollout succeeded", func() bool { return h.phase("thermo") == "succeeded" })
+}
+
+// interleave is a Resolver that, at its first call, runs fn: another
+// controller's write landing while this apply resolves its images.
+type interleave struct {
+	fn   func()
+	done bool
+}
+
+func (r *interleave) Resolve(_ context.Context, ref string, _ []string) (string, error) {
+	if !r.done {
+		r.done = true
+		r.fn()
+	}
+	name, _, _ := strings.Cut(ref, ":")
+	return name + "@sha256:" + strings.Repeat("a", 64), nil
+}
+
+// TestApply_ConflictWhenAnotherApplyLandedMeanwhile: an apply of an app
+// that another controller applied after this request read it is refused
+// with a conflict naming the winner, and only the winner is stored; an
+// apply that finds the app as stored goes through.
+func TestApply_ConflictWhenAnotherApplyLandedMeanwhile(t *testing.T) {
+	h := &harness{t: t}
+	spec := func(v string) []byte {
+		return []byte("name: thermo\nversion: \"" + v + "\"\ncontainers: [{name: main, image: \"registry.example/thermo:" + v + "\"}]\n")
+	}
+	var h2 *harness
+	r := &interleave{fn: func() {
+		a, err := wire.ParseApp(spec("2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Containers[0].Image = "registry.example/thermo@sha256:" + strings.Repeat("b", 64)
+		cur, err := h2.st.Apps.Get(context.Background(), "thermo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h2.st.Apps.Apply(context.Background(), a, "ctl-2:ops", cur.Rev); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	h.resolver, h2 = r, h
+	h.init()
+	ctx := context.Background()
+	r.done = true // the first apply stores version 1 undisturbed
+	if _, err := h.c.Apply(ctx, admin, spec("1")); err != nil {
+		t.Fatal(err)
+	}
+	r.done = false
+	_, err := h.c.Apply(ctx, admin, spec("3"))
+	if !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "app thermo changed since you read it: revision 2 (version 2) was applied by ctl-2:ops at ") ||
+		!strings.Contains(err.Error(), "apply again") {
+		t.Fatalf("apply over an app changed meanwhile: %v, want a conflict naming revision 2 and its author", err)
+	}
+	hist, err := h.c.AppHistory(ctx, "thermo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 2 || hist[1].Version != "2" || !hist[1].Current {
+		t.Fatalf("history %+v, want versions 1 and 2, 2 current", hist)
+	}
+	// Applied again, it goes through on top of the winner.
+	if v, err := h.c.Apply(ctx, admin, spec("3")); err != nil || v.Revision != 3 {
+		t.Fatalf("apply again: %+v, %v", v, err)
+	}
 }

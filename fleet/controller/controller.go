@@ -43,6 +43,8 @@ type Config struct {
 	Version string
 	// ID names this controller among several (Status, the audit log).
 	ID string
+	// StoreName names the store in errors ("etcd"; default "bbolt").
+	StoreName string
 	// SharedGroup, if set, subscribes to reports and presence as MQTT
 	// shared subscriptions of that group ($share/GROUP/...): with several
 	// controllers on one external broker, each message reaches one of
@@ -127,7 +129,10 @@ type Controller struct {
 	// view is what the loop published after its last pass, for the
 	// API to read without waiting for it; ready is closed once there is
 	// one.
-	view      atomic.Pointer[snapshot]
+	view atomic.Pointer[snapshot]
+	// last is what the API read last, served while the store does not
+	// answer (lastview.go).
+	last      lastView
 	ready     chan struct{}
 	readyOnce sync.Once
 

@@ -67,3 +67,8 @@ func AuditHash(prev []byte, e AuditEntry) []byte {
 	}
 	return h.Sum(nil)
 }
+
+// ErrStoreDown is what a cache in front of the store answers, for a
+// record it does not hold, while the store is taken as down: it did not
+// answer a moment ago and is not asked again yet.
+var ErrStoreDown = fmt.Errorf("the store did not answer a moment ago (is a majority of the etcd members up?): %w", errdefs.ErrUnavailable)

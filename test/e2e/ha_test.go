@@ -5,8 +5,10 @@ package e2e
 // document as the agent does and refuse an older or replayed generation).
 // A rollout runs; the leader is killed with -9 mid-wave and the other
 // takes over and finishes it; a leader SIGSTOPped is replaced and, once
-// SIGCONT, follows; one etcd member down changes nothing; two down, writes
-// are refused with "unavailable". Throughout, no device refuses a
+// SIGCONT, follows; one etcd member down changes nothing; two applies of
+// one app at once: each stored or refused with a conflict naming the
+// winner; two members down, reads are served from each controller's last
+// view and writes refused naming etcd's quorum. Throughout, no device refuses a
 // document (no generation older than or equal to one it has), and each
 // wave of each rollout is started once.
 
@@ -84,13 +86,13 @@ func TestHA_TwoControllersOneLeader(t *testing.T) {
 	// Controller a makes the fleet's keys and CA; b gets a copy of its
 	// data directory (what an operator does), and logs in to the broker
 	// under its own name.
-	a := startController(t, reg.Addr, mosquitto, "--store", storeURL, "--id", "a", "--lease-ttl", "3s", "--enroll-rate", "1000")
+	a := startController(t, reg.Addr, mosquitto, "--store", storeURL, "--id", "a", "--lease-ttl", "3s", "--token-cache-ttl", "5m", "--enroll-rate", "1000")
 	bdir := filepath.Join(t.TempDir(), "data")
 	if out, err := exec.Command("cp", "-a", a.dir, bdir).CombinedOutput(); err != nil {
 		t.Fatalf("copy data: %v\n%s", err, out)
 	}
 	b := &controller{t: t, dir: bdir, api: "127.0.0.1:" + mqtttest.FreePort(t), regConf: a.regConf, mosq: a.mosq,
-		args: []string{"--store", storeURL, "--id", "b", "--lease-ttl", "3s", "--broker-identity", "tender-controller-2"}}
+		args: []string{"--store", storeURL, "--id", "b", "--lease-ttl", "3s", "--token-cache-ttl", "5m", "--broker-identity", "tender-controller-2"}}
 	t.Cleanup(func() {
 		b.stop()
 		if t.Failed() {
@@ -266,21 +268,44 @@ func TestHA_TwoControllersOneLeader(t *testing.T) {
 		switch {
 		case r.code == 0 && !stored:
 			t.Fatalf("apply of %s answered ok and is not in the history %+v", v, hist)
-		case r.code != 0 && !strings.Contains(r.stderr, "conflict") && !strings.Contains(r.stderr, "changed"):
-			t.Fatalf("apply of %s: %s", v, r)
+		case r.code != 0 && (stored || !strings.Contains(r.stderr, "app demo changed since you read it: revision ") || !strings.Contains(r.stderr, "; apply again")):
+			t.Fatalf("apply of %s: %s; want a conflict naming the winner, and nothing stored", v, r)
+		case r.code != 0 && r.code != 1:
+			t.Fatalf("apply of %s: exit %d, want 1 for a conflict", v, r.code)
 		}
 		t.Logf("concurrent apply of %s: exit %d %s", v, r.code, strings.TrimSpace(r.stderr))
 	}
 
-	// Two of three members down: writes refused, clearly.
+	// Read once with the quorum: this is the view served without it.
+	for _, c := range []*controller{first, other} {
+		for _, args := range [][]string{{"devices"}, {"apps"}} {
+			if r := c.cli(args...); r.code != 0 {
+				t.Fatalf("tender %s: %s", args[0], r)
+			}
+		}
+	}
+
+	// Two of three members down: reads served from the last view, writes
+	// refused, clearly.
 	etcd.Members[1].Kill()
+	for _, c := range []*controller{first, other} {
+		r := c.cli("devices")
+		if r.code != 0 || strings.Count(r.stdout, "\n") < n+1 {
+			t.Fatalf("tender devices without a quorum: %s", r)
+		}
+		r = c.cli("apps")
+		if r.code != 0 || !strings.Contains(r.stdout, "demo") {
+			t.Fatalf("tender apps without a quorum: %s", r)
+		}
+	}
 	p := filepath.Join(t.TempDir(), "app.yaml")
 	if err := os.WriteFile(p, []byte(haApp(reg.Addr, "9")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r := first.cli("apply", "-f", p)
-	if r.code == 0 || !strings.Contains(r.stderr, "unavailable") {
-		t.Fatalf("apply without a quorum: %s", r)
+	if r.code != 125 || !strings.Contains(r.stderr, "the fleet store (etcd) has no quorum: ") ||
+		!strings.Contains(r.stderr, "reads are served from this controller's last view") {
+		t.Fatalf("apply without a quorum: %s; want exit 125 naming etcd and its quorum", r)
 	}
 	t.Logf("apply without a quorum: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 	rs := first.cli("rollout", "status", "demo")
