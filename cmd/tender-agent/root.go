@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"io"
 	"strings"
 
@@ -68,6 +69,12 @@ on the apps it is given by the fleet or by 'tender-agent apply'.`,
 		if run := cmd.RunE; run != nil {
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				c.started = true
+				// A relative --root is the caller's: the shim and the
+				// container's init run elsewhere and must find the same
+				// directory.
+				if abs, err := filepath.Abs(c.root); err == nil {
+					c.root = abs
+				}
 				return run(cmd, args)
 			}
 		}

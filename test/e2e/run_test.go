@@ -473,3 +473,29 @@ func catches(t *testing.T, name string, sig syscall.Signal) bool {
 	}
 	return false
 }
+
+// A relative --root is taken from the caller's working directory: the
+// shim and the container's init run elsewhere and found nothing there
+// ("no such container", exit 125) until the CLI made it absolute.
+func TestRun_RelativeRoot(t *testing.T) {
+	dir := t.TempDir()
+	in := func(args ...string) result {
+		t.Helper()
+		cmd := exec.Command(agentBin, append([]string{"--root", "state"}, args...)...)
+		cmd.Dir = dir
+		r, err := runCmd(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := in("load", testImage); r.code != 0 {
+		t.Fatalf("load: %s", r)
+	}
+	if r := in("run", "--rm", image, "exit", "3"); r.code != 3 {
+		t.Fatalf("run --rm with --root state: %s, want exit 3", r)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "images")); err != nil {
+		t.Fatalf("the relative root was not used: %v", err)
+	}
+}
