@@ -7,7 +7,6 @@ import (
 	"github.com/tender-edge/tender/fleet/api"
 	"github.com/tender-edge/tender/fleet/placement"
 	"github.com/tender-edge/tender/fleet/store"
-	"github.com/tender-edge/tender/sync/wire"
 )
 
 // Several controllers on one store (etcd) elect one leader. Only the
@@ -127,24 +126,12 @@ func (c *Controller) followPass(ctx context.Context) {
 		c.log.Error().Err(err).Msg("follower: list apps")
 		return
 	}
-	current := make(map[string]store.App, len(apps))
-	var specs []wire.App
-	for _, a := range apps {
-		current[a.Name] = a
-		if a.Deleting {
-			continue
-		}
-		s, err := c.spec(ctx, lp, a.Name, a.Current)
-		if err != nil {
-			c.log.Error().Err(err).Str("app", a.Name).Msg("follower: read app revision")
-			return
-		}
-		specs = append(specs, s)
+	current, specs, err := c.appSpecs(ctx, lp, apps)
+	if err != nil {
+		c.log.Error().Err(err).Msg("follower: read app revisions")
+		return
 	}
-	pdevs := make([]placement.Device, 0, len(lp.byID))
-	for _, d := range lp.byID {
-		pdevs = append(pdevs, placement.Device{ID: d.ID, Labels: d.Labels, Online: d.Status.Presence == wire.Online, LastSeen: d.Status.LastSeen}.WithFacts(factsOf(d)))
-	}
+	pdevs, _ := placementDevices(lp.byID)
 	if dec, err := placement.Place(placement.Request{Apps: specs, Devices: pdevs, Current: lp.assign, Reserve: c.cfg.Reserve, Grace: c.cfg.Grace, Now: now}); err == nil {
 		lp.decision = &dec
 	}

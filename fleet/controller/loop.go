@@ -177,29 +177,11 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 	}
 	commands := c.takeCommands(ctx, lp)
 	byID := lp.byID
-	pdevs := make([]placement.Device, 0, len(byID))
-	online := 0
-	for _, d := range byID {
-		facts := factsOf(d)
-		on := d.Status.Presence == wire.Online
-		if on {
-			online++
-		}
-		pdevs = append(pdevs, placement.Device{ID: d.ID, Labels: d.Labels, Online: on, LastSeen: d.Status.LastSeen}.WithFacts(facts))
-	}
-	var specs []wire.App
-	current := map[string]store.App{}
-	for _, a := range apps {
-		current[a.Name] = a
-		if a.Deleting {
-			continue
-		}
-		s, err := c.spec(ctx, lp, a.Name, a.Current)
-		if err != nil {
-			c.log.Error().Err(err).Str("app", a.Name).Msg("loop: read app revision")
-			return
-		}
-		specs = append(specs, s)
+	pdevs, online := placementDevices(byID)
+	current, specs, err := c.appSpecs(ctx, lp, apps)
+	if err != nil {
+		c.log.Error().Err(err).Msg("loop: read app revisions")
+		return
 	}
 	dec, err := placement.Place(placement.Request{Apps: specs, Devices: pdevs, Current: lp.assign, Reserve: c.cfg.Reserve, Grace: c.cfg.Grace, Now: now})
 	if err != nil {
@@ -745,4 +727,38 @@ func (c *Controller) locations(lp *loop, r *rollout.Rollout) map[string]*time.Lo
 		}
 	}
 	return out
+}
+
+// placementDevices are the devices as placement sees them, and how many
+// are online.
+func placementDevices(byID map[string]*store.Device) ([]placement.Device, int) {
+	pdevs := make([]placement.Device, 0, len(byID))
+	online := 0
+	for _, d := range byID {
+		on := d.Status.Presence == wire.Online
+		if on {
+			online++
+		}
+		pdevs = append(pdevs, placement.Device{ID: d.ID, Labels: d.Labels, Online: on, LastSeen: d.Status.LastSeen}.WithFacts(factsOf(d)))
+	}
+	return pdevs, online
+}
+
+// appSpecs are the apps by name and the current specs of those not being
+// deleted, which placement places.
+func (c *Controller) appSpecs(ctx context.Context, lp *loop, apps []store.App) (map[string]store.App, []wire.App, error) {
+	current := make(map[string]store.App, len(apps))
+	var specs []wire.App
+	for _, a := range apps {
+		current[a.Name] = a
+		if a.Deleting {
+			continue
+		}
+		s, err := c.spec(ctx, lp, a.Name, a.Current)
+		if err != nil {
+			return nil, nil, fmt.Errorf("app %s revision %d: %w", a.Name, a.Current, err)
+		}
+		specs = append(specs, s)
+	}
+	return current, specs, nil
 }
