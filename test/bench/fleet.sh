@@ -420,7 +420,13 @@ run_ctl_mosquitto() {
 	local bursts=() b
 	for b in $(seq "${FLEET_BURSTS:-3}"); do
 		local g0 t0 g c0=() c1="" tb
-		g0=$(ingested)
+		# quiet first: the counter unchanged over 2 s (the last burst's or
+		# the connect reports may still be queued for the controllers)
+		g0=$(ingested) i=0
+		while sleep 2 && g=$(ingested) && [ "$g" != "$g0" ]; do
+			g0=$g i=$((i + 1))
+			[ "$i" -gt 150 ] && { echo "ingest did not settle in 5 minutes" >&2; break; }
+		done
 		for p in "${CTLS[@]}"; do c0+=("$(cpu_of "$p")"); done
 		t0=$(now)
 		for p in "${sp[@]}"; do kill -USR1 "$p"; done
