@@ -186,8 +186,8 @@ stat_times() { # "n N, median Xs, max Ys" of a list of seconds
 # which changes nothing, called while the rollout runs).
 rollout() {
 	app_spec "$1" >"$W/demo-$1.yaml"
-	local c0 t0 phase i=0 apps_t="" apply_t="" fails=0
-	c0=$(cpu_of "$CPID")
+	local c0=() t0 phase i=0 apps_t="" apply_t="" fails=0 p
+	for p in "${CTLS[@]}"; do c0+=("$(cpu_of "$p")"); done
 	local cpuprof=""
 	if [ -n "${FLEET_PROFILE:-}" ]; then # the controller's CPU over the rollout's first 20 s
 		curl -fsS -o "$FLEET_PROFILE/cpu-rollout-$1.pb.gz" "http://$DEBUG/debug/pprof/profile?seconds=20" &
@@ -216,18 +216,14 @@ rollout() {
 		sleep 0.2
 	done
 	ROLL=$(secs "$t0" "$(now)")
-	CPU=$(sub "$c0" "$(cpu_of "$CPID")")
+	CPU="" i=0
+	for p in "${CTLS[@]}"; do CPU="$CPU${CPU:+ + }$(sub "${c0[$i]}" "$(cpu_of "$p")")"; i=$((i + 1)); done
 	[ -n "$cpuprof" ] && { wait "$cpuprof" || true; }
 	APIWHILE="tender apps $(stat_times "$apps_t"); tender apply (unchanged) $(stat_times "$apply_t"); $fails calls failed"
 }
 
-run_serve() {
-	local mode=$1 api mqtt regport data=$W/controller
-	api=$(free_port) mqtt=$(free_port) regport=$(free_port)
-	DEBUG=127.0.0.1:$(free_port)
-	REG=127.0.0.1:$regport
-	mkdir -p "$W/registry" "$data"
-	chmod 0700 "$data"
+start_registry() { # at REG, with the demo image's versions 1 and 2
+	mkdir -p "$W/registry"
 	cat >"$W/registry.yml" <<-EOF
 		version: 0.1
 		log: {level: error, accesslog: {disabled: true}}
@@ -239,11 +235,22 @@ run_serve() {
 	for _ in $(seq 100); do curl -fsS "http://$REG/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
 	for v in 1 2; do "$PUSH" -insecure build/testimage.tar "$REG/demo/workload:$v" >/dev/null; done
 	printf 'registries:\n  "%s": {insecure: true}\n' "$REG" >"$W/registries.yaml"
+}
+
+run_serve() {
+	local mode=$1 api mqtt regport data=$W/controller
+	api=$(free_port) mqtt=$(free_port) regport=$(free_port)
+	DEBUG=127.0.0.1:$(free_port)
+	REG=127.0.0.1:$regport
+	mkdir -p "$data"
+	chmod 0700 "$data"
+	start_registry
 
 	${FLEET_GOMEMLIMIT:+env GOMEMLIMIT=$FLEET_GOMEMLIMIT} "$TENDER" serve --data "$data" --listen "127.0.0.1:$api" --mqtt "127.0.0.1:$mqtt" --host 127.0.0.1 \
 		--registries "$W/registries.yaml" --enroll-rate 100000 --log-level warn --debug-addr "$DEBUG" >"$W/controller.log" 2>&1 &
 	CPID=$!
 	PIDS+=($CPID)
+	CTLS=("$CPID")
 	for _ in $(seq 300); do [ -s "$data/admin.token" ] && curl -ksS "https://127.0.0.1:$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 	export TENDER_SERVER=https://127.0.0.1:$api TENDER_CA=$data/ca.crt
 	TENDER_TOKEN=$(cat "$data/admin.token")
@@ -294,16 +301,197 @@ run_serve() {
 	PIDS=()
 }
 
+# --- `tender serve --broker` on mosquitto, one or two controllers ----------
+# (FLEET_BROKERS=ctl-mosquitto; issue 13). One controller keeps its state
+# in bbolt; FLEET_CONTROLLERS=2 runs two sharing an etcd store of
+# FLEET_ETCD members (default 1; 3 for a quorum), the second with a copy
+# of the first's data directory, --id b and --broker-identity
+# tender-controller-2, both on one mosquitto with configs/mosquitto's
+# config and ACL (its max_queued_messages raised to 100000: a burst of N
+# reports queues for a controller). The devices enroll at the first
+# controller, in FLEET_SIMS simulator processes (default one per 9,000
+# devices; the hard limit of open files, 20,000 here, binds each process
+# and mosquitto). Measured: the burst (SIGUSR1 to the simulators: every
+# device reports at once) ingested per second, from the sum of the
+# controllers' tender_reports_ingested_total; the rollouts as above; RSS
+# and CPU of each controller, mosquitto and etcd.
+
+metric_of() { # API: the controller's tender_reports_ingested_total
+	curl -ksS -H "Authorization: Bearer $TENDER_TOKEN" "https://$1/metrics" | awk '$1 == "tender_reports_ingested_total" {printf "%d", $2}'
+}
+ingested() { local t=0 a; for a in "${APIS[@]}"; do t=$((t + $(metric_of "$a"))); done; echo "$t"; }
+
+start_etcd() { # N DIR: sets STORE
+	local n=$1 i init="" urls=() peers=()
+	for i in $(seq "$n"); do urls+=("127.0.0.1:$(free_port)"); peers+=("http://127.0.0.1:$(free_port)"); init="$init${init:+,}e$i=${peers[-1]}"; done
+	for i in $(seq "$n"); do
+		/usr/bin/etcd --name "e$i" --data-dir "$2/e$i" --listen-client-urls "http://${urls[$((i - 1))]}" --advertise-client-urls "http://${urls[$((i - 1))]}" \
+			--listen-peer-urls "${peers[$((i - 1))]}" --initial-advertise-peer-urls "${peers[$((i - 1))]}" \
+			--initial-cluster "$init" --initial-cluster-state new --initial-cluster-token tender-bench \
+			--auto-compaction-mode periodic --auto-compaction-retention 1h --quota-backend-bytes $((8 << 30)) \
+			--log-level warn --logger zap --log-outputs stderr >"$2/e$i.log" 2>&1 &
+		PIDS+=($!) ETCDS+=($!)
+	done
+	STORE=etcd://$(IFS=,; echo "${urls[*]}")
+	for _ in $(seq 300); do curl -fsS "http://${urls[0]}/health" 2>/dev/null | grep -q '"health":"true"' && return 0; sleep 0.1; done
+	echo "etcd did not become healthy" >&2
+	return 1
+}
+
+run_ctl_mosquitto() {
+	local nctl=${FLEET_CONTROLLERS:-1} mport regport data=$W/controller
+	mport=$(free_port) regport=$(free_port)
+	REG=127.0.0.1:$regport
+	start_registry
+	ETCDS=() APIS=() CTLS=()
+	local store=()
+	if [ "$nctl" -ge 2 ]; then
+		mkdir -p "$W/etcd"
+		start_etcd "${FLEET_ETCD:-1}" "$W/etcd"
+		store=(--store "$STORE" --id a --lease-ttl 5s)
+	fi
+	mkdir -p "$data" && chmod 0700 "$data"
+	local api
+	api=127.0.0.1:$(free_port) DEBUG=127.0.0.1:$(free_port)
+	"$TENDER" serve --data "$data" --listen "$api" --broker "ssl://127.0.0.1:$mport" --host 127.0.0.1 \
+		--registries "$W/registries.yaml" --enroll-rate 100000 --log-level warn --debug-addr "$DEBUG" "${store[@]}" >"$W/controller-a.log" 2>&1 &
+	CPID=$!
+	PIDS+=($CPID) CTLS+=($CPID) APIS+=("$api")
+	for _ in $(seq 300); do [ -s "$data/crl.pem" ] && break; sleep 0.1; done
+	# mosquitto: the shipped config and ACL, paths and ports rewritten
+	mkdir -p "$W/mosq"
+	cp configs/mosquitto/acl "$W/mosq/acl"
+	: >"$W/mosq/passwd"
+	sed -e "s| /etc/mosquitto/tender/device-ca.crt$| $data/ca.crt|; s| /etc/mosquitto/tender/server.crt$| $data/server.crt|" \
+		-e "s| /etc/mosquitto/tender/server.key$| $data/server.key|; s| /etc/mosquitto/tender/crl.pem$| $data/crl.pem|" \
+		-e "s|/etc/mosquitto/tender/|$W/mosq/|; s|persistence_location /var/lib/mosquitto/|persistence_location $W/mosq/|" \
+		-e "s|^user mosquitto|user root|; s|^listener 8883|listener $mport 127.0.0.1|; s|^listener 8884|listener $(free_port) 127.0.0.1|" \
+		-e "s|^max_queued_messages .*|max_queued_messages 100000|; s|^connection_messages true|connection_messages false|" \
+		configs/mosquitto/mosquitto.conf >"$W/mosq/mosquitto.conf"
+	/usr/sbin/mosquitto -c "$W/mosq/mosquitto.conf" >"$W/mosquitto.log" 2>&1 &
+	local mpid=$!
+	PIDS+=($mpid)
+	for _ in $(seq 300); do [ -s "$data/admin.token" ] && curl -ksS "https://$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+	export TENDER_SERVER=https://$api TENDER_CA=$data/ca.crt
+	TENDER_TOKEN=$(cat "$data/admin.token")
+	export TENDER_TOKEN
+	if [ "$nctl" -ge 2 ]; then
+		cp -a "$data" "$W/controller-b"
+		local api2
+		api2=127.0.0.1:$(free_port)
+		"$TENDER" serve --data "$W/controller-b" --listen "$api2" --broker "ssl://127.0.0.1:$mport" --host 127.0.0.1 \
+			--registries "$W/registries.yaml" --log-level warn --store "$STORE" --id b --lease-ttl 5s \
+			--broker-identity tender-controller-2 >"$W/controller-b.log" 2>&1 &
+		PIDS+=($!) CTLS+=($!) APIS+=("$api2")
+		local i=0
+		until [ "$("$TENDER" status -o json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("members") or []))' 2>/dev/null)" = 2 ]; do
+			i=$((i + 1))
+			[ "$i" -gt 300 ] && { echo "the second controller did not join" >&2; tail -5 "$W/controller-b.log" >&2; return 1; }
+			sleep 0.1
+		done
+	fi
+	local rss0=() p
+	for p in "${CTLS[@]}"; do rss0+=("$(rss_of "$p")"); done
+	local token
+	token=$("$TENDER" token create --labels fleet=bench --ttl 2h --uses "$N" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+	local sims=${FLEET_SIMS:-$(((N + 8999) / 9000))} k per rest sp=() logs=()
+	per=$((N / sims)) rest=$((N % sims))
+	for k in $(seq "$sims"); do
+		local n=$per
+		[ "$k" -le "$rest" ] && n=$((n + 1))
+		"$SIM" devices -enroll "https://$api" -token "$token" -enroll-workers "${FLEET_ENROLL_WORKERS:-4}" -prefix "sim$k-" \
+			-n "$n" -rate "$((RATE / sims))" -apply-delay "$DELAY" -every 1s -heartbeat 1h >"$W/devices-$k.log" 2>"$W/devices-$k.err" &
+		PIDS+=($!) sp+=($!) logs+=("$W/devices-$k.log")
+	done
+	for k in $(seq "$sims"); do
+		wait_for "${logs[$((k - 1))]}" "^connected" $((N / 10 + N / RATE * 10 + 240)) "${sp[$((k - 1))]}" || { cat "$W/devices-$k.err" >&2; return 1; }
+	done
+	local i=0 online=0
+	until online=$("$TENDER" status -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["online"])' 2>/dev/null) && [ "$online" -ge "$N" ]; do
+		i=$((i + 1))
+		[ "$i" -gt 600 ] && { echo "only $online of $N devices online at the controller after 2 minutes" >&2; return 1; }
+		sleep 0.2
+	done
+	sleep 2 # the connect reports ingested
+	local rss1=() cpu1=()
+	for p in "${CTLS[@]}"; do rss1+=("$(rss_of "$p")") cpu1+=("$(cpu_of "$p")"); done
+
+	# the burst: every device reports at once
+	local bursts=() b
+	for b in $(seq "${FLEET_BURSTS:-3}"); do
+		local g0 t0 g c0=() c1="" tb
+		# quiet first: the counter unchanged over 2 s (the last burst's or
+		# the connect reports may still be queued for the controllers)
+		g0=$(ingested) i=0
+		while sleep 2 && g=$(ingested) && [ "$g" != "$g0" ]; do
+			g0=$g i=$((i + 1))
+			[ "$i" -gt 150 ] && { echo "ingest did not settle in 5 minutes" >&2; break; }
+		done
+		for p in "${CTLS[@]}"; do c0+=("$(cpu_of "$p")"); done
+		t0=$(now)
+		for p in "${sp[@]}"; do kill -USR1 "$p"; done
+		i=0
+		until g=$(ingested) && [ $((g - g0)) -ge "$N" ]; do
+			i=$((i + 1))
+			[ "$i" -gt 1200 ] && { echo "burst $b: only $((g - g0)) of $N reports ingested after 2 minutes" >&2; break; }
+			sleep 0.1
+		done
+		tb=$(secs "$t0" "$(now)")
+		i=0
+		for p in "${CTLS[@]}"; do c1="$c1${c1:+ + }$(sub "${c0[$i]}" "$(cpu_of "$p")")"; i=$((i + 1)); done
+		local split="" a
+		for a in "${APIS[@]}"; do split="$split${split:+/}$(metric_of "$a")"; done
+		bursts+=("$(awk -v n=$((g - g0)) -v t="$tb" 'BEGIN {printf "%d reports in %.1fs = %.0f/s", n, t, n / t}') (controller CPU $c1 s; ingested so far per controller $split)")
+		sleep 2
+	done
+
+	rollout 1
+	local roll1=$ROLL cpuroll1=$CPU app1=$APPLIED
+	local g1
+	g1=$(ingested)
+	rollout 2
+	local roll2=$ROLL cpuroll2=$CPU app2=$APPLIED g2
+	g2=$(ingested)
+	sleep 1.5
+	local rss2=() hwm=()
+	for p in "${CTLS[@]}"; do rss2+=("$(rss_of "$p")") hwm+=("$(hwm_of "$p")"); done
+	local label="one controller (bbolt)"
+	[ "$nctl" -ge 2 ] && label="two controllers on a ${FLEET_ETCD:-1}-member etcd"
+	echo "== tender serve --broker mosquitto, $label, $N devices in $sims simulator processes, mutual TLS"
+	for k in $(seq "$sims"); do echo "   sim $k: $(grep -m1 '^enrolled' "${logs[$((k - 1))]}"); $(grep -m1 '^connected' "${logs[$((k - 1))]}")"; done
+	for b in "${bursts[@]}"; do echo "   burst (every device reports once): $b"; done
+	echo "   apply version 1 (first install) -> succeeded, every device reporting it: ${roll1}s (apply answered in ${app1}s), controller CPU ${cpuroll1}s"
+	echo "   apply version 2 (waves 1%, 10%, 100%) -> succeeded, every device reporting it: ${roll2}s (apply answered in ${app2}s), controller CPU ${cpuroll2}s; $((g2 - g1)) reports ingested meanwhile"
+	i=0
+	for p in "${CTLS[@]}"; do
+		echo "   controller $((i + 1)) RSS: $(mib "${rss0[$i]}") idle, $(mib "${rss1[$i]}") connected ($(((rss1[i] - rss0[i]) / N)) bytes per device, $(mib $(((rss1[i] - rss0[i]) * 10000 / N))) per 10,000), $(mib "${rss2[$i]}") after the rollouts, peak $(mib "${hwm[$i]}"); CPU ${cpu1[$i]}s up to all connected"
+		i=$((i + 1))
+	done
+	echo "   mosquitto RSS $(mib "$(rss_of "$mpid")"), CPU $(cpu_of "$mpid")s; open files $(ls /proc/$mpid/fd | wc -l)"
+	for p in "${ETCDS[@]}"; do echo "   etcd member RSS $(mib "$(rss_of "$p")"), CPU $(cpu_of "$p")s"; done
+	for k in $(seq "$sims"); do
+		echo "   sim $k RSS $(mib "$(rss_of "${sp[$((k - 1))]}")"); $(grep '^{' "${logs[$((k - 1))]}" | tail -1 | python3 -c 'import json,sys; s=json.load(sys.stdin); l=s["latency"]; print("verified %d refused %d reports %d connect errors %d disconnects %d; issuedAt->report p50 %.0fms p99 %.0fms max %.0fms" % (s["verified"], s["refused"], s["reports"], s["connectErrors"], s["disconnects"], l["p50"]/1e6, l["p99"]/1e6, l["max"]/1e6))')"
+	done
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	PIDS=()
+}
+
 PUSH=$PWD/build/pushimage
-if [[ " $BROKERS " == *" serve "* ]]; then
+if [[ " $BROKERS " == *" serve "* || " $BROKERS " == *" ctl-mosquitto "* ]]; then
 	CGO_ENABLED=0 go build -o build/tender ./cmd/tender
 	CGO_ENABLED=0 go build -o "$PUSH" ./test/bench/pushimage
 	[ -f build/testimage.tar ] || make testimage >/dev/null
 fi
 
 for B in $BROKERS; do
-	case $B in serve)
+	case $B in
+	serve)
 		run_serve "$B"
+		continue
+		;;
+	ctl-mosquitto)
+		run_ctl_mosquitto
 		continue
 		;;
 	esac

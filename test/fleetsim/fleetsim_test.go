@@ -504,3 +504,39 @@ func TestCommands(t *testing.T) {
 		}
 	}
 }
+
+// ReportAll makes every connected device report once more, and only once:
+// the burst test/bench/fleet.sh measures a controller's ingest with.
+func TestReportAll(t *testing.T) {
+	pub, priv := keys(t)
+	m := mqtttest.StartMochi(t, "127.0.0.1:0", nil)
+	// Subscribed before the devices connect: each report arrives once, none
+	// both live and as the retained copy.
+	p, err := fleetsim.DialPublisher(waitCtx(t), fleetsim.PublisherConfig{Broker: "tcp://" + m.Addr, Key: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	s := start(t, fleetsim.Config{
+		Broker: "tcp://" + m.Addr, Devices: devices, FleetKey: pub, Heartbeat: -1,
+		Password: func(id string) string { return "pw-" + id }, ConnectRate: 1000,
+	})
+	eventually(t, func() string { return "connected: " + strconv.Itoa(s.Connected()) }, func() bool { return s.Connected() == devices })
+	reports := func() int64 { r, _, _ := p.Counts(); return r }
+	eventually(t, func() string { return "first reports: " + strconv.FormatInt(reports(), 10) }, func() bool { return reports() == devices })
+	before := s.Stats().Reports
+	if n := s.ReportAll(); n != devices {
+		t.Fatalf("ReportAll asked %d devices, want %d", n, devices)
+	}
+	if got := s.Stats().Reports - before; got != devices {
+		t.Errorf("ReportAll sent %d reports, want %d", got, devices)
+	}
+	eventually(t, func() string { return "reports after the burst: " + strconv.FormatInt(reports(), 10) }, func() bool { return reports() >= 2*devices })
+	time.Sleep(200 * time.Millisecond) // a duplicate would have arrived by now
+	if r := reports(); r != 2*devices {
+		t.Errorf("the publisher received %d reports, want %d", r, 2*devices)
+	}
+	if _, _, invalid := p.Counts(); invalid != 0 {
+		t.Errorf("%d reports did not decode", invalid)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -201,6 +202,33 @@ func (s *Sim) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// ReportAll makes every connected device publish its report now, as a
+// heartbeat would, and returns how many it asked: a burst of reports, all
+// the fleet at once, to measure how fast a controller ingests them
+// (test/bench/fleet.sh sends the command SIGUSR1 for it). The reports go
+// out from a few goroutines, not one per device.
+func (s *Sim) ReportAll() int {
+	var todo []*device
+	for _, d := range s.devices {
+		d.mu.Lock()
+		if d.conn != nil && !d.stopped {
+			todo = append(todo, d)
+		}
+		d.mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	workers := min(len(todo), 4*runtime.GOMAXPROCS(0))
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(todo); i += workers {
+				todo[i].report()
+			}
+		})
+	}
+	wg.Wait()
+	return len(todo)
 }
 
 // Connected is the number of devices connected now.

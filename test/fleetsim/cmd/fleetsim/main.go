@@ -11,7 +11,8 @@
 //
 // devices prints one JSON line of statistics every -every and at the end
 // (SIGINT/SIGTERM), "enrolled N devices in D" after -enroll, and
-// "connected N devices in D" once they all are.
+// "connected N devices in D" once they all are. SIGUSR1 makes every
+// connected device report at once ("burst: N reports sent in D").
 // publish prints how long publishing and convergence took.
 package main
 
@@ -256,12 +257,19 @@ func devices(ctx context.Context, args []string) error {
 	go func() { done <- s.Run(ctx) }()
 	t := time.NewTicker(*every)
 	defer t.Stop()
+	burst := make(chan os.Signal, 1)
+	signal.Notify(burst, syscall.SIGUSR1)
+	defer signal.Stop(burst)
 	said := false
 	for {
 		select {
 		case err := <-done:
 			printStats(s)
 			return err
+		case <-burst:
+			start := time.Now()
+			n := s.ReportAll()
+			fmt.Printf("burst: %d reports sent in %s\n", n, time.Since(start).Round(time.Millisecond))
 		case <-t.C:
 			st := s.Stats()
 			if !said && st.AllConnected > 0 {
