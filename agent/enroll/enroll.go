@@ -384,32 +384,11 @@ func categoryOf(status int) error {
 	return errdefs.ErrUnknown
 }
 
-// verifyPinned accepts the server's chain only if it holds a CA whose key
-// hashes to caHash and that CA signed the server's certificate for server
-// authentication. The host name is not checked: the pin is the
-// controller's identity, and device certificates (signed by the same CA)
-// are for client authentication only.
+// verifyPinned is wire.VerifyPinned with the agent's category and what
+// the operator needs to know: nothing was sent.
 func verifyPinned(chain []*x509.Certificate, caHash, host string) error {
-	if len(chain) == 0 {
-		return fmt.Errorf("%w: the controller at %s sent no certificate; nothing was sent", ErrCAMismatch, host)
-	}
-	inter := x509.NewCertPool()
-	var pinned *x509.Certificate
-	for _, c := range chain[1:] {
-		if wire.CAHash(c) == caHash && c.IsCA {
-			pinned = c
-		} else {
-			inter.AddCert(c)
-		}
-	}
-	if pinned == nil {
-		return fmt.Errorf("%w %s: the controller at %s is not the fleet's controller (or the token is for another fleet); nothing was sent",
-			ErrCAMismatch, caHash, host)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(pinned)
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		return fmt.Errorf("%w: the controller's certificate at %s is not a server certificate of that CA: %v; nothing was sent", ErrCAMismatch, host, err)
+	if err := wire.VerifyPinned(chain, caHash); err != nil {
+		return fmt.Errorf("%w: the controller at %s: %v; nothing was sent", ErrCAMismatch, host, err)
 	}
 	return nil
 }

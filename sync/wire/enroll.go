@@ -233,3 +233,34 @@ func encodeKind(k kind, v any) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// VerifyPinned checks a controller's TLS chain against a join token's CA
+// hash, before anything is sent (SECURITY.md F-05): the chain must hold a
+// CA whose key hashes to caHash, and that CA must have signed the leaf for
+// server authentication. The host name is not checked: the pin is the
+// controller's identity, and device certificates (signed by the same CA)
+// are for client authentication only. The error says which of the three
+// failed; callers add their category.
+func VerifyPinned(chain []*x509.Certificate, caHash string) error {
+	if len(chain) == 0 {
+		return fmt.Errorf("no certificate sent")
+	}
+	inter := x509.NewCertPool()
+	var pinned *x509.Certificate
+	for _, c := range chain[1:] {
+		if CAHash(c) == caHash && c.IsCA {
+			pinned = c
+		} else {
+			inter.AddCert(c)
+		}
+	}
+	if pinned == nil {
+		return fmt.Errorf("no CA of hash %s in its chain: not the fleet's controller (or the token is for another fleet)", caHash)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(pinned)
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("its certificate is not a server certificate of that CA: %v", err)
+	}
+	return nil
+}

@@ -12,7 +12,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -291,32 +290,11 @@ func statusCategory(status int) error {
 	return errdefs.ErrInternal
 }
 
-// errNotPinned: the controller's certificate chain holds no CA of the
-// token's hash, or its leaf is not signed by it.
-var errNotPinned = errors.New("controller's certificate does not chain to the join token's CA")
-
-// verifyPinned checks the server's chain against the token's CA hash, as
-// the agent does: a CA of that hash in the chain signs the leaf.
+// verifyPinned is the agent's check (wire.VerifyPinned), as an error of
+// the permission category.
 func verifyPinned(chain []*x509.Certificate, caHash string) error {
-	if len(chain) == 0 {
-		return errNotPinned
-	}
-	inter := x509.NewCertPool()
-	var pinned *x509.Certificate
-	for _, c := range chain[1:] {
-		if wire.CAHash(c) == caHash && c.IsCA {
-			pinned = c
-		} else {
-			inter.AddCert(c)
-		}
-	}
-	if pinned == nil {
-		return fmt.Errorf("%w %s", errNotPinned, caHash)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(pinned)
-	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		return fmt.Errorf("%w: %v", errNotPinned, err)
+	if err := wire.VerifyPinned(chain, caHash); err != nil {
+		return fmt.Errorf("the controller's certificate does not match the join token's CA: %v: %w", err, errdefs.ErrPermissionDenied)
 	}
 	return nil
 }
