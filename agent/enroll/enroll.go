@@ -345,7 +345,7 @@ func post(ctx context.Context, server *url.URL, caHash string, req wire.EnrollRe
 				msg = msg[:512] + "…"
 			}
 		}
-		return wire.EnrollResponse{}, fmt.Errorf("controller at %s refused the enrollment: %s: %w", server.Host, msg, categoryOf(hresp.StatusCode))
+		return wire.EnrollResponse{}, fmt.Errorf("controller at %s refused the enrollment: %s: %w", server.Host, msg, wire.EnrollStatusCategory(hresp.StatusCode))
 	}
 	resp, err := wire.DecodeEnrollResponse(data)
 	if err != nil {
@@ -361,27 +361,6 @@ func unwrapURL(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// categoryOf maps the controller's HTTP status to an error category.
-func categoryOf(status int) error {
-	switch status {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
-		return errdefs.ErrInvalidArgument
-	case http.StatusUnauthorized:
-		return errdefs.ErrUnauthenticated
-	case http.StatusForbidden:
-		return errdefs.ErrPermissionDenied
-	case http.StatusConflict:
-		return errdefs.ErrAlreadyExists
-	case http.StatusNotFound:
-		return errdefs.ErrNotFound
-	case http.StatusTooManyRequests:
-		return errdefs.ErrResourceExhausted
-	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return errdefs.ErrUnavailable
-	}
-	return errdefs.ErrUnknown
 }
 
 // verifyPinned is wire.VerifyPinned with the agent's category and what

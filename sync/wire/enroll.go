@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -263,4 +264,26 @@ func VerifyPinned(chain []*x509.Certificate, caHash string) error {
 		return fmt.Errorf("its certificate is not a server certificate of that CA: %v", err)
 	}
 	return nil
+}
+
+// EnrollStatusCategory is the error category of the controller's answer
+// to an enrollment, by its HTTP status (errdefs.ErrUnknown for others).
+func EnrollStatusCategory(status int) error {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+		return errdefs.ErrInvalidArgument
+	case http.StatusUnauthorized:
+		return errdefs.ErrUnauthenticated
+	case http.StatusForbidden:
+		return errdefs.ErrPermissionDenied
+	case http.StatusConflict:
+		return errdefs.ErrAlreadyExists
+	case http.StatusNotFound:
+		return errdefs.ErrNotFound
+	case http.StatusTooManyRequests:
+		return errdefs.ErrResourceExhausted
+	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return errdefs.ErrUnavailable
+	}
+	return errdefs.ErrUnknown
 }

@@ -259,7 +259,7 @@ func enrollOne(ctx context.Context, client *http.Client, u string, tok wire.Join
 				Error string `json:"error"`
 			}
 			_ = json.Unmarshal(data, &eb)
-			return tls.Certificate{}, wire.EnrollResponse{}, retries, fmt.Errorf("refused %d: %s: %w", resp.StatusCode, eb.Error, statusCategory(resp.StatusCode))
+			return tls.Certificate{}, wire.EnrollResponse{}, retries, fmt.Errorf("refused %d: %s: %w", resp.StatusCode, eb.Error, wire.EnrollStatusCategory(resp.StatusCode))
 		}
 		er, err := wire.DecodeEnrollResponse(data)
 		if err != nil {
@@ -271,23 +271,6 @@ func enrollOne(ctx context.Context, client *http.Client, u string, tok wire.Join
 		}
 		return tls.Certificate{Certificate: [][]byte{b.Bytes}, PrivateKey: key}, er, retries, nil
 	}
-}
-
-// statusCategory maps a refusal's HTTP status to its error category.
-func statusCategory(status int) error {
-	switch status {
-	case http.StatusBadRequest:
-		return errdefs.ErrInvalidArgument
-	case http.StatusUnauthorized:
-		return errdefs.ErrUnauthenticated
-	case http.StatusForbidden:
-		return errdefs.ErrPermissionDenied
-	case http.StatusConflict:
-		return errdefs.ErrAlreadyExists
-	case http.StatusServiceUnavailable:
-		return errdefs.ErrUnavailable
-	}
-	return errdefs.ErrInternal
 }
 
 // verifyPinned is the agent's check (wire.VerifyPinned), as an error of
