@@ -85,7 +85,7 @@ func (c *cli) applyCmd() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if file == "" {
-				return usageError{errors.New("apply needs -f FILE"), cmd.CommandPath()}
+				return usageError{Err: errors.New("apply needs -f FILE"), Path: cmd.CommandPath()}
 			}
 			return c.apply(cmd.Context(), file)
 		},

@@ -43,7 +43,7 @@ carry client certificates. The config file then holds a secret (mode 0600).`,
 				opt.Token = os.Getenv(joinTokenEnv)
 			}
 			if opt.Server == "" || opt.Token == "" {
-				return usageError{errors.New("enroll needs --server and --token (or $" + joinTokenEnv + ")"), cmd.CommandPath()}
+				return usageError{Err: errors.New("enroll needs --server and --token (or $" + joinTokenEnv + ")"), Path: cmd.CommandPath()}
 			}
 			opt.Facts = agent.DeviceFacts(version)
 			opt.CheckConfig = func(path string) error {

@@ -26,7 +26,7 @@ func TestExitCode_OneTable(t *testing.T) {
 		{fmt.Errorf("exists: %w", errdefs.ErrAlreadyExists), 1},
 		{fmt.Errorf("registry: %w", errdefs.ErrUnauthenticated), 1},
 		{fmt.Errorf("socket: %w", errdefs.ErrPermissionDenied), 1},
-		{usageError{errors.New("unknown flag: --x"), "tender-agent run"}, 1},
+		{usageError{Err: errors.New("unknown flag: --x"), Path: "tender-agent run"}, 1},
 		{invalid(errors.New("config: yaml: line 1")), 1},
 		{fmt.Errorf("%w: start it", api.ErrNoDaemon), 3},
 		{errors.New("mount overlay: invalid argument"), 125}, // the runtime's own failure, whatever its words

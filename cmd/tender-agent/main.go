@@ -39,7 +39,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var ue usageError
 	if err != nil && !c.started && !errors.As(err, &ue) {
 		// cobra's own errors: unknown command, bad arguments.
-		err = usageError{err, cmd.CommandPath()}
+		err = usageError{Err: err, Path: cmd.CommandPath()}
 	}
 	return err
 }
@@ -61,7 +61,7 @@ func report(err error, stderr io.Writer) int {
 	w := termsafe.For(stderr)
 	fmt.Fprintln(w, "tender-agent:", strings.TrimRight(err.Error(), "\n"))
 	if errors.As(err, &ue) {
-		fmt.Fprintf(w, "Run '%s --help' for usage.\n", ue.path)
+		fmt.Fprintf(w, "Run '%s --help' for usage.\n", ue.Path)
 	}
 	flush(w)
 	return exitCode(err)

@@ -107,7 +107,7 @@ func (c *cli) saveCmd() *cobra.Command {
 				path = args[1]
 			}
 			if path == "" {
-				return usageError{errors.New("save needs an output FILE (or -o -)"), cmd.CommandPath()}
+				return usageError{Err: errors.New("save needs an output FILE (or -o -)"), Path: cmd.CommandPath()}
 			}
 			return c.save(cmd.Context(), args[0], path)
 		},

@@ -65,7 +65,7 @@ on the apps it is given by the fleet or by 'tender-agent apply'.`,
 		cmd.SuggestionsMinimumDistance = 2
 		// Errors before a command runs (unknown commands and flags, bad
 		// flag values, missing arguments) are usage errors: exit 1.
-		cmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err, cmd.CommandPath()} })
+		cmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{Err: err, Path: cmd.CommandPath()} })
 		if run := cmd.RunE; run != nil {
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				c.started = true

@@ -6,6 +6,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/fleet/api"
+	"github.com/tender-edge/tender/internal/cliexit"
 )
 
 // Exit codes of the client commands. 1 is kubectl's "it did not work"
@@ -49,26 +50,8 @@ func exitCode(err error) int {
 	return exitServer
 }
 
-// usageError is a command line that does not parse: an unknown command or
-// flag, a bad flag value, missing arguments. It is an invalid argument
-// (exit 1) and its message is cobra's or pflag's.
-type usageError struct {
-	err  error
-	path string // the command it concerns, for the hint
-}
+// usageError and invalid are the kinds both command lines share
+// (internal/cliexit).
+type usageError = cliexit.UsageError
 
-func (e usageError) Error() string   { return e.err.Error() }
-func (e usageError) Unwrap() []error { return []error{e.err, errdefs.ErrInvalidArgument} }
-
-// invalid marks err, a problem in what the user gave (a flag's value, a
-// file), as an invalid argument without changing its message.
-func invalid(err error) error {
-	if err == nil || errdefs.IsInvalidArgument(err) {
-		return err
-	}
-	return invalidError{err}
-}
-
-type invalidError struct{ error }
-
-func (e invalidError) Unwrap() []error { return []error{e.error, errdefs.ErrInvalidArgument} }
+var invalid = cliexit.Invalid

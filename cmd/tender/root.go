@@ -94,7 +94,7 @@ not do this (or the server is not trusted); 125 the controller failed.`,
 	})
 	walk(root, func(cmd *cobra.Command) {
 		cmd.SuggestionsMinimumDistance = 2
-		cmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err, cmd.CommandPath()} })
+		cmd.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{Err: err, Path: cmd.CommandPath()} })
 		if run := cmd.RunE; run != nil {
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				c.started = true
@@ -203,10 +203,10 @@ func outputFlag(cmd *cobra.Command, o *string, wide bool) {
 		case outTable, outJSON, outYAML:
 		case outWide:
 			if !wide {
-				return usageError{fmt.Errorf("-o wide: %s has no wide output; use json or yaml", cmd.CommandPath()), cmd.CommandPath()}
+				return usageError{Err: fmt.Errorf("-o wide: %s has no wide output; use json or yaml", cmd.CommandPath()), Path: cmd.CommandPath()}
 			}
 		default:
-			return usageError{fmt.Errorf("-o %q: want %s", *o, formats), cmd.CommandPath()}
+			return usageError{Err: fmt.Errorf("-o %q: want %s", *o, formats), Path: cmd.CommandPath()}
 		}
 		if pre != nil {
 			return pre(cmd, args)

@@ -111,14 +111,14 @@ type registriesFile struct {
 func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error {
 	lvl, err := zerolog.ParseLevel(o.logLevel)
 	if err != nil {
-		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel), "tender serve"}
+		return usageError{Err: fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel), Path: "tender serve"}
 	}
 	if o.enrollRate < 0 {
-		return usageError{fmt.Errorf("--enroll-rate %d: want a count of enrollments a second per address, or 0 for the default", o.enrollRate), "tender serve"}
+		return usageError{Err: fmt.Errorf("--enroll-rate %d: want a count of enrollments a second per address, or 0 for the default", o.enrollRate), Path: "tender serve"}
 	}
 	if o.debugAddr != "" {
 		if err := checkDebugAddr(o.debugAddr); err != nil {
-			return usageError{err, "tender serve"}
+			return usageError{Err: err, Path: "tender serve"}
 		}
 	}
 	log := zerolog.New(stderr).Level(lvl).With().Timestamp().Logger()
@@ -153,7 +153,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		election, err = edb.Elect(etcdstore.ElectionConfig{ID: o.id, API: o.listen, Started: started, LeaseTTL: o.leaseTTL,
 			Log: log.With().Str("component", "election").Logger()})
 		if err != nil {
-			return usageError{err, "tender serve"}
+			return usageError{Err: err, Path: "tender serve"}
 		}
 		if o.brokerURL == "" {
 			log.Warn().Msg("etcd store with the embedded broker: only the devices connected to the leader's broker get desired documents; use --broker for several controllers")
