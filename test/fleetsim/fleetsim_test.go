@@ -119,9 +119,15 @@ func TestConvergeTCP(t *testing.T) {
 	eventually(t, func() string { return "connected: " + strconv.Itoa(s.Connected()) }, func() bool { return s.Connected() == devices })
 	ids := s.IDs()
 
+	// A device records its latency sample just after its report is
+	// published, so the publisher may see every report a moment before
+	// the last sample is in: wait for the samples, then take them.
+	samples := func() bool { return s.Stats().Latency.N == devices }
 	rollOut(t, p, ids, 1, app("1"))
+	eventually(t, func() string { return "generation 1's latency samples: " + strconv.Itoa(s.Stats().Latency.N) }, samples)
 	l1 := s.TakeLatency()
 	rollOut(t, p, ids, 2, app("2"))
+	eventually(t, func() string { return "generation 2's latency samples: " + strconv.Itoa(s.Stats().Latency.N) }, samples)
 	l2 := s.TakeLatency()
 	t.Logf("issuedAt → report, generation 1: %s; generation 2: %s", l1, l2)
 	if l1.N != devices || l2.N != devices {
