@@ -196,7 +196,7 @@ func (c *Controller) pass(ctx context.Context, lp *loop) {
 			c.removeApp(ctx, lp, a, s, now)
 			continue
 		}
-		c.reconcileApp(ctx, lp, a, s, dec.Assignments[a.Name], byID, now)
+		c.reconcileApp(ctx, lp, a, s, dec.Assignments[a.Name], now)
 	}
 	for dev, m := range lp.given {
 		for app := range m {
@@ -316,7 +316,7 @@ func (c *Controller) give(lp *loop, dev, app string, rev uint64) {
 // reconcileApp starts a rollout when the app's current revision differs
 // from what its assigned devices were given, and gives or takes the app
 // directly to devices newly assigned or unassigned outside a rollout.
-func (c *Controller) reconcileApp(ctx context.Context, lp *loop, a store.App, spec wire.App, ids []string, byID map[string]*store.Device, now time.Time) {
+func (c *Controller) reconcileApp(ctx context.Context, lp *loop, a store.App, spec wire.App, ids []string, now time.Time) {
 	cur := revStr(a.Current)
 	assigned := setOf(ids)
 	r := lp.rollouts[a.Name]
@@ -333,27 +333,10 @@ func (c *Controller) reconcileApp(ctx context.Context, lp *loop, a store.App, sp
 			from = r.r.Target
 		}
 		if need && from != cur && len(ids) > 0 {
-			devices := make([]rollout.Device, 0, len(ids))
-			for _, id := range ids {
-				d := rollout.Device{ID: id}
-				if dev := byID[id]; dev != nil {
-					d.Labels = dev.Labels
-					d.Zone = factsOf(dev).TimeZone
-				}
-				devices = append(devices, d)
-			}
-			rs := rollout.Spec{App: a.Name, From: from, To: cur, Devices: devices}
-			rs.FromWire(spec.Rollout)
-			nr, err := rollout.New(rs, now)
-			if err != nil {
+			if nr, err := c.startRollout(lp, a.Name, spec, from, cur, ids, now); err != nil {
 				c.log.Error().Err(err).Str("app", a.Name).Msg("rollout refused: devices get the version at once")
 			} else {
-				var rev uint64
-				if r != nil {
-					rev = r.rev
-				}
-				r = &ro{r: nr, rev: rev}
-				lp.rollouts[a.Name] = r
+				r = nr
 				c.audit(ctx, "controller", "rollout start", "app "+a.Name, "", fmt.Sprintf("revision %s to %s (version %s) on %d devices", orNone(from), cur, spec.Version, len(ids)))
 			}
 		}
@@ -427,6 +410,19 @@ func (c *Controller) removeApp(ctx context.Context, lp *loop, a store.App, spec 
 		return
 	}
 	slices.Sort(ids)
+	if _, err := c.startRollout(lp, a.Name, spec, from, "", ids, now); err != nil {
+		c.log.Error().Err(err).Str("app", a.Name).Msg("removal rollout refused: the app is removed at once")
+		c.removeEverywhere(lp, a.Name)
+		return
+	}
+	c.audit(ctx, "controller", "rollout start", "app "+a.Name, "", fmt.Sprintf("removal of revision %s from %d devices", from, len(ids)))
+}
+
+// startRollout replaces app's rollout with one from revision from to to
+// ("": a removal) over the devices ids, in that order, with the spec's
+// rollout policy and each device's labels and time zone. The new rollout
+// takes over the store record (and its revision) of the one it replaces.
+func (c *Controller) startRollout(lp *loop, app string, spec wire.App, from, to string, ids []string, now time.Time) (*ro, error) {
 	devices := make([]rollout.Device, len(ids))
 	for i, id := range ids {
 		devices[i] = rollout.Device{ID: id}
@@ -434,20 +430,18 @@ func (c *Controller) removeApp(ctx context.Context, lp *loop, a store.App, spec 
 			devices[i].Labels, devices[i].Zone = d.Labels, factsOf(d).TimeZone
 		}
 	}
-	rs := rollout.Spec{App: a.Name, From: from, To: "", Devices: devices}
+	rs := rollout.Spec{App: app, From: from, To: to, Devices: devices}
 	rs.FromWire(spec.Rollout)
 	nr, err := rollout.New(rs, now)
 	if err != nil {
-		c.log.Error().Err(err).Str("app", a.Name).Msg("removal rollout refused: the app is removed at once")
-		c.removeEverywhere(lp, a.Name)
-		return
+		return nil, err
 	}
-	var rev uint64
-	if r != nil {
-		rev = r.rev
+	r := &ro{r: nr}
+	if prev := lp.rollouts[app]; prev != nil {
+		r.rev = prev.rev
 	}
-	lp.rollouts[a.Name] = &ro{r: nr, rev: rev}
-	c.audit(ctx, "controller", "rollout start", "app "+a.Name, "", fmt.Sprintf("removal of revision %s from %d devices", from, len(ids)))
+	lp.rollouts[app] = r
+	return r, nil
 }
 
 // removeEverywhere takes app off every device.
