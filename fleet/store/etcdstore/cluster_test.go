@@ -1,6 +1,7 @@
 package etcdstore
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -193,5 +194,77 @@ func waitLeader(t *testing.T, ms []*etcdtest.Member) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// TestCluster_StaleReadsWithoutQuorum: with two of three members killed,
+// a read whose context allows it (store.WithStaleReads: the API's GETs)
+// is answered by the member still up and marked stale with its revision;
+// the same read without the mark, and every write with or without it,
+// fails as unavailable.
+func TestCluster_StaleReadsWithoutQuorum(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	db, err := Open(ctx, Config{Endpoints: c.Endpoints(), RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s := db.Store()
+	if _, err := s.Devices.Put(ctx, store.Device{ID: "gw-1"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Ingest.Ingest(ctx, store.Batch{Events: []store.Event{{Device: "gw-1", Received: storetest.T0,
+		Event: wire.Event{Schema: wire.EventSchema, DeviceID: "gw-1", Seq: 1, Kind: wire.EventStarted}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Audit.Append(ctx, store.AuditEntry{Who: "t", Action: "apply", Target: "app demo"}); err != nil {
+		t.Fatal(err)
+	}
+	// With the quorum, a read allowing staleness is not stale.
+	sctx, sr := store.WithStaleReads(ctx)
+	if _, err := s.Devices.Get(sctx, "gw-1"); err != nil {
+		t.Fatal(err)
+	}
+	if st, stale := sr.Stale(); stale {
+		t.Fatalf("read with a quorum marked stale: %v", st)
+	}
+
+	c.Members[0].Kill()
+	c.Members[1].Kill()
+	reads := map[string]func(context.Context) (int, error){
+		"device":        func(ctx context.Context) (int, error) { _, err := s.Devices.Get(ctx, "gw-1"); return 1, err },
+		"devices":       func(ctx context.Context) (int, error) { l, err := s.Devices.List(ctx); return len(l), err },
+		"device events": func(ctx context.Context) (int, error) { l, err := s.Events.Device(ctx, "gw-1", 10); return len(l), err },
+		"feed":          func(ctx context.Context) (int, error) { l, err := s.Events.Feed(ctx, 0, 10); return len(l), err },
+		"audit":         func(ctx context.Context) (int, error) { l, err := s.Audit.List(ctx, 0, 10); return len(l), err },
+		"apps":          func(ctx context.Context) (int, error) { _, err := s.Apps.List(ctx); return 1, err },
+	}
+	for _, name := range []string{"device", "devices", "device events", "feed", "audit", "apps"} {
+		sctx, sr := store.WithStaleReads(ctx)
+		start := time.Now()
+		n, err := reads[name](sctx)
+		st, stale := sr.Stale()
+		if err != nil || n != 1 || !stale || st.Reason != store.NoQuorum || st.Rev == 0 {
+			t.Fatalf("%s without quorum, stale allowed: %d, %v, marked %v %+v; want 1 answer marked stale with a revision", name, n, err, stale, st)
+		}
+		t.Logf("%s without quorum: answered in %v, %q", name, time.Since(start).Round(time.Millisecond), st)
+	}
+	if _, err := s.Devices.Get(ctx, "gw-1"); !errdefs.IsUnavailable(err) {
+		t.Fatalf("read without quorum, stale not allowed: %v, want unavailable", err)
+	}
+	if _, err := s.Generations.Next(sctx, "gw-1"); !errdefs.IsUnavailable(err) {
+		t.Fatalf("write without quorum, stale reads allowed: %v, want unavailable", err)
+	}
+	if _, err := s.Audit.Append(sctx, store.AuditEntry{Who: "t", Action: "x"}); !errdefs.IsUnavailable(err) {
+		t.Fatalf("audit append without quorum, stale reads allowed: %v, want unavailable", err)
+	}
+	// No member at all: the read fails, naming both attempts.
+	c.Members[2].Kill()
+	sctx, sr = store.WithStaleReads(ctx)
+	if _, err := s.Devices.Get(sctx, "gw-1"); !errdefs.IsUnavailable(err) {
+		t.Fatalf("read with no member up: %v, want unavailable", err)
+	}
+	if _, stale := sr.Stale(); stale {
+		t.Fatal("a failed read marked stale")
 	}
 }

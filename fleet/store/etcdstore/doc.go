@@ -111,8 +111,12 @@
 //
 // Every request has Config.RequestTimeout (5s): without a quorum, writes
 // and reads (linearizable, as the CAS loops need) fail with
-// errdefs.ErrUnavailable naming the endpoints, not hang. Serializable
-// (possibly stale) reads are not used: the store.Store interface has no
-// way to ask for them, and a stale device record could let a revoked
-// device's password through.
+// errdefs.ErrUnavailable naming the endpoints, not hang. A read whose
+// context allows it (store.WithStaleReads: the API's GETs, never the
+// broker's password checks, the token lookups or a read-modify-write
+// loop, so a stale device record cannot let a revoked device's password
+// through) is then made again serializable, answered by a member that is
+// up from what it holds, and marked stale with that member's revision
+// (stale.go); for 5 s after such a failure those reads skip the
+// linearizable attempt.
 package etcdstore

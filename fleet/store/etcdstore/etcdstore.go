@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	gosync "sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -101,6 +102,10 @@ type DB struct {
 	// (device id → genSeen), so that Next is usually one round trip; a
 	// stale entry costs one more.
 	gens gosync.Map
+	// noQuorumUntil (Unix nanoseconds) is set when a linearizable read
+	// allowed to be stale failed for lack of a quorum: until then such
+	// reads go to a member at once (stale.go).
+	noQuorumUntil atomic.Int64
 }
 
 // Open connects to the cluster, checks the store's schema under the
@@ -237,6 +242,10 @@ func (db *DB) txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3
 	if f := store.FenceOf(ctx); !f.IsZero() && writes(then, els) {
 		return db.fenced(ctx, tctx, f, cmps, then, els)
 	}
+	sr := store.StaleReadsOf(ctx)
+	if sr != nil && !writes(then, els) {
+		return db.readTxn(ctx, sr, cmps, then, els)
+	}
 	resp, err := db.cli.Txn(tctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
 		return nil, db.wrap(ctx, tctx, "transaction", err)
@@ -286,6 +295,9 @@ func (db *DB) fenced(ctx, tctx context.Context, f store.Fence, cmps []clientv3.C
 func (db *DB) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if sr := store.StaleReadsOf(ctx); sr != nil {
+		return db.staleGet(ctx, sr, key, opts...)
 	}
 	tctx, cancel := context.WithTimeout(ctx, db.timeout)
 	defer cancel()
