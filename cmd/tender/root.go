@@ -28,6 +28,8 @@ type cli struct {
 	// when it is a terminal (termsafe).
 	out     io.Writer
 	started bool // a command's RunE was reached: errors are no usage errors
+	// staleSaid is the last stale mark warned of (warnStale).
+	staleSaid string
 }
 
 func newCLI(stdout, stderr io.Writer, getenv func(string) string) *cli {
@@ -135,7 +137,19 @@ func (c *cli) client() (*api.Client, error) {
 	if cfg.Token == "" {
 		return nil, invalid(fmt.Errorf("no API token: set TENDER_TOKEN or token in %s", path))
 	}
+	cfg.OnStale = c.warnStale
 	return api.NewClient(cfg)
+}
+
+// warnStale says on stderr, in one line, that an answer may be stale
+// (the controller's store has no quorum); stdout stays as it is. A
+// command that asks again (--watch) says it again only when it changes.
+func (c *cli) warnStale(_, _, stale string) {
+	if stale == c.staleSaid {
+		return
+	}
+	c.staleSaid = stale
+	fmt.Fprintf(c.stderr, "tender: warning: this answer may be stale: the fleet store has %s\n", termsafe.Escape(stale))
 }
 
 func first(vs ...string) string {

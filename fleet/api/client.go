@@ -35,15 +35,19 @@ type ClientConfig struct {
 	CA     []byte
 	// Timeout bounds each request; 0: 30s.
 	Timeout time.Duration
+	// OnStale, if set, is called with the Tender-Stale header's text
+	// (StaleHeader) of every answer that may be stale.
+	OnStale func(method, path, stale string)
 }
 
 // Client is a typed client of the API. Its errors carry the errdefs
 // category the server answered with (errdefs.IsNotFound, ...), and
 // ErrUnreachable when nothing answers.
 type Client struct {
-	base  *url.URL
-	token string
-	hc    *http.Client
+	base    *url.URL
+	token   string
+	hc      *http.Client
+	onStale func(method, path, stale string)
 }
 
 // NewClient checks cfg and builds a client; it sends nothing.
@@ -74,7 +78,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	return &Client{base: u, token: cfg.Token, hc: &http.Client{
+	return &Client{base: u, token: cfg.Token, onStale: cfg.OnStale, hc: &http.Client{
 		Timeout:   timeout,
 		Transport: &http.Transport{TLSClientConfig: tlsc, Proxy: http.ProxyFromEnvironment, TLSHandshakeTimeout: 10 * time.Second},
 		// A redirect would carry the token elsewhere.
@@ -132,6 +136,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 			return fmt.Errorf("%s %s: %s", method, path, resp.Status)
 		}
 		return &e
+	}
+	if st := resp.Header.Get(StaleHeader); st != "" && c.onStale != nil {
+		c.onStale(method, path, st)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
 		return nil

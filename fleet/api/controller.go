@@ -117,6 +117,9 @@ type DeviceDetail struct {
 	Events     []store.FeedEvent  `json:"events,omitempty"`
 	// Assigned are the apps placement gives the device.
 	Assigned []string `json:"assigned,omitempty"`
+	// Stale is set when the answer may be stale (the store has no
+	// quorum): the Tender-Stale header's text.
+	Stale string `json:"stale,omitempty"`
 }
 
 // JoinTokenRequest asks for a join token.
@@ -220,6 +223,8 @@ type RolloutView struct {
 	Reason  string       `json:"reason,omitempty"`
 	Started time.Time    `json:"started"`
 	Waves   []WaveCounts `json:"waves"`
+	// Stale: as DeviceDetail's.
+	Stale string `json:"stale,omitempty"`
 }
 
 // WaveCounts are the counts of one wave.
@@ -275,4 +280,6 @@ type StatusView struct {
 	Online   int      `json:"online"`
 	Apps     int      `json:"apps"`
 	Rollouts int      `json:"rollouts"` // in progress
+	// Stale: as DeviceDetail's; the leader is then unknown.
+	Stale string `json:"stale,omitempty"`
 }

@@ -232,7 +232,18 @@ func (s *Server) wrap(rt route) http.Handler {
 		case rt.raw != nil:
 			rt.raw.ServeHTTP(w, r)
 		default:
+			var stale *store.StaleReads
+			if rt.method == http.MethodGet {
+				// A read may be answered without the store's quorum,
+				// and says so (stale.go).
+				var ctx context.Context
+				ctx, stale = store.WithStaleReads(r.Context())
+				r = r.WithContext(ctx)
+			}
 			out, err := rt.handle(r, who)
+			if st, ok := stale.Stale(); ok && err == nil {
+				out = markStale(w, out, st)
+			}
 			switch {
 			case err != nil:
 				writeError(w, err)

@@ -122,11 +122,11 @@ func (c *Controller) deviceView(ctx context.Context, d store.Device) api.DeviceV
 func (c *Controller) Devices(ctx context.Context, selector map[string]string) ([]api.DeviceView, error) {
 	now := c.cfg.Now()
 	if c.last.down(now) {
-		return c.devicesFromLast(selector, nil)
+		return c.devicesFromLast(ctx, selector, nil)
 	}
 	devs, err := c.st.Devices.List(ctx)
 	if c.last.failed(now, err) {
-		return c.devicesFromLast(selector, err)
+		return c.devicesFromLast(ctx, selector, err)
 	}
 	if err != nil {
 		return nil, err
@@ -137,7 +137,7 @@ func (c *Controller) Devices(ctx context.Context, selector map[string]string) ([
 			out = append(out, c.deviceView(ctx, d))
 		}
 	}
-	if len(selector) == 0 {
+	if _, stale := store.StaleReadsOf(ctx).Stale(); len(selector) == 0 && !stale {
 		c.last.setDevices(now, out)
 	}
 	return out, nil
@@ -388,11 +388,11 @@ func (c *Controller) appView(ctx context.Context, a store.App, v *snapshot) (api
 func (c *Controller) Apps(ctx context.Context) ([]api.AppView, error) {
 	now := c.cfg.Now()
 	if c.last.down(now) {
-		return c.appsFromLast(nil)
+		return c.appsFromLast(ctx, nil)
 	}
 	apps, err := c.st.Apps.List(ctx)
 	if c.last.failed(now, err) {
-		return c.appsFromLast(err)
+		return c.appsFromLast(ctx, err)
 	}
 	if err != nil {
 		return nil, err
@@ -405,14 +405,16 @@ func (c *Controller) Apps(ctx context.Context) ([]api.AppView, error) {
 	for _, a := range apps {
 		av, err := c.appView(ctx, a, v)
 		if c.last.failed(now, err) {
-			return c.appsFromLast(err)
+			return c.appsFromLast(ctx, err)
 		}
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, av)
 	}
-	c.last.setApps(now, out)
+	if _, stale := store.StaleReadsOf(ctx).Stale(); !stale {
+		c.last.setApps(now, out)
+	}
 	return slices.Clone(out), nil
 }
 
@@ -420,11 +422,11 @@ func (c *Controller) Apps(ctx context.Context) ([]api.AppView, error) {
 func (c *Controller) App(ctx context.Context, name string) (api.AppView, error) {
 	now := c.cfg.Now()
 	if c.last.down(now) {
-		return c.appFromLast(name, nil)
+		return c.appFromLast(ctx, name, nil)
 	}
 	a, err := c.st.Apps.Get(ctx, name)
 	if c.last.failed(now, err) {
-		return c.appFromLast(name, err)
+		return c.appFromLast(ctx, name, err)
 	}
 	if err != nil {
 		return api.AppView{}, err

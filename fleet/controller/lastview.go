@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/tender-edge/tender/fleet/api"
+	"github.com/tender-edge/tender/fleet/store"
 )
 
 // storeDownFor is how long, after the store did not answer a read, the
@@ -103,11 +105,12 @@ func (c *Controller) noView(err error, what string) error {
 }
 
 // devicesFromLast is Devices served from the last view.
-func (c *Controller) devicesFromLast(selector map[string]string, err error) ([]api.DeviceView, error) {
+func (c *Controller) devicesFromLast(ctx context.Context, selector map[string]string, err error) ([]api.DeviceView, error) {
 	all, at, ok := c.last.lastDevices()
 	if !ok {
 		return nil, c.noView(err, "devices")
 	}
+	store.StaleReadsOf(ctx).Mark(store.Staleness{Reason: store.NoQuorum, At: at})
 	c.log.Warn().Err(err).Time("as_of", at).Msg("the store does not answer: devices served from this controller's last view")
 	out := []api.DeviceView{}
 	for _, d := range all {
@@ -119,23 +122,25 @@ func (c *Controller) devicesFromLast(selector map[string]string, err error) ([]a
 }
 
 // appsFromLast is Apps served from the last view.
-func (c *Controller) appsFromLast(err error) ([]api.AppView, error) {
+func (c *Controller) appsFromLast(ctx context.Context, err error) ([]api.AppView, error) {
 	all, at, ok := c.last.lastApps()
 	if !ok {
 		return nil, c.noView(err, "apps")
 	}
+	store.StaleReadsOf(ctx).Mark(store.Staleness{Reason: store.NoQuorum, At: at})
 	c.log.Warn().Err(err).Time("as_of", at).Msg("the store does not answer: apps served from this controller's last view")
 	return slices.Clone(all), nil
 }
 
 // appFromLast is App served from the last view.
-func (c *Controller) appFromLast(name string, err error) (api.AppView, error) {
-	all, _, ok := c.last.lastApps()
+func (c *Controller) appFromLast(ctx context.Context, name string, err error) (api.AppView, error) {
+	all, at, ok := c.last.lastApps()
 	if !ok {
 		return api.AppView{}, c.noView(err, "apps")
 	}
 	for _, a := range all {
 		if a.Name == name {
+			store.StaleReadsOf(ctx).Mark(store.Staleness{Reason: store.NoQuorum, At: at})
 			return a, nil
 		}
 	}

@@ -158,6 +158,15 @@ func (c *Controller) members(ctx context.Context) ([]api.Member, string, error) 
 	}
 	out := make([]api.Member, len(ms))
 	leader := "(none: an election is under way)"
+	if st, stale := store.StaleReadsOf(ctx).Stale(); stale {
+		// Read from a member without a quorum: there is no leader to
+		// name (none can hold its term without one), and the members
+		// listed are those registered as of st.
+		for i, m := range ms {
+			out[i] = api.Member{ID: m.ID, API: m.API, Started: m.Started, Self: m.ID == c.cfg.ID}
+		}
+		return out, "(unknown: the store has " + st.String() + ")", nil
+	}
 	for i, m := range ms {
 		out[i] = api.Member{ID: m.ID, API: m.API, Started: m.Started, Leader: m.Leader, Self: m.ID == c.cfg.ID}
 		if m.Leader {
