@@ -34,6 +34,9 @@ type Store struct {
 	// the publisher's content hash per device, the certificates
 	// enrollment issued.
 	Docs Rollouts
+	// Sessions holds the web console's sign-in sessions, so that every
+	// controller on the store knows them.
+	Sessions Sessions
 	// Close releases the store (the file lock, connections).
 	Close func() error
 }
@@ -130,6 +133,32 @@ type APITokens interface {
 	// Revoke marks the token revoked at at; revoking twice keeps the
 	// first time.
 	Revoke(ctx context.Context, hash string, at time.Time) (APIToken, error)
+}
+
+// Sessions holds the web console's sign-in sessions by the hash of their
+// id: the id itself (the browser's cookie) is never stored. A session is
+// kept until it is deleted or expires; an expired one is never returned.
+type Sessions interface {
+	// Create stores s: errdefs.ErrAlreadyExists if its Hash is taken,
+	// errdefs.ErrInvalidArgument if it expires before it is created.
+	Create(ctx context.Context, s Session) (Session, error)
+	// Get returns the session stored under hash: errdefs.ErrNotFound if
+	// there is none, or it has expired at now.
+	Get(ctx context.Context, hash string, now time.Time) (Session, error)
+	// Delete removes the session; an absent one is no error.
+	Delete(ctx context.Context, hash string) error
+}
+
+// Session is a web console session: a browser signed in with an API
+// token.
+type Session struct {
+	// Hash is the hex sha256 of the session's id.
+	Hash string `json:"hash"`
+	// TokenHash is the hash of the API token signed in with (checked
+	// again at every request, so revoking the token ends the session).
+	TokenHash string    `json:"tokenHash"`
+	Created   time.Time `json:"created"`
+	Expires   time.Time `json:"expires"`
 }
 
 // Events reads the events that Ingest stored.

@@ -7,8 +7,9 @@ package e2e
 // takes over and finishes it; a leader SIGSTOPped is replaced and, once
 // SIGCONT, follows; one etcd member down changes nothing; two applies of
 // one app at once: each stored or refused with a conflict naming the
-// winner; two members down, reads are served from each controller's last
-// view and writes refused naming etcd's quorum. Throughout, no device refuses a
+// winner; two members down, reads are served from the member still up (or
+// each controller's last view) marked stale, the leader unknown, and writes
+// refused naming etcd's quorum. Throughout, no device refuses a
 // document (no generation older than or equal to one it has), and each
 // wave of each rollout is started once.
 
@@ -308,8 +309,40 @@ func TestHA_TwoControllersOneLeader(t *testing.T) {
 		t.Fatalf("apply without a quorum: %s; want exit 125 naming etcd and its quorum", r)
 	}
 	t.Logf("apply without a quorum: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
-	rs := first.cli("rollout", "status", "demo")
-	t.Logf("rollout status without a quorum: exit %d %s%s", rs.code, rs.stdout, rs.stderr)
+	// Every read answers, from the etcd member still up (or this
+	// controller's last view), and says it may be stale: one line on
+	// stderr, the table on stdout as ever.
+	const staleWarning = "tender: warning: this answer may be stale: the fleet store has no quorum; as of "
+	for _, c := range []*controller{first, other} {
+		for _, args := range [][]string{{"status"}, {"events"}, {"events", "--device", ids[0]}, {"audit"},
+			{"rollout", "status", "demo"}, {"device", "show", ids[0]}, {"devices"}, {"apps"}} {
+			start := time.Now()
+			r := c.cli(args...)
+			if r.code != 0 || strings.TrimSpace(r.stdout) == "" || !strings.HasPrefix(r.stderr, staleWarning) || strings.Count(r.stderr, "\n") != 1 {
+				t.Fatalf("tender %s without a quorum: %s; want an answer and one line on stderr starting %q", strings.Join(args, " "), r, staleWarning)
+			}
+			t.Logf("tender %s without a quorum: %v, %s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), strings.TrimSpace(r.stderr))
+		}
+		var st struct {
+			haStatus
+			Stale string `json:"stale"`
+		}
+		if r := c.cli("status", "-o", "json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil ||
+			!strings.HasPrefix(st.Stale, "no quorum; as of revision ") || !strings.HasPrefix(st.Leader, "(unknown: ") || len(st.Members) != 2 {
+			t.Fatalf("tender status -o json without a quorum: %s; want stale set, the leader unknown, both members", r)
+		}
+		for _, m := range st.Members {
+			if m.Leader {
+				t.Fatalf("without a quorum, status names %s leader: %+v", m.ID, st)
+			}
+		}
+		var ro struct {
+			Stale string `json:"stale"`
+		}
+		if r := c.cli("rollout", "status", "demo", "-o", "json"); r.code != 0 || json.Unmarshal([]byte(r.stdout), &ro) != nil || ro.Stale == "" {
+			t.Fatalf("tender rollout status -o json without a quorum: %s; want stale set", r)
+		}
+	}
 	if sim.Connected() != n {
 		t.Fatalf("%d devices connected without a quorum, want %d", sim.Connected(), n)
 	}

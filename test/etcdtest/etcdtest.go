@@ -194,26 +194,10 @@ func launch(n int, dir string, tf *tlsFiles) (*Cluster, error) {
 		if runtime.GOARCH != "amd64" { // etcd 3.4 refuses to start elsewhere without it
 			m.cmd.Env = append(m.cmd.Env, "ETCD_UNSUPPORTED_ARCH="+runtime.GOARCH)
 		}
-		stderr, err := m.cmd.StderrPipe()
-		if err != nil {
+		if err := m.start(); err != nil {
 			c.Stop()
 			return nil, err
 		}
-		if err := m.cmd.Start(); err != nil {
-			c.Stop()
-			return nil, fmt.Errorf("start %s: %w", Bin, err)
-		}
-		go func() {
-			sc := bufio.NewScanner(stderr)
-			sc.Buffer(make([]byte, 64<<10), 1<<20)
-			for sc.Scan() {
-				m.mu.Lock()
-				m.log = append(m.log, sc.Text())
-				m.mu.Unlock()
-			}
-			_ = m.cmd.Wait()
-			close(m.exited)
-		}()
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for _, m := range c.Members {
@@ -260,6 +244,48 @@ func (m *Member) waitHealthy(deadline time.Time, tf *tlsFiles) error {
 			return fmt.Errorf("etcd %s not healthy: %v\n%s", m.Name, err, strings.Join(m.Log(), "\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// start runs m.cmd, its stderr kept in the log.
+func (m *Member) start() error {
+	stderr, err := m.cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := m.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", Bin, err)
+	}
+	cmd, exited := m.cmd, m.exited
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			m.mu.Lock()
+			m.log = append(m.log, sc.Text())
+			m.mu.Unlock()
+		}
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	return nil
+}
+
+// Restart starts a killed member again on its data directory and
+// addresses; it returns once the member is running (not necessarily
+// with a leader: that needs a quorum).
+func (m *Member) Restart(t testing.TB) {
+	t.Helper()
+	select {
+	case <-m.exited:
+	default:
+		t.Fatalf("etcd %s: restart of a member still running", m.Name)
+	}
+	cmd := exec.Command(m.cmd.Path, m.cmd.Args[1:]...)
+	cmd.Env = m.cmd.Env
+	m.cmd, m.exited = cmd, make(chan struct{})
+	if err := m.start(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -38,6 +38,7 @@ var (
 	bucketEventIndex  = []byte("eventindex")
 	bucketAudit       = []byte("audit")
 	bucketDocs        = []byte("docs")
+	bucketSessions    = []byte("sessions")
 
 	keySchema    = []byte("schema")
 	keyRev       = []byte("rev")
@@ -45,7 +46,7 @@ var (
 
 	allBuckets = [][]byte{bucketMeta, bucketDevices, bucketStatus, bucketGenerations, bucketApps,
 		bucketAppLatest, bucketRevisions, bucketRollouts, bucketJoinTokens, bucketAPITokens,
-		bucketFeed, bucketEventIndex, bucketAudit, bucketDocs}
+		bucketFeed, bucketEventIndex, bucketAudit, bucketDocs, bucketSessions}
 )
 
 // Options tune Open; nil means the defaults.
@@ -129,6 +130,7 @@ func (db *DB) Store() store.Store {
 		Audit:       audit{db},
 		Generations: generations{db},
 		Docs:        rollouts{db, bucketDocs, "document"},
+		Sessions:    sessions{db},
 		Close:       db.Close,
 	}
 }

@@ -31,6 +31,10 @@
 //	v1/eventindex       <device id> 0x00 <uint64 event seq> → uint64 cursor
 //	v1/audit            <uint64 seq> → store.AuditEntry; the bucket's
 //	                    sequence counts the entries ever written
+//	v1/sessions         <hash of the session id> → store.Session (the
+//	                    console's; expired ones dropped at each Create).
+//	                    Added to schema 1 without a migration: Open
+//	                    creates the bucket in a file that lacks it.
 //
 // A later schema adds its migration to Open, run in the transaction that
 // sets the new "schema"; a file with a schema this build does not know is

@@ -201,7 +201,7 @@ func waitLeader(t *testing.T, ms []*etcdtest.Member) {
 // a read whose context allows it (store.WithStaleReads: the API's GETs)
 // is answered by the member still up and marked stale with its revision;
 // the same read without the mark, and every write with or without it,
-// fails as unavailable.
+// fails as unavailable. With a member back, reads are fresh again.
 func TestCluster_StaleReadsWithoutQuorum(t *testing.T) {
 	c := etcdtest.Start(t, 3)
 	db, err := Open(ctx, Config{Endpoints: c.Endpoints(), RequestTimeout: time.Second})
@@ -258,7 +258,29 @@ func TestCluster_StaleReadsWithoutQuorum(t *testing.T) {
 	if _, err := s.Audit.Append(sctx, store.AuditEntry{Who: "t", Action: "x"}); !errdefs.IsUnavailable(err) {
 		t.Fatalf("audit append without quorum, stale reads allowed: %v, want unavailable", err)
 	}
+	// A member back: the quorum is, and reads are fresh again.
+	c.Members[1].Restart(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		sctx, sr := store.WithStaleReads(ctx)
+		_, err := s.Devices.Get(sctx, "gw-1")
+		_, stale := sr.Stale()
+		if err == nil && !stale {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("quorum back, reads still %v, stale %v", err, stale)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := s.Devices.Get(ctx, "gw-1"); err != nil {
+		t.Fatalf("quorum back, a read without the mark: %v", err)
+	}
+	if _, err := s.Generations.Next(ctx, "gw-1"); err != nil {
+		t.Fatalf("quorum back, a write: %v", err)
+	}
 	// No member at all: the read fails, naming both attempts.
+	c.Members[1].Kill()
 	c.Members[2].Kill()
 	sctx, sr = store.WithStaleReads(ctx)
 	if _, err := s.Devices.Get(sctx, "gw-1"); !errdefs.IsUnavailable(err) {

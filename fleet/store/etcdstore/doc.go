@@ -52,6 +52,8 @@
 //	election/<lease>       the controllers' campaign (election.go); the
 //	                       oldest key leads, its create revision fences
 //	members/<id>           store.Member, under the controller's lease
+//	sessions/<hash>        store.Session (the console's, by the hash of
+//	                       its id), under a lease that ends when it expires
 //	purge/<id>             cursors of a deleted device's feed entries still
 //	                       to delete (finished by Delete, or by Open after a
 //	                       crash)

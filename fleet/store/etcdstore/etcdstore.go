@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	gosync "sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -53,6 +52,7 @@ const (
 	kEventIndex  = "eventindex/"
 	kAudit       = "audit/"
 	kPurge       = "purge/"
+	kSessions    = "sessions/"
 )
 
 // Config says which etcd cluster to use and tunes the store. Endpoints is
@@ -102,10 +102,8 @@ type DB struct {
 	// (device id → genSeen), so that Next is usually one round trip; a
 	// stale entry costs one more.
 	gens gosync.Map
-	// noQuorumUntil (Unix nanoseconds) is set when a linearizable read
-	// allowed to be stale failed for lack of a quorum: until then such
-	// reads go to a member at once (stale.go).
-	noQuorumUntil atomic.Int64
+	// quorum says whether reads wait for a quorum (stale.go).
+	quorum quorum
 }
 
 // Open connects to the cluster, checks the store's schema under the
@@ -211,6 +209,7 @@ func (db *DB) Store() store.Store {
 		Audit:       audit{db},
 		Generations: generations{db},
 		Docs:        blobs{db, kDocs, "document"},
+		Sessions:    sessions{db},
 		Close:       db.Close,
 	}
 }
@@ -242,13 +241,20 @@ func (db *DB) txn(ctx context.Context, cmps []clientv3.Cmp, then, els []clientv3
 	if f := store.FenceOf(ctx); !f.IsZero() && writes(then, els) {
 		return db.fenced(ctx, tctx, f, cmps, then, els)
 	}
-	sr := store.StaleReadsOf(ctx)
-	if sr != nil && !writes(then, els) {
+	ro := !writes(then, els)
+	if sr := store.StaleReadsOf(ctx); sr != nil && ro {
 		return db.readTxn(ctx, sr, cmps, then, els)
+	}
+	if ro && db.quorumLost(ctx) {
+		return nil, db.errNoLeader("transaction")
 	}
 	resp, err := db.cli.Txn(tctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
-		return nil, db.wrap(ctx, tctx, "transaction", err)
+		err = db.wrap(ctx, tctx, "transaction", err)
+		if ro && errdefs.IsUnavailable(err) {
+			db.lostQuorum()
+		}
+		return nil, err
 	}
 	return resp, nil
 }
@@ -299,11 +305,18 @@ func (db *DB) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*
 	if sr := store.StaleReadsOf(ctx); sr != nil {
 		return db.staleGet(ctx, sr, key, opts...)
 	}
+	if db.quorumLost(ctx) {
+		return nil, db.errNoLeader("read " + key)
+	}
 	tctx, cancel := context.WithTimeout(ctx, db.timeout)
 	defer cancel()
 	resp, err := db.cli.Get(tctx, key, opts...)
 	if err != nil {
-		return nil, db.wrap(ctx, tctx, "read "+key, err)
+		err = db.wrap(ctx, tctx, "read "+key, err)
+		if errdefs.IsUnavailable(err) {
+			db.lostQuorum()
+		}
+		return nil, err
 	}
 	return resp, nil
 }

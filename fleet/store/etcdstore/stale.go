@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
+	gosync "sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -17,26 +19,97 @@ import (
 // as unavailable (no quorum: the members that are up elect no leader), it
 // is made again serializable, answered by whichever member is up from
 // what it holds, and the request's StaleReads is marked with that
-// member's revision. For noQuorumFor after such a failure, reads that
-// allow it go serializable at once (each linearizable attempt costs the
-// request timeout); a read that does not allow it never goes there.
+// member's revision.
+//
+// Each linearizable attempt without a quorum costs the request timeout.
+// So once one failed, the store takes the quorum as lost until a member
+// reports a leader again: it asks the members' status (a local answer of
+// each member, in parallel, bounded by probeTimeout) at most every
+// probeEvery. Meanwhile reads that allow it go serializable at once, and
+// other reads (token lookups, the broker's password checks, the loop's)
+// fail at once as unavailable, as they would have after the timeout.
+// Writes are always attempted.
 
-// noQuorumFor is how long, after a linearizable read failed for lack of a
-// quorum, the reads that may be stale skip the linearizable attempt. It
-// is also, at most, how long after the quorum is back such reads are
-// still answered (and marked) stale.
-const noQuorumFor = 5 * time.Second
+// probeEvery is how often, while the quorum is taken as lost, the
+// members are asked whether they have a leader; probeTimeout bounds one
+// such ask. A quorum that is back is thus noticed within about
+// probeEvery + probeTimeout.
+const (
+	probeEvery   = time.Second
+	probeTimeout = time.Second
+)
 
-// quorumLost says whether a linearizable read failed for lack of a quorum
-// within noQuorumFor.
-func (db *DB) quorumLost() bool { return time.Now().UnixNano() < db.noQuorumUntil.Load() }
+// quorum is what the store knows of its cluster's quorum.
+type quorum struct {
+	mu       gosync.Mutex
+	lost     bool
+	probedAt time.Time
+}
 
-func (db *DB) lostQuorum() { db.noQuorumUntil.Store(time.Now().Add(noQuorumFor).UnixNano()) }
+// quorumLost says whether reads should not wait for a quorum: one failed
+// for lack of it, and no member has reported a leader since.
+func (db *DB) quorumLost(ctx context.Context) bool {
+	q := &db.quorum
+	q.mu.Lock()
+	if !q.lost {
+		q.mu.Unlock()
+		return false
+	}
+	if time.Since(q.probedAt) < probeEvery {
+		q.mu.Unlock()
+		return true
+	}
+	q.probedAt = time.Now()
+	q.mu.Unlock()
+	if !db.someLeader(ctx) {
+		return true
+	}
+	q.mu.Lock()
+	q.lost = false
+	q.mu.Unlock()
+	return false
+}
+
+// lostQuorum notes a read that failed for lack of a quorum.
+func (db *DB) lostQuorum() {
+	q := &db.quorum
+	q.mu.Lock()
+	if !q.lost {
+		q.lost, q.probedAt = true, time.Now()
+	}
+	q.mu.Unlock()
+}
+
+// someLeader asks every member, in parallel, whether it knows a leader.
+func (db *DB) someLeader(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, min(probeTimeout, db.timeout))
+	defer cancel()
+	eps := db.cfg.Endpoints
+	found := make(chan bool, len(eps))
+	for _, ep := range eps {
+		go func() {
+			st, err := db.cli.Status(ctx, ep)
+			found <- err == nil && st.Leader != 0
+		}()
+	}
+	for range eps {
+		if <-found {
+			return true
+		}
+	}
+	return false
+}
+
+// errNoLeader is a read refused at once while the quorum is taken as lost.
+func (db *DB) errNoLeader(what string) error {
+	return fmt.Errorf("etcd %s: %s: no quorum: no member that answers knows a leader (is a majority of the members up?): %w",
+		strings.Join(db.cfg.Endpoints, ","), what, errdefs.ErrUnavailable)
+}
 
 // staleGet is get for a context that allows stale reads.
 func (db *DB) staleGet(ctx context.Context, sr *store.StaleReads, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
 	var lerr error
-	if !db.quorumLost() {
+	if !db.quorumLost(ctx) {
 		tctx, cancel := context.WithTimeout(ctx, db.timeout)
 		resp, err := db.cli.Get(tctx, key, opts...)
 		if err == nil {
@@ -64,7 +137,7 @@ func (db *DB) staleGet(ctx context.Context, sr *store.StaleReads, key string, op
 // stale reads.
 func (db *DB) readTxn(ctx context.Context, sr *store.StaleReads, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
 	var lerr error
-	if !db.quorumLost() {
+	if !db.quorumLost(ctx) {
 		tctx, cancel := context.WithTimeout(ctx, db.timeout)
 		resp, err := db.cli.Txn(tctx).If(cmps...).Then(then...).Else(els...).Commit()
 		if err == nil {

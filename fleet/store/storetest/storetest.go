@@ -76,6 +76,7 @@ func Run(t *testing.T, h Harness) {
 		{"join tokens", testJoinTokens},
 		{"join token race", testJoinTokenRace},
 		{"api tokens", testAPITokens},
+		{"console sessions", testSessions},
 		{"reports and presence", testReports},
 		{"events dedup and gaps", testEvents},
 		{"events of unknown, revoked and lying devices", testEventsRefused},
@@ -543,6 +544,41 @@ func testAPITokens(t *testing.T, e *env) {
 	if _, err := s.APITokens.Revoke(e.ctx, "h9", at1); !errdefs.IsNotFound(err) {
 		t.Fatalf("revoke unknown: %v", err)
 	}
+}
+
+func testSessions(t *testing.T, e *env) {
+	s := e.start(t)
+	now := e.clock.Now()
+	ss := store.Session{Hash: "s1", TokenHash: "h1", Created: now, Expires: now.Add(time.Hour)}
+	must(s.Sessions.Create(e.ctx, ss))(t)
+	_, err := s.Sessions.Create(e.ctx, ss)
+	wantErr(t, err, errdefs.IsAlreadyExists, "create twice")
+	_, err = s.Sessions.Create(e.ctx, store.Session{Hash: "s2", TokenHash: "h1", Created: now, Expires: now})
+	wantErr(t, err, errdefs.IsInvalidArgument, "expires when created")
+	got := must(s.Sessions.Get(e.ctx, "s1", now))(t)
+	if got.TokenHash != "h1" || !got.Expires.Equal(ss.Expires) {
+		t.Fatalf("got %+v, want %+v", got, ss)
+	}
+	if _, err := s.Sessions.Get(e.ctx, "s9", now); !errdefs.IsNotFound(err) {
+		t.Fatalf("get unknown: %v", err)
+	}
+	if _, err := s.Sessions.Get(e.ctx, "s1", ss.Expires); !errdefs.IsNotFound(err) {
+		t.Fatalf("get expired: %v", err)
+	}
+	// Kept across a reopen (another controller on the store sees it).
+	s = e.restart(t)
+	must(s.Sessions.Get(e.ctx, "s1", now.Add(time.Minute)))(t)
+	must(s.Sessions.Create(e.ctx, store.Session{Hash: "s3", TokenHash: "h2", Created: now, Expires: now.Add(2 * time.Hour)}))(t)
+	if err := s.Sessions.Delete(e.ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sessions.Get(e.ctx, "s1", now); !errdefs.IsNotFound(err) {
+		t.Fatalf("get deleted: %v", err)
+	}
+	if err := s.Sessions.Delete(e.ctx, "s1"); err != nil {
+		t.Fatalf("delete twice: %v", err)
+	}
+	must(s.Sessions.Get(e.ctx, "s3", now))(t)
 }
 
 func report(id string, gen uint64, at time.Time) wire.Reported {
