@@ -334,7 +334,8 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 	// answer (an etcd store without a quorum): reads go on (api.TokenCache).
 	tokens := api.NewTokenCache(st.APITokens, o.tokenTTL, nil)
 	ui, err := console.New(console.Config{
-		Controller: ctrl, Tokens: tokens, Log: log.With().Str("component", "console").Logger(),
+		Controller: ctrl, Tokens: tokens, Sessions: st.Sessions, SessionCacheTTL: o.tokenTTL,
+		Log: log.With().Str("component", "console").Logger(),
 		AuthFailed: func(reason string) {
 			if metrics != nil {
 				metrics.AuthFailures.WithLabelValues("console-" + reason).Inc()

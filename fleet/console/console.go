@@ -32,8 +32,15 @@ type Config struct {
 	// Tokens is the API's token store: sign-in and every request check
 	// against it.
 	Tokens store.APITokens
+	// Sessions keeps the sessions: the store's, so that every controller
+	// on it takes them.
+	Sessions store.Sessions
 	// SessionTTL is how long a session lasts from sign-in (default 8h).
 	SessionTTL time.Duration
+	// SessionCacheTTL is how long after the store last confirmed a
+	// session it is still taken while the store does not answer (default
+	// api.DefaultTokenCacheTTL).
+	SessionCacheTTL time.Duration
 	// SnapshotTTL is how old the overview's snapshot of the fleet may be
 	// (default 2s).
 	SnapshotTTL time.Duration
@@ -53,14 +60,17 @@ type Console struct {
 	cfg      Config
 	mux      *http.ServeMux
 	pages    map[string]*template.Template
-	sessions sessions
+	sessions *sessions
 	fleet    fleetCache
 }
 
 // New builds the console. It starts nothing.
 func New(cfg Config) (*Console, error) {
-	if cfg.Controller == nil || cfg.Tokens == nil {
-		return nil, fmt.Errorf("console: a controller and a token store are needed: %w", errdefs.ErrInvalidArgument)
+	if cfg.Controller == nil || cfg.Tokens == nil || cfg.Sessions == nil {
+		return nil, fmt.Errorf("console: a controller, a token store and a session store are needed: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.SessionCacheTTL <= 0 {
+		cfg.SessionCacheTTL = api.DefaultTokenCacheTTL
 	}
 	if cfg.SessionTTL <= 0 {
 		cfg.SessionTTL = 8 * time.Hour
@@ -78,7 +88,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Console{cfg: cfg, pages: pages, sessions: sessions{m: map[string]*session{}}}
+	c := &Console{cfg: cfg, pages: pages, sessions: &sessions{st: cfg.Sessions, ttl: cfg.SessionCacheTTL, seen: map[string]cachedSession{}}}
 	c.fleet = fleetCache{ctrl: cfg.Controller, ttl: cfg.SnapshotTTL, now: cfg.Now}
 	c.mux = c.routes()
 	return c, nil

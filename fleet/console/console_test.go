@@ -56,7 +56,7 @@ func start(t *testing.T) *env {
 		}
 	}
 	e := &env{t: t, fake: apitest.New(), tokens: st.APITokens}
-	ui, err := console.New(console.Config{Controller: e.fake, Tokens: st.APITokens, Log: zerolog.New(zerolog.NewTestWriter(t)),
+	ui, err := console.New(console.Config{Controller: e.fake, Tokens: st.APITokens, Sessions: st.Sessions, Log: zerolog.New(zerolog.NewTestWriter(t)),
 		AuthFailed: func(reason string) { e.fails = append(e.fails, reason) }})
 	if err != nil {
 		t.Fatal(err)

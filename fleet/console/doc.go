@@ -16,8 +16,15 @@
 //
 // Signing in posts an API token (admin or read-only); the console keeps a
 // server-side session: a random id in a __Host- cookie (HttpOnly, Secure,
-// SameSite=Strict), the token's hash, role and name, a CSRF token, an
-// expiry. The token itself is kept nowhere.
+// SameSite=Strict), and in the fleet store (store.Sessions) the id's
+// sha256, the token's hash and an expiry. The token and the id are kept
+// nowhere; the CSRF token is another hash of the id. So every controller
+// on one store (etcd, behind a load balancer) takes a session begun at
+// any of them, and a sign-out at one (the record deleted) ends it at all
+// from their next request. While the store does not answer (no quorum), a
+// session the store confirmed at this controller within SessionCacheTTL
+// (30 s, tender serve's --token-cache-ttl) is still taken, as API tokens
+// are (api.TokenCache); sign-in and sign-out need the store.
 //
 // # Requests that change something
 //

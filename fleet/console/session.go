@@ -1,10 +1,13 @@
 package console
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -24,22 +27,15 @@ const (
 	loginCookie   = "__Host-tender-login"
 )
 
-// maxSessions bounds the session table; the oldest go first.
-const maxSessions = 10000
-
 // session is one signed-in browser.
 type session struct {
+	// id is the cookie's value; the store keeps only its hash.
 	id        string
 	tokenHash string
-	csrf      string
-	expires   time.Time
-	created   time.Time
-}
-
-// sessions is the server-side session table.
-type sessions struct {
-	mu sync.Mutex
-	m  map[string]*session
+	// csrf is derived from id, so every controller that knows the
+	// session knows it without storing it.
+	csrf    string
+	expires time.Time
 }
 
 func randomHex(n int) string {
@@ -50,43 +46,132 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-func (s *sessions) create(tokenHash string, now time.Time, ttl time.Duration) *session {
-	ss := &session{id: randomHex(32), tokenHash: tokenHash, csrf: randomHex(32), created: now, expires: now.Add(ttl)}
+// sessionHash is what a session is stored under: the hex sha256 of its id.
+func sessionHash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
+}
+
+// csrfOf is a session's CSRF token: a hash of its id apart from the one
+// stored, so the store's records do not give it away.
+func csrfOf(id string) string {
+	sum := sha256.Sum256([]byte("tender console csrf\x00" + id))
+	return hex.EncodeToString(sum[:])
+}
+
+// maxCached bounds the memory of sessions the store confirmed.
+const maxCached = 10000
+
+// sessions keeps the console's sessions in the store, so that a session
+// begun at one controller is taken by every controller on the same store
+// (etcd), and a sign-out at one ends it at all. Like api.TokenCache, it
+// remembers the store's last answer for each session: every lookup asks
+// the store first and takes its answer (a sign-out elsewhere is seen at
+// the next request); only while the store is unavailable (no quorum) is a
+// session the store confirmed within ttl taken from that memory. Sign-in
+// and sign-out need the store.
+type sessions struct {
+	st  store.Sessions
+	ttl time.Duration
+
+	mu        sync.Mutex
+	seen      map[string]cachedSession // by hash
+	downUntil time.Time
+}
+
+type cachedSession struct {
+	s  store.Session
+	at time.Time // when the store returned it
+}
+
+// sessionDownFor is how long, after the store did not answer, lookups go
+// to the memory without asking the store again (as api's tokenDownFor).
+const sessionDownFor = 10 * time.Second
+
+func (s *sessions) create(ctx context.Context, tokenHash string, now time.Time, life time.Duration) (*session, error) {
+	id := randomHex(32)
+	rec := store.Session{Hash: sessionHash(id), TokenHash: tokenHash, Created: now, Expires: now.Add(life)}
+	if _, err := s.st.Create(ctx, rec); err != nil {
+		return nil, fmt.Errorf("store the session: %w", err)
+	}
+	s.remember(rec, now)
+	return &session{id: id, tokenHash: tokenHash, csrf: csrfOf(id), expires: rec.Expires}, nil
+}
+
+func (s *sessions) remember(rec store.Session, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id, o := range s.m {
-		if !now.Before(o.expires) {
-			delete(s.m, id)
-		}
-	}
-	for len(s.m) >= maxSessions {
-		var oldest *session
-		for _, o := range s.m {
-			if oldest == nil || o.created.Before(oldest.created) {
-				oldest = o
+	if len(s.seen) >= maxCached {
+		for h, c := range s.seen {
+			if now.Sub(c.at) >= s.ttl || !now.Before(c.s.Expires) {
+				delete(s.seen, h)
 			}
 		}
-		delete(s.m, oldest.id)
+		if len(s.seen) >= maxCached {
+			clear(s.seen)
+		}
 	}
-	s.m[ss.id] = ss
-	return ss
+	s.seen[rec.Hash] = cachedSession{s: rec, at: now}
 }
 
-func (s *sessions) get(id string, now time.Time) *session {
+// get returns the session with cookie value id: nil if there is none
+// (unknown, signed out, expired), an error if the store does not answer
+// and the memory cannot stand in.
+func (s *sessions) get(ctx context.Context, id string, now time.Time) (*session, error) {
+	hash := sessionHash(id)
+	s.mu.Lock()
+	down := now.Before(s.downUntil)
+	s.mu.Unlock()
+	var rec store.Session
+	var err error = errdefs.ErrUnavailable
+	if !down {
+		rec, err = s.st.Get(ctx, hash, now)
+	}
+	switch {
+	case err == nil:
+		s.remember(rec, now)
+		s.mu.Lock()
+		s.downUntil = time.Time{}
+		s.mu.Unlock()
+		return &session{id: id, tokenHash: rec.TokenHash, csrf: csrfOf(id), expires: rec.Expires}, nil
+	case errdefs.IsNotFound(err):
+		s.forget(hash)
+		return nil, nil
+	case !errdefs.IsUnavailable(err):
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ss := s.m[id]
-	if ss != nil && !now.Before(ss.expires) {
-		delete(s.m, id)
-		return nil
+	if !down {
+		s.downUntil = now.Add(min(sessionDownFor, s.ttl))
 	}
-	return ss
+	c, ok := s.seen[hash]
+	switch {
+	case ok && now.Sub(c.at) < s.ttl && !now.Before(c.at) && now.Before(c.s.Expires):
+		return &session{id: id, tokenHash: c.s.TokenHash, csrf: csrfOf(id), expires: c.s.Expires}, nil
+	case ok:
+		delete(s.seen, hash)
+	}
+	if down {
+		return nil, fmt.Errorf("console session: %w", store.ErrStoreDown)
+	}
+	return nil, fmt.Errorf("console session: %w", err)
 }
 
-func (s *sessions) drop(id string) {
+func (s *sessions) forget(hash string) {
 	s.mu.Lock()
-	delete(s.m, id)
+	delete(s.seen, hash)
 	s.mu.Unlock()
+}
+
+// drop ends the session at every controller: it is deleted from the store.
+func (s *sessions) drop(ctx context.Context, id string) error {
+	hash := sessionHash(id)
+	s.forget(hash)
+	if err := s.st.Delete(ctx, hash); err != nil {
+		return fmt.Errorf("delete the session: %w", err)
+	}
+	return nil
 }
 
 // viewer is who is looking: the session and its token as of this request.
@@ -113,7 +198,10 @@ func (c *Console) authenticate(r *http.Request) (*viewer, error) {
 		c.authFailed(r, "missing")
 		return nil, errSignIn
 	}
-	ss := c.sessions.get(ck.Value, c.cfg.Now())
+	ss, err := c.sessions.get(r.Context(), ck.Value, c.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
 	if ss == nil {
 		c.authFailed(r, "unknown")
 		return nil, errSignIn
@@ -122,7 +210,9 @@ func (c *Console) authenticate(r *http.Request) (*viewer, error) {
 	switch {
 	case errors.Is(err, errdefs.ErrUnauthenticated):
 		// Revoked since sign-in: the session ends here.
-		c.sessions.drop(ss.id)
+		if err := c.sessions.drop(r.Context(), ss.id); err != nil {
+			c.cfg.Log.Warn().Err(err).Msg("console session of a revoked token")
+		}
 		c.authFailed(r, "revoked")
 		return nil, errSignIn
 	case err != nil:
@@ -239,7 +329,11 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, nil, err)
 		return
 	}
-	ss := c.sessions.create(hash, c.cfg.Now(), c.cfg.SessionTTL)
+	ss, err := c.sessions.create(r.Context(), hash, c.cfg.Now(), c.cfg.SessionTTL)
+	if err != nil {
+		c.fail(w, r, nil, fmt.Errorf("sign-in: %w", err))
+		return
+	}
 	setCookie(w, sessionCookie, ss.id, c.cfg.SessionTTL)
 	clearCookie(w, loginCookie)
 	c.cfg.Log.Info().Str("who", t.Name).Str("role", string(t.Role)).Str("from", r.RemoteAddr).Msg("console sign-in")
@@ -252,7 +346,11 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 
 // signOut ends the session.
 func (c *Console) signOut(w http.ResponseWriter, r *http.Request, v *viewer) {
-	c.sessions.drop(v.s.id)
+	if err := c.sessions.drop(r.Context(), v.s.id); err != nil {
+		// The cookie goes all the same, and this controller forgot the
+		// session; the store's record lasts until it expires.
+		c.cfg.Log.Warn().Err(err).Str("who", v.token.Name).Msg("console sign-out: the session stays in the store until it expires")
+	}
 	clearCookie(w, sessionCookie)
 	c.cfg.Log.Info().Str("who", v.token.Name).Str("from", r.RemoteAddr).Msg("console sign-out")
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)

@@ -47,7 +47,7 @@ func newTokenEnv(t *testing.T) *tokenEnv {
 		t.Fatalf("admin token: %q %v", e.admin, err)
 	}
 	log := zerolog.New(e.logs).Level(zerolog.DebugLevel)
-	ui, err := console.New(console.Config{Controller: e.h.c, Tokens: e.h.st.APITokens, Log: log})
+	ui, err := console.New(console.Config{Controller: e.h.c, Tokens: e.h.st.APITokens, Sessions: e.h.st.Sessions, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
