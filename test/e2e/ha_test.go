@@ -15,11 +15,18 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -277,6 +284,26 @@ func TestHA_TwoControllersOneLeader(t *testing.T) {
 		t.Logf("concurrent apply of %s: exit %d %s", v, r.code, strings.TrimSpace(r.stderr))
 	}
 
+	// The console behind a balancer: a session begun at one controller is
+	// taken by the other, and a sign-out at the other ends it at both.
+	br := newConsoleBrowser(t, filepath.Join(first.dir, "ca.crt"))
+	br.signIn(first)
+	if code := br.do(other, "GET", "/ui/", nil); code != http.StatusOK {
+		t.Fatalf("console session begun at one controller, at the other: %d", code)
+	}
+	if code := br.do(other, "POST", "/ui/logout", url.Values{"csrf": {br.csrf}}); code != http.StatusSeeOther {
+		t.Fatalf("console sign-out at the other controller: %d", code)
+	}
+	for _, c := range []*controller{first, other} {
+		if code := br.do(c, "GET", "/ui/", nil); code != http.StatusUnauthorized {
+			t.Fatalf("console after sign-out, at %s: %d", c.api, code)
+		}
+	}
+	br.signIn(other) // kept through the outage below
+	if code := br.do(first, "GET", "/ui/", nil); code != http.StatusOK {
+		t.Fatalf("console session begun at the other controller, at the first: %d", code)
+	}
+
 	// Read once with the quorum: this is the view served without it.
 	for _, c := range []*controller{first, other} {
 		for _, args := range [][]string{{"devices"}, {"apps"}} {
@@ -343,6 +370,13 @@ func TestHA_TwoControllersOneLeader(t *testing.T) {
 			t.Fatalf("tender rollout status -o json without a quorum: %s; want stale set", r)
 		}
 	}
+	// The console session confirmed just before is still taken (the
+	// controllers' --token-cache-ttl is 5m here).
+	for _, c := range []*controller{first, other} {
+		if code := br.do(c, "GET", "/ui/", nil); code != http.StatusOK {
+			t.Fatalf("console session without a quorum, at %s: %d", c.api, code)
+		}
+	}
 	if sim.Connected() != n {
 		t.Fatalf("%d devices connected without a quorum, want %d", sim.Connected(), n)
 	}
@@ -375,4 +409,65 @@ func waveStarts(t *testing.T, c *controller, v string) {
 			t.Fatalf("rollout to %s: %s started %d times (%v)", v, w, started[w], started)
 		}
 	}
+}
+
+// consoleBrowser is a browser of the web console of several controllers
+// on one host, as behind one name: its cookie jar sends 127.0.0.1's
+// cookies to every port.
+type consoleBrowser struct {
+	t    *testing.T
+	c    *http.Client
+	csrf string
+}
+
+var consoleCSRF = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+
+func newConsoleBrowser(t *testing.T, caFile string) *consoleBrowser {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	jar, _ := cookiejar.New(nil)
+	return &consoleBrowser{t: t, c: &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		Transport:     &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+// do sends a request to controller c's console and returns the status.
+func (b *consoleBrowser) do(c *controller, method, path string, form url.Values) int {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequest(method, "https://"+c.api+path, body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if m := consoleCSRF.FindSubmatch(out); m != nil {
+		b.csrf = string(m[1])
+	}
+	return resp.StatusCode
+}
+
+// signIn signs in at c with its admin token.
+func (b *consoleBrowser) signIn(c *controller) {
+	b.t.Helper()
+	tok, _ := os.ReadFile(filepath.Join(c.dir, "admin.token"))
+	b.do(c, "GET", "/ui/login", nil)
+	if code := b.do(c, "POST", "/ui/login", url.Values{"token": {strings.TrimSpace(string(tok))}, "csrf": {b.csrf}, "next": {"/ui/"}}); code != http.StatusSeeOther {
+		b.t.Fatalf("console sign-in at %s: %d", c.api, code)
+	}
+	b.do(c, "GET", "/ui/", nil)
 }
