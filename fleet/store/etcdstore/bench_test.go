@@ -2,6 +2,7 @@ package etcdstore
 
 import (
 	"strconv"
+	gosync "sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,4 +154,67 @@ func BenchmarkGenerations_Concurrent(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "generations/s")
+}
+
+// BenchmarkIngest_EventsEveryController: what ingesting every event at
+// every controller costs (events are not shared, so that a device's
+// events stay one ordered stream: fleet/controller/doc.go). One op is a
+// round of one event from each of benchDevices devices, in batches of
+// 500, ingested by one store (controllers=1) or by two at once, each
+// getting every event (controllers=2). Reported: events stored per
+// second of the round, and etcd revisions (write transactions) per event
+// stored.
+func BenchmarkIngest_EventsEveryController(b *testing.B) {
+	db, ids := benchStore(b)
+	db2, err := Open(ctx, Config{Endpoints: one.Endpoints(), Prefix: db.Prefix()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db2.Close()
+	seq := uint64(0)
+	for _, n := range []int{1, 2} {
+		b.Run("controllers="+strconv.Itoa(n), func(b *testing.B) {
+			stores := []store.Store{db.Store(), db2.Store()}[:n]
+			rev0 := clusterRev(b, db)
+			var stored, dups atomic.Int64
+			for range b.N {
+				seq++
+				var wg gosync.WaitGroup
+				for _, s := range stores {
+					wg.Go(func() {
+						for done := 0; done < len(ids); done += 500 {
+							var bt store.Batch
+							for _, id := range ids[done:min(done+500, len(ids))] {
+								bt.Events = append(bt.Events, store.Event{Device: id, Received: storetest.T0,
+									Event: wire.Event{Schema: wire.EventSchema, DeviceID: id, Seq: seq, Kind: wire.EventStarted, App: "thermo"}})
+							}
+							res, err := s.Ingest.Ingest(ctx, bt)
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							stored.Add(int64(res.Events))
+							dups.Add(int64(res.DuplicateEvents))
+						}
+					})
+				}
+				wg.Wait()
+			}
+			if got := stored.Load(); got != int64(b.N*len(ids)) {
+				b.Fatalf("%d events stored, want %d (%d duplicates)", got, b.N*len(ids), dups.Load())
+			}
+			b.ReportMetric(float64(stored.Load())/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(clusterRev(b, db)-rev0)/float64(stored.Load()), "revs/event")
+			b.ReportMetric(float64(dups.Load())/float64(stored.Load()), "dups/event")
+		})
+	}
+}
+
+// clusterRev is the cluster's current revision.
+func clusterRev(b *testing.B, db *DB) int64 {
+	resp, err := db.Client().Get(ctx, "/no-such-key")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return resp.Header.Revision
 }
