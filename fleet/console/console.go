@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -189,6 +190,13 @@ func (c *Console) with(n need, h handler) http.Handler {
 				c.fail(w, r, v, fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied))
 				return
 			}
+		}
+		if n == look {
+			// A page may be read without the store's quorum, and then
+			// says so (layout.html).
+			var ctx context.Context
+			ctx, v.stale = store.WithStaleReads(r.Context())
+			r = r.WithContext(ctx)
 		}
 		if n == change && !v.Admin() {
 			c.cfg.Log.Warn().Str("who", v.token.Name).Str("from", r.RemoteAddr).Str("path", r.URL.Path).Msg("console change refused: read-only token")

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -350,5 +351,53 @@ func TestConsole_RevokedTokenEndsSession(t *testing.T) {
 	noFleet(t, "the page after revocation", body)
 	if code := b.signIn(adminToken); code != http.StatusUnauthorized {
 		t.Errorf("sign-in with a revoked token: %d, want 401", code)
+	}
+}
+
+// staleFleet answers the device list as a controller whose store has no
+// quorum does: marked stale, if the request allows it.
+type staleFleet struct{ *apitest.Fake }
+
+func (f staleFleet) Devices(ctx context.Context, sel map[string]string) ([]api.DeviceView, error) {
+	store.StaleReadsOf(ctx).Mark(store.Staleness{Reason: store.NoQuorum, Rev: 77})
+	return f.Fake.Devices(ctx, sel)
+}
+
+// TestConsole_StalePagesSaySo: a page read without the store's quorum
+// says so, also when it comes from the overview's shared snapshot.
+func TestConsole_StalePagesSaySo(t *testing.T) {
+	db, err := boltdb.Open(filepath.Join(t.TempDir(), "fleet.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := db.Store()
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.APITokens.Create(context.Background(), store.APIToken{Hash: api.TokenHash(adminToken), Name: "admin", Role: store.RoleAdmin, Created: apitest.T0}); err != nil {
+		t.Fatal(err)
+	}
+	fake := staleFleet{apitest.New()}
+	ui, err := console.New(console.Config{Controller: fake, Tokens: st.APITokens, Sessions: st.Sessions, SnapshotTTL: time.Hour, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.NewServer(api.Config{Controller: fake, Tokens: st.APITokens, Console: ui, Log: zerolog.New(zerolog.NewTestWriter(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewTLSServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	e := &env{t: t, url: ts.URL}
+	b := e.browser()
+	if code := b.signIn(adminToken); code != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d", code)
+	}
+	const mark = "This page may be stale: the fleet store has no quorum; as of revision 77."
+	for i := range 2 { // the second from the snapshot the first read
+		if code, body := b.do("GET", "/ui/", nil); code != http.StatusOK || !strings.Contains(body, mark) {
+			t.Fatalf("overview %d without a quorum: %d, want the stale mark:\n%s", i, code, body)
+		}
+	}
+	if code, body := b.do("GET", "/ui/audit", nil); code != http.StatusOK || strings.Contains(body, "may be stale") {
+		t.Fatalf("a fresh page: %d, marked stale", code)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tender-edge/tender/fleet/api"
+	"github.com/tender-edge/tender/fleet/store"
 )
 
 // fleetCache holds one snapshot of every device, read at most every ttl
@@ -30,6 +31,10 @@ type snapshot struct {
 	took    time.Duration
 	devices []api.DeviceView // in id order
 	cores   map[string]float64
+	// stale is set if the read was answered without the store's quorum:
+	// every request the snapshot serves is marked with it.
+	stale   store.Staleness
+	isStale bool
 }
 
 // cpuSample derives a device's CPU use from two reports of its
@@ -46,6 +51,9 @@ func (f *fleetCache) get(ctx context.Context) (*snapshot, error) {
 	defer f.mu.Unlock()
 	now := f.now()
 	if f.snap != nil && now.Sub(f.snap.at) < f.ttl {
+		if f.snap.isStale {
+			store.StaleReadsOf(ctx).Mark(f.snap.stale)
+		}
 		return f.snap, nil
 	}
 	devs, err := f.ctrl.Devices(ctx, nil)
@@ -56,6 +64,7 @@ func (f *fleetCache) get(ctx context.Context) (*snapshot, error) {
 		f.cpu = map[string]cpuSample{}
 	}
 	s := &snapshot{at: now, took: f.now().Sub(now), devices: devs, cores: make(map[string]float64, len(devs))}
+	s.stale, s.isStale = store.StaleReadsOf(ctx).Stale()
 	seen := make(map[string]bool, len(devs))
 	for _, d := range devs {
 		seen[d.ID] = true

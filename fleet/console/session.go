@@ -179,6 +179,17 @@ type viewer struct {
 	s      *session
 	token  store.APIToken
 	caller api.Caller
+	// stale says whether this request's reads were answered without the
+	// store's quorum (pages only: store.WithStaleReads).
+	stale *store.StaleReads
+}
+
+// Stale is the text of the page's stale mark ("" if it is fresh).
+func (v *viewer) Stale() string {
+	if st, ok := v.stale.Stale(); ok {
+		return st.String()
+	}
+	return ""
 }
 
 // Admin says whether the viewer may change the fleet.

@@ -371,10 +371,13 @@ func TestHA_TwoControllersOneLeader(t *testing.T) {
 		}
 	}
 	// The console session confirmed just before is still taken (the
-	// controllers' --token-cache-ttl is 5m here).
+	// controllers' --token-cache-ttl is 5m here), and its pages say they
+	// may be stale.
 	for _, c := range []*controller{first, other} {
-		if code := br.do(c, "GET", "/ui/", nil); code != http.StatusOK {
-			t.Fatalf("console session without a quorum, at %s: %d", c.api, code)
+		for _, page := range []string{"/ui/", "/ui/events", "/ui/audit", "/ui/apps/demo", "/ui/devices/" + ids[0]} {
+			if code := br.do(c, "GET", page, nil); code != http.StatusOK || !strings.Contains(br.body, "This page may be stale: the fleet store has no quorum; as of ") {
+				t.Fatalf("console %s without a quorum, at %s: %d; want the page marked stale:\n%s", page, c.api, code, br.body)
+			}
 		}
 	}
 	if sim.Connected() != n {
@@ -418,6 +421,7 @@ type consoleBrowser struct {
 	t    *testing.T
 	c    *http.Client
 	csrf string
+	body string // of the last answer
 }
 
 var consoleCSRF = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
@@ -455,6 +459,7 @@ func (b *consoleBrowser) do(c *controller, method, path string, form url.Values)
 	}
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
+	b.body = string(out)
 	if m := consoleCSRF.FindSubmatch(out); m != nil {
 		b.csrf = string(m[1])
 	}
