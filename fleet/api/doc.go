@@ -49,6 +49,15 @@
 // into ErrUnreachable. Bodies are capped (MaxSpecBytes for a spec,
 // MaxBodyBytes otherwise: 413); JSON bodies refuse unknown fields.
 //
+// Reads without a quorum: every GET is made with store.WithStaleReads,
+// after the token was checked (token lookups never read stale). A store
+// that answered it without its quorum (etcd: a serializable read of a
+// member still up; or the controller's last view) marks it, and the
+// answer carries StaleHeader ("Tender-Stale: no quorum; as of revision
+// N") and, in status, a device and a rollout, the same text in "stale";
+// Client hands it to ClientConfig.OnStale. Writes carry no such mark and
+// fail as unavailable (503).
+//
 // Metrics: the API counts requests by route and code and refused tokens;
 // Server.Metrics gives the controller the gauges, counters and histogram
 // it feeds (devices online, rollouts by phase, reports and events
