@@ -119,6 +119,8 @@
 // loop, so a stale device record cannot let a revoked device's password
 // through) is then made again serializable, answered by a member that is
 // up from what it holds, and marked stale with that member's revision
-// (stale.go); for 5 s after such a failure those reads skip the
-// linearizable attempt.
+// (stale.go). Once a read failed for lack of a quorum, the store asks the
+// members once a second whether any knows a leader; until one does, reads
+// skip the linearizable attempt: those allowed to be stale go to a member
+// at once, the others fail at once as unavailable.
 package etcdstore
