@@ -8,7 +8,15 @@ GOFLAGS_ := -trimpath -ldflags "$(LDFLAGS)"
 # without HTTP/2 (-0.53 MB): the agent's HTTP peers (registries, the
 # controller's enrollment) all speak HTTP/1.1, and MQTT is not HTTP.
 AGENT_TAGS := nethttpomithttp2
-AGENT_FLAGS := $(GOFLAGS_) -tags $(AGENT_TAGS)
+# No inlining (-l) outside the packages a start or a pull spends its time
+# in (-1.22 MB, 8.7 %): the runtime, byte and string primitives,
+# decompression, tar and hashing keep it. Measured on this VM: `version`
+# starts alike, `run --rm` costs 0-5 % more CPU (within the noise), a
+# 31 MB load 1 % more; -l on the runtime as well would cost 8-16 %.
+AGENT_INLINED := runtime internal/bytealg bytes strings bufio io compress/... archive/tar \
+	hash/... crypto/sha256 crypto/internal/fips140/sha256
+AGENT_GCFLAGS := -gcflags=all=-l $(foreach p,$(AGENT_INLINED),-gcflags=$(p)=)
+AGENT_FLAGS := $(GOFLAGS_) -tags $(AGENT_TAGS) $(AGENT_GCFLAGS)
 SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
