@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -22,6 +21,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/klauspost/compress/gzip"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
@@ -664,6 +664,10 @@ func (s *Store) unpackBlob(ctx context.Context, a *staged, desc ocispec.Descript
 	}
 	defer f.Close()
 	var rd io.Reader = bufio.NewReaderSize(f, 64<<10)
+	// klauspost's gzip, not the standard library's: the standard one
+	// allocates Huffman link tables for every dynamic block (1 MB of
+	// garbage for the 3 MB test image, 45 % of a pull's allocations),
+	// klauspost's reuses them and inflates faster (issue 15).
 	if layerMediaTypes[desc.MediaType] == compGzip {
 		gz, err := gzip.NewReader(rd)
 		if err != nil {

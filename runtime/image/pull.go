@@ -749,7 +749,10 @@ func (s *Store) fetchRange(ctx context.Context, dl *blobDownload) (err error) {
 	default:
 		return statusError(what, resp)
 	}
-	buf := make([]byte, 256<<10)
+	// 64 KiB: a read from a TLS connection returns at most a record
+	// (16 KiB), from a plain one what the socket holds; a larger buffer
+	// only raised the pull's peak memory (issue 15), one per download.
+	buf := make([]byte, 64<<10)
 	for {
 		n, rerr := resp.Body.Read(buf)
 		if n > 0 {

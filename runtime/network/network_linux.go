@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,8 +11,6 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -338,24 +335,29 @@ func (m *Manager) Repair(live func(id string) bool) (freed, removed int, err err
 	for _, e := range kept {
 		owned[e.Veth()] = true
 	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return freed, 0, fmt.Errorf("list links: %w", err)
-	}
-	for _, l := range links {
-		n := l.Attrs().Name
-		if l.Type() == "veth" && strings.HasPrefix(n, VethPrefix) && !owned[n] {
-			if netlink.LinkDel(l) == nil {
-				removed++
+	bridgeFound := false
+	err = withRTNL(func(r *rtnl) error {
+		links, err := r.links()
+		if err != nil {
+			return fmt.Errorf("list links: %w", err)
+		}
+		for _, l := range links {
+			bridgeFound = bridgeFound || l.Name == m.cfg.Bridge
+			if l.Kind == "veth" && strings.HasPrefix(l.Name, VethPrefix) && !owned[l.Name] {
+				if r.deleteLink(l.Index) == nil {
+					removed++
+				}
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return freed, 0, err
 	}
-	if len(kept) == 0 && freed == 0 && removed == 0 {
+	if len(kept) == 0 && freed == 0 && removed == 0 && !bridgeFound {
 		// Nothing attached, nothing left: do not make a bridge or
 		// tables on a host that never used one.
-		if _, err := netlink.LinkByName(m.cfg.Bridge); err != nil {
-			return 0, 0, nil
-		}
+		return 0, 0, nil
 	}
 	if _, err := m.ensureBridge(); err != nil {
 		return freed, removed, err
@@ -395,9 +397,13 @@ func (m *Manager) unplug(ep Endpoint) {
 }
 
 func deleteLink(name string) {
-	if l, err := netlink.LinkByName(name); err == nil {
-		_ = netlink.LinkDel(l)
-	}
+	_ = withRTNL(func(r *rtnl) error {
+		l, err := r.linkByName(name)
+		if err == nil {
+			err = r.deleteLink(l.Index)
+		}
+		return err
+	})
 }
 
 // writeHosts writes the hosts file of every endpoint sharing a group with
@@ -449,37 +455,43 @@ func writeAtomic(path string, b []byte) error {
 // ensureBridge makes the bridge with the gateway address and turns on
 // forwarding; a subnet that overlaps a route of the host (other than the
 // bridge's own) is refused.
-func (m *Manager) ensureBridge() (netlink.Link, error) {
-	gw := &netlink.Addr{IPNet: &net.IPNet{IP: m.cfg.Gateway().AsSlice(), Mask: net.CIDRMask(m.cfg.Subnet.Bits(), 32)}}
-	br, err := netlink.LinkByName(m.cfg.Bridge)
+func (m *Manager) ensureBridge() (link, error) {
+	gw := netip.PrefixFrom(m.cfg.Gateway(), m.cfg.Subnet.Bits())
+	r, err := dialRTNL(0)
 	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if !errors.As(err, &nf) {
-			return nil, fmt.Errorf("bridge %s: %w", m.cfg.Bridge, err)
-		}
-		if err := CheckOverlap(m.cfg.Subnet, -1); err != nil {
-			return nil, err
-		}
-		la := netlink.NewLinkAttrs()
-		la.Name = m.cfg.Bridge
-		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("create bridge %s: %w", m.cfg.Bridge, err)
-		}
-		if br, err = netlink.LinkByName(m.cfg.Bridge); err != nil {
-			return nil, fmt.Errorf("bridge %s: %w", m.cfg.Bridge, err)
-		}
-	} else if br.Type() != "bridge" {
-		return nil, fmt.Errorf("%s exists and is a %s, not a bridge: %w", m.cfg.Bridge, br.Type(), errdefs.ErrConflict)
+		return link{}, err
 	}
-	if err := netlink.AddrReplace(br, gw); err != nil {
-		return nil, fmt.Errorf("bridge %s address %s: %w", m.cfg.Bridge, gw.IPNet, err)
+	defer r.Close()
+	br, err := r.linkByName(m.cfg.Bridge)
+	if err != nil {
+		if !errors.Is(err, errLinkNotFound) {
+			return link{}, fmt.Errorf("bridge %s: %w", m.cfg.Bridge, err)
+		}
+		if err := checkOverlap(r, m.cfg.Subnet, -1); err != nil {
+			return link{}, err
+		}
+		if err := r.addBridge(m.cfg.Bridge); err != nil && !errors.Is(err, unix.EEXIST) {
+			return link{}, fmt.Errorf("create bridge %s: %w", m.cfg.Bridge, err)
+		}
+		if br, err = r.linkByName(m.cfg.Bridge); err != nil {
+			return link{}, fmt.Errorf("bridge %s: %w", m.cfg.Bridge, err)
+		}
+	} else if br.Kind != "bridge" {
+		kind := br.Kind
+		if kind == "" {
+			kind = "device"
+		}
+		return link{}, fmt.Errorf("%s exists and is a %s, not a bridge: %w", m.cfg.Bridge, kind, errdefs.ErrConflict)
 	}
-	if err := netlink.LinkSetUp(br); err != nil {
-		return nil, fmt.Errorf("bridge %s up: %w", m.cfg.Bridge, err)
+	if err := r.addAddr(br.Index, gw, true); err != nil {
+		return link{}, fmt.Errorf("bridge %s address %s: %w", m.cfg.Bridge, gw, err)
+	}
+	if err := r.setUp(br.Index); err != nil {
+		return link{}, fmt.Errorf("bridge %s up: %w", m.cfg.Bridge, err)
 	}
 	for _, s := range []string{"ipv4/ip_forward", "ipv4/conf/" + m.cfg.Bridge + "/route_localnet"} {
 		if err := writeSysctl(s, "1"); err != nil {
-			return nil, err
+			return link{}, err
 		}
 	}
 	return br, nil
@@ -499,24 +511,23 @@ func writeSysctl(name, v string) error {
 // CheckOverlap refuses a subnet that overlaps a route of the host's
 // (one not through the link whose index is own).
 func CheckOverlap(subnet netip.Prefix, own int) error {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	return withRTNL(func(r *rtnl) error { return checkOverlap(r, subnet, own) })
+}
+
+func checkOverlap(r *rtnl, subnet netip.Prefix, own int) error {
+	routes, err := r.routes4()
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}
-	for _, r := range routes {
-		if r.Dst == nil || r.LinkIndex == own {
+	for _, rt := range routes {
+		if !rt.Dst.IsValid() || rt.Dst.Bits() == 0 || rt.LinkIndex == own {
 			continue
 		}
-		ones, _ := r.Dst.Mask.Size()
-		a, ok := netip.AddrFromSlice(r.Dst.IP.To4())
-		if !ok || ones == 0 {
-			continue
-		}
-		dst := netip.PrefixFrom(a, ones).Masked()
+		dst := rt.Dst.Masked()
 		if dst.Overlaps(subnet) {
 			dev := ""
-			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
-				dev = " dev " + l.Attrs().Name
+			if l, err := r.linkByIndex(rt.LinkIndex); err == nil {
+				dev = " dev " + l.Name
 			}
 			return fmt.Errorf("bridge subnet %s overlaps the host's route %s%s: choose another subnet: %w", subnet, dst, dev, errdefs.ErrInvalidArgument)
 		}
@@ -527,52 +538,54 @@ func CheckOverlap(subnet netip.Prefix, own int) error {
 // plug makes the veth pair, its container end eth0 in pid's network
 // namespace with the endpoint's address and a default route through the
 // gateway, its host end on the bridge.
-func (m *Manager) plug(pid int, br netlink.Link, ep Endpoint) error {
-	ns, err := netns.GetFromPid(pid)
+func (m *Manager) plug(pid int, br link, ep Endpoint) error {
+	ns, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("network namespace of %d: %w", pid, err)
 	}
-	defer ns.Close()
-	la := netlink.NewLinkAttrs()
-	la.Name = ep.Veth()
-	la.MTU = br.Attrs().MTU
-	if la.MTU == 0 {
-		la.MTU = 1500
+	defer unix.Close(ns)
+	name, mtu := ep.Veth(), br.MTU
+	if mtu == 0 {
+		mtu = 1500
 	}
-	veth := &netlink.Veth{LinkAttrs: la, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(ns))}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("create veth %s: %w", la.Name, err)
-	}
-	host, err := netlink.LinkByName(la.Name)
+	r, err := dialRTNL(0)
 	if err != nil {
-		return fmt.Errorf("veth %s: %w", la.Name, err)
+		return err
 	}
-	if err := netlink.LinkSetMaster(host, br); err != nil {
-		return fmt.Errorf("veth %s on %s: %w", la.Name, m.cfg.Bridge, err)
+	defer r.Close()
+	if err := r.addVeth(name, mtu, "eth0", ns); err != nil {
+		return fmt.Errorf("create veth %s: %w", name, err)
 	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return fmt.Errorf("veth %s up: %w", la.Name, err)
+	host, err := r.linkByName(name)
+	if err != nil {
+		return fmt.Errorf("veth %s: %w", name, err)
 	}
-	h, err := netlink.NewHandleAt(ns)
+	if err := r.setMaster(host.Index, br.Index); err != nil {
+		return fmt.Errorf("veth %s on %s: %w", name, m.cfg.Bridge, err)
+	}
+	if err := r.setUp(host.Index); err != nil {
+		return fmt.Errorf("veth %s up: %w", name, err)
+	}
+	h, err := dialRTNL(ns)
 	if err != nil {
 		return fmt.Errorf("netlink in the container's namespace: %w", err)
 	}
 	defer h.Close()
-	eth, err := h.LinkByName("eth0")
+	eth, err := h.linkByName("eth0")
 	if err != nil {
 		return fmt.Errorf("container eth0: %w", err)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ep.IP.AsSlice(), Mask: net.CIDRMask(m.cfg.Subnet.Bits(), 32)}}
-	if err := h.AddrAdd(eth, addr); err != nil {
-		return fmt.Errorf("container address %s: %w", addr.IPNet, err)
+	addr := netip.PrefixFrom(ep.IP, m.cfg.Subnet.Bits())
+	if err := h.addAddr(eth.Index, addr, false); err != nil {
+		return fmt.Errorf("container address %s: %w", addr, err)
 	}
-	if err := h.LinkSetUp(eth); err != nil {
+	if err := h.setUp(eth.Index); err != nil {
 		return fmt.Errorf("container eth0 up: %w", err)
 	}
-	if lo, err := h.LinkByName("lo"); err == nil {
-		_ = h.LinkSetUp(lo)
+	if lo, err := h.linkByName("lo"); err == nil {
+		_ = h.setUp(lo.Index)
 	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: m.cfg.Gateway().AsSlice()}); err != nil {
+	if err := h.addDefaultRoute(eth.Index, m.cfg.Gateway()); err != nil {
 		return fmt.Errorf("container default route: %w", err)
 	}
 	return nil

@@ -6,7 +6,8 @@
 # interleave the two so drift in this VM's speed hits both alike. Prints
 # the median wall time of each, their ratio, and the peak resident memory
 # (/usr/bin/time -v "Maximum resident set size"; for skopeo+umoci the
-# larger of the two processes).
+# larger of the two processes), and tender's peak against umoci's (issue
+# 15). Most of tender's peak is its own binary's pages: see make size.
 #
 # Usage: test/bench/pull.sh [ROUNDS]   (default 10; needs root,
 # docker-registry, skopeo, umoci, time: make deps; and make build testimage)
@@ -75,4 +76,6 @@ print(f"  tender-agent pull        {mt:8.0f} ms   peak RSS {max(rt)/1024:6.1f} M
 print(f"  skopeo copy + umoci      {msu:8.0f} ms   peak RSS {max(max(rs), max(ru))/1024:6.1f} MiB"
       f"   (skopeo {st.median(s):.0f} ms / {max(rs)/1024:.1f} MiB, umoci {st.median(u):.0f} ms / {max(ru)/1024:.1f} MiB)")
 print(f"  ratio tender/skopeo+umoci {mt/msu:.2f}")
+# Issue 15's memory target: tender's peak at most umoci's (the unpacking half).
+print(f"  peak RSS tender/umoci {max(rt)/max(ru):.2f} (target: at most 1)")
 PY

@@ -167,3 +167,25 @@ func TestProgramsLinkNoPackaging(t *testing.T) {
 		}
 	}
 }
+
+// The agent's size (issue 15): what it linked once without needing it.
+// vishvananda/netlink: the bridge network's few rtnetlink requests go
+// through mdlayher/netlink, which nftables links anyway (-0.39 MB).
+func TestAgentLinksNoDeadWeight(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "./cmd/tender-agent")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	if !strings.Contains(string(out), "github.com/mdlayher/netlink\n") {
+		t.Fatalf("go list -deps ./cmd/tender-agent did not list mdlayher/netlink: %s", out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, bad := range []string{"github.com/vishvananda/"} {
+			if strings.HasPrefix(dep, bad) {
+				t.Errorf("the agent depends on %s", dep)
+			}
+		}
+	}
+}
