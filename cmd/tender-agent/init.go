@@ -9,7 +9,8 @@ import (
 
 // init catches the re-executions of this binary before flags, logging or
 // anything else run: a container's init, a process exec'd into a
-// container (health checks), and a container's shim.
+// container (health checks), and the monitor of an
+// agent root's containers.
 func init() {
 	if len(os.Args) < 2 {
 		return
@@ -19,7 +20,7 @@ func init() {
 		initproc.Main() // never returns
 	case initproc.ExecArg:
 		initproc.ExecMain() // never returns
-	case container.ShimArg:
-		os.Exit(container.ShimMain(os.Args[2:]))
+	case container.MonitorArg:
+		os.Exit(container.MonitorMain(os.Args[2:]))
 	}
 }

@@ -26,8 +26,8 @@ type IO struct {
 	Stdout, Stderr io.Writer
 }
 
-// monitor is a container started by this process (its shim), which is its
-// parent and must Wait for it.
+// monitor is a container started by this process (the root's monitor),
+// which is its parent and must Wait for it.
 type monitor struct {
 	r      *Runtime
 	c      *Container
@@ -42,7 +42,7 @@ type monitor struct {
 }
 
 // startHere starts a created or exited container as a child of this
-// process (the shim) and returns once its workload has been exec'd. A
+// process (the monitor) and returns once its workload has been exec'd. A
 // start that fails is recorded, or the container removed if AutoRemove.
 func (r *Runtime) startHere(ctx context.Context, ref string, cio IO) (*monitor, error) {
 	c, err := r.Get(ref)
@@ -137,7 +137,7 @@ func (m *monitor) start(cio IO) error {
 	m.copy(errR, lw.Stream("stderr"), cio.Stderr)
 	c.State = State{
 		Status: Running, Pid: proc.Pid, PidStart: procStart(proc.Pid),
-		MonitorPid: os.Getpid(), StartedAt: time.Now().UTC(), IP: m.ip,
+		MonitorPid: os.Getpid(), MonitorStart: procStart(os.Getpid()), StartedAt: time.Now().UTC(), IP: m.ip,
 	}
 	if err := m.r.saveState(c); err != nil {
 		// The workload runs; say so, but do not leave it unsupervised.
@@ -324,7 +324,7 @@ func pidfdFor(pid int, start uint64) (int, error) {
 }
 
 // awaitExited waits for the container's monitor to record its exit; if the
-// monitor is gone (a crashed agent or shim), it cleans up itself.
+// monitor is gone (killed), it cleans up itself.
 func (r *Runtime) awaitExited(c *Container) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -338,7 +338,7 @@ func (r *Runtime) awaitExited(c *Container) error {
 		if cur.State.Status != Running {
 			return nil
 		}
-		if !alive(cur.State.MonitorPid, 0) {
+		if !alive(cur.State.MonitorPid, cur.State.MonitorStart) {
 			return r.reap(cur)
 		}
 		time.Sleep(5 * time.Millisecond)
