@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -125,6 +126,23 @@ type server struct {
 	busy    int  // connections being served and containers watched
 	closing bool // the listener is closed: the monitor exits
 	idle    *time.Timer
+	tidy    *time.Timer
+}
+
+// tidyAfter is how long after a start or an exit the monitor returns the
+// memory it freed to the kernel: between events it only waits, and the Go
+// runtime would keep freed pages for a while (minutes), to reuse.
+const tidyAfter = time.Second
+
+// tidySoon schedules that return, once events have settled.
+func (s *server) tidySoon() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tidy == nil {
+		s.tidy = time.AfterFunc(tidyAfter, debug.FreeOSMemory)
+		return
+	}
+	s.tidy.Reset(tidyAfter)
 }
 
 func (s *server) serve() int {
@@ -252,7 +270,9 @@ func (s *server) handle(conn *net.UnixConn) {
 	if !req.Attach {
 		conn.Close()
 	}
+	s.tidySoon()
 	st, err := m.Wait()
+	s.tidySoon()
 	// The caller's descriptors are closed before the record is sent: a
 	// caller that copies them has all of the output once it has it.
 	for _, f := range files {
