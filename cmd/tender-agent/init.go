@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 
 	"github.com/tender-edge/tender/runtime/container"
 	"github.com/tender-edge/tender/runtime/initproc"
@@ -12,6 +13,10 @@ import (
 // container (health checks), and the monitor of an
 // agent root's containers.
 func init() {
+	// No heap profile is ever taken of this binary: without sampling, the
+	// runtime keeps no profile buckets (up to a few hundred KiB in a
+	// long-lived process, the daemon's and the monitor's).
+	runtime.MemProfileRate = 0
 	if len(os.Args) < 2 {
 		return
 	}
