@@ -324,6 +324,9 @@ func dialUnix(path string) (*net.UnixConn, error) {
 // terminal. This process reaps it if it outlives it (the daemon).
 func (r *Runtime) spawnMonitor() error {
 	self, err := os.Executable()
+	if monitorExe != "" {
+		self, err = monitorExe, nil
+	}
 	if err != nil {
 		return fmt.Errorf("start the container monitor: %w", err)
 	}
@@ -354,6 +357,10 @@ func (r *Runtime) spawnMonitor() error {
 	}
 	return fmt.Errorf("start the container monitor of %s: %s", r.top, msg)
 }
+
+// monitorExe, when set, is the binary started as the monitor instead of
+// this one (tests: an upgrade replaces it).
+var monitorExe string
 
 // withoutTrace is env without the trace variables: a monitor traces the
 // starts that ask for it, not all of them.

@@ -346,48 +346,91 @@ func TestMonitor_KilledLeavesContainersRunning(t *testing.T) {
 	}
 }
 
-// A request of another protocol version is refused while the monitor
-// watches containers; an idle monitor exits for the caller to start a new
-// one.
+// ask sends a request of protocol version v for id straight to the
+// root's monitor and returns its refusal.
+func ask(t *testing.T, r *Runtime, v int, id string) *reportedError {
+	t.Helper()
+	conn, err := dialUnix(filepath.Join(r.top, monitorSock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	b, _ := json.Marshal(monitorRequest{V: v, ID: id})
+	if _, err := conn.Write(append(b, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	_, err = readFirstReply(conn, nil)
+	var re *reportedError
+	if !errors.As(err, &re) {
+		t.Fatalf("reply to version %d: %v", v, err)
+	}
+	return re
+}
+
+// handedOver checks that the monitor of old has made way for a new one,
+// which starts the next container, while it watches old to its end and
+// records it, and then exits.
+func handedOver(t *testing.T, r *Runtime, old *Container) {
+	t.Helper()
+	mon, start := old.State.MonitorPid, old.State.MonitorStart
+	d := startDetached(t, r, old.Name+"-next", "sleep", "1000")
+	if d.State.MonitorPid == mon {
+		t.Fatalf("the old monitor %d started the next container", mon)
+	}
+	if !alive(mon, start) {
+		t.Fatal("the old monitor exited while its container ran")
+	}
+	if err := r.Stop(old.ID, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := r.Get(old.ID); c.State.Status != Exited || c.State.ExitCode != 0 || c.State.Error != "" {
+		t.Errorf("the old monitor's container: %+v; want its exit recorded", c.State)
+	}
+	waitFor(t, "the old monitor to exit", func() bool { return !alive(mon, start) })
+	if c, _ := r.Get(d.ID); c.State.Status != Running {
+		t.Errorf("the new monitor's container: %+v", c.State)
+	}
+}
+
+// A request of another protocol version makes the monitor hand over to a
+// new one (the caller's); it watches its own containers to their end.
 func TestMonitor_ProtocolVersion(t *testing.T) {
 	r := liveRuntime(t)
 	c := startDetached(t, r, "v1", "sleep", "1000")
-	ask := func() *reportedError {
-		conn, err := dialUnix(filepath.Join(r.top, monitorSock))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		b, _ := json.Marshal(monitorRequest{V: MonitorProtocol + 1, ID: c.ID})
-		if _, err := conn.Write(append(b, '\n')); err != nil {
-			t.Fatal(err)
-		}
-		_, err = readFirstReply(conn, nil)
-		var re *reportedError
-		if !errors.As(err, &re) {
-			t.Fatalf("reply to version %d: %v", MonitorProtocol+1, err)
-		}
-		return re
+	re := ask(t, r, MonitorProtocol+1, "nothing")
+	if !re.Retry || re.Version != MonitorProtocol || !strings.Contains(re.Msg, "speaks protocol version 1, the caller 2") {
+		t.Errorf("reply to version 2: %+v", re)
 	}
-	re := ask()
-	if re.Retry || re.Version != MonitorProtocol || !strings.Contains(re.Msg, "protocol version 1, the caller 2") {
-		t.Errorf("busy monitor: %+v", re)
-	}
-	if !alive(c.State.MonitorPid, c.State.MonitorStart) {
-		t.Fatal("the busy monitor exited")
-	}
-	if err := r.Stop(c.ID, time.Second); err != nil {
+	handedOver(t, r, c)
+}
+
+// An upgrade replaces the binary on disk: the monitor running the old one
+// hands over at the next start, and watches its containers to their end.
+func TestMonitor_BinaryReplaced(t *testing.T) {
+	r := liveRuntime(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tender-agent")
+	b, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Idle now (and lingering): it makes way.
-	re = ask()
-	if !re.Retry {
-		t.Errorf("idle monitor: %+v; want it to make way", re)
+	install := func() {
+		if err := os.WriteFile(bin+".new", b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(bin+".new", bin); err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitFor(t, "the idle monitor to exit", func() bool { return !alive(c.State.MonitorPid, c.State.MonitorStart) })
-	if d := startDetached(t, r, "v1b", "sleep", "1000"); d.State.MonitorPid == c.State.MonitorPid {
-		t.Error("the old monitor started the next container")
+	install()
+	monitorExe = bin
+	defer func() { monitorExe = "" }()
+	c := startDetached(t, r, "old", "sleep", "1000")
+	if re := ask(t, r, MonitorProtocol, "nothing"); re.Retry || !strings.Contains(re.Msg, "no such container") {
+		t.Fatalf("before the upgrade: %+v", re)
 	}
+	install()
+	handedOver(t, r, c)
 }
 
 // Only root may ask: a caller of another uid that reaches the socket (it

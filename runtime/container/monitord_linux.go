@@ -68,7 +68,6 @@ func MonitorMain(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
-	defer lock.Close()
 	sock := filepath.Join(root, monitorSock)
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fail(fmt.Errorf("monitor: %w", err))
@@ -83,7 +82,7 @@ func MonitorMain(args []string) int {
 	}
 	fmt.Fprint(ready, okLine)
 	ready.Close()
-	s := &server{r: r, ln: ln, linger: monitorLinger}
+	s := &server{r: r, ln: ln, lock: lock, linger: monitorLinger, drained: make(chan struct{})}
 	if d, err := time.ParseDuration(os.Getenv(EnvMonitorLinger)); err == nil && d >= 0 {
 		s.linger = d
 	}
@@ -120,11 +119,13 @@ func lockMonitor(root string) (*os.File, error) {
 type server struct {
 	r      *Runtime
 	ln     *net.UnixListener
+	lock   *os.File // monitorLockFile, held while this is the root's monitor
 	linger time.Duration
 
 	mu      sync.Mutex
-	busy    int  // connections being served and containers watched
-	closing bool // the listener is closed: the monitor exits
+	busy    int           // connections being served and containers watched
+	closing bool          // the listener is closed: no new container
+	drained chan struct{} // closed when closing and nothing is left
 	idle    *time.Timer
 	tidy    *time.Timer
 }
@@ -156,6 +157,9 @@ func (s *server) serve() int {
 			closing := s.closing
 			s.mu.Unlock()
 			if closing {
+				// Handed over or idle: the containers it watches
+				// still end here.
+				<-s.drained
 				return 0
 			}
 			if errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) || errors.Is(err, unix.ENOBUFS) {
@@ -175,8 +179,16 @@ func (s *server) serve() int {
 	}
 }
 
-// armLocked starts the idle countdown when nothing is left.
+// armLocked starts the idle countdown when nothing is left, and ends a
+// monitor that has handed over once nothing is left.
 func (s *server) armLocked() {
+	if s.busy == 0 && s.closing {
+		select {
+		case <-s.drained:
+		default:
+			close(s.drained)
+		}
+	}
 	if s.busy == 0 && !s.closing {
 		s.idle = time.AfterFunc(s.linger, func() {
 			s.mu.Lock()
@@ -188,13 +200,36 @@ func (s *server) armLocked() {
 	}
 }
 
-// closeLocked stops taking requests: connections not yet accepted end
-// with nothing read, and their callers start a new monitor.
+// closeLocked stops taking requests and hands the root over: the socket
+// is removed, then the lock released, so that a new monitor may start
+// while this one still watches its containers to their end. Connections
+// not yet accepted end with nothing read; their callers start the new
+// monitor.
 func (s *server) closeLocked() {
 	if !s.closing {
 		s.closing = true
 		s.ln.Close() // and removes the socket
+		s.lock.Close()
+		s.armLocked()
 	}
+}
+
+// stale reports why this monitor should hand over to a new one for a
+// request of version v: another protocol, or its binary replaced on disk
+// (an upgrade: new containers get the new binary's monitor and init).
+func stale(v int) string {
+	if v != MonitorProtocol {
+		return fmt.Sprintf("speaks protocol version %d, the caller %d", MonitorProtocol, v)
+	}
+	self, err1 := os.Stat("/proc/self/exe")
+	path, err := os.Executable()
+	if err1 != nil || err != nil {
+		return ""
+	}
+	if cur, err := os.Stat(path); err != nil || !os.SameFile(self, cur) {
+		return "runs a binary since replaced at " + path
+	}
+	return ""
 }
 
 func (s *server) done() {
@@ -227,19 +262,14 @@ func (s *server) handle(conn *net.UnixConn) {
 		reply(conn, reportedError{Msg: err.Error(), Invalid: true, Version: MonitorProtocol})
 		return
 	}
-	if req.V != MonitorProtocol {
-		re := reportedError{Version: MonitorProtocol,
-			Msg: fmt.Sprintf("the container monitor of %s (pid %d) speaks protocol version %d, the caller %d: it exits once its containers have",
-				s.r.top, os.Getpid(), MonitorProtocol, req.V)}
+	if why := stale(req.V); why != "" {
+		// It makes way for a monitor of the caller's version and binary,
+		// and watches its own containers to their end.
 		s.mu.Lock()
-		if s.busy == 1 {
-			// Only this request: make way for a monitor of the caller's
-			// version.
-			re.Retry = true
-			s.closeLocked()
-		}
+		s.closeLocked()
 		s.mu.Unlock()
-		reply(conn, re)
+		reply(conn, reportedError{Version: MonitorProtocol, Retry: true,
+			Msg: fmt.Sprintf("the container monitor of %s (pid %d) %s: it has handed over", s.r.top, os.Getpid(), why)})
 		return
 	}
 	var tr *trace.Recorder
