@@ -340,7 +340,7 @@ func (r *Runtime) spawnMonitor() error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
 	// It mostly waits: one P and a small heap keep its memory low.
-	cmd.Env = append(withoutTrace(os.Environ()), "GOMAXPROCS=1", "GOGC=50")
+	cmd.Env = append(monitorEnv(os.Environ()), "GOMAXPROCS=1", "GOGC=50")
 	if err := cmd.Start(); err != nil {
 		wr.Close()
 		return fmt.Errorf("start the container monitor: %w", err)
@@ -362,14 +362,18 @@ func (r *Runtime) spawnMonitor() error {
 // this one (tests: an upgrade replaces it).
 var monitorExe string
 
-// withoutTrace is env without the trace variables: a monitor traces the
-// starts that ask for it, not all of them.
-func withoutTrace(env []string) []string {
+// monitorEnv is env without what is meant for the process that starts
+// the monitor only: the trace variables (a monitor traces the starts that
+// ask for it) and systemd's notification and watchdog (the daemon's).
+func monitorEnv(env []string) []string {
 	out := env[:0:0]
 	for _, kv := range env {
-		if !strings.HasPrefix(kv, trace.EnvOn+"=") && !strings.HasPrefix(kv, trace.EnvT0+"=") {
-			out = append(out, kv)
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case trace.EnvOn, trace.EnvT0, "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES":
+			continue
 		}
+		out = append(out, kv)
 	}
 	return out
 }
