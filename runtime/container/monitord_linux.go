@@ -55,7 +55,6 @@ func MonitorMain(args []string) int {
 		return fail(errors.New("monitor: usage: ABSOLUTE-ROOT"))
 	}
 	root := args[0]
-	unix.Umask(0o077)
 	// Container processes stay its descendants whatever their parents do.
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return fail(fmt.Errorf("monitor: subreaper: %w", err))
@@ -72,7 +71,11 @@ func MonitorMain(args []string) int {
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fail(fmt.Errorf("monitor: %w", err))
 	}
+	// The socket is made 0600 (and chmod'ed again below). The containers'
+	// files keep the umask the monitor was started with, as with the shim.
+	umask := unix.Umask(0o077)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	unix.Umask(umask)
 	if err != nil {
 		return fail(fmt.Errorf("monitor: %w", err))
 	}
