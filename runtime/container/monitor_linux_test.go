@@ -306,8 +306,8 @@ func TestMonitor_CallerGone(t *testing.T) {
 				t.Errorf("%s: %+v; want exit 0 recorded", name, c.State)
 			}
 			b, err := os.ReadFile(filepath.Join(r.LogDir(c), "container.log"))
-			if err == nil && strings.Count(string(b), " stdout ") < 3 {
-				t.Errorf("%s: log after the caller went: %q", name, b)
+			if err != nil || strings.Count(string(b), " stdout ") < 3 {
+				t.Errorf("%s: log after the caller went: %q, %v; want every tick", name, b, err)
 			}
 		}
 	}
