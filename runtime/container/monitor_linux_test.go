@@ -473,3 +473,29 @@ func TestMonitor_RefusesNonRoot(t *testing.T) {
 		t.Errorf("reply to uid 65534: %s", out)
 	}
 }
+
+// A descriptor the starter of the monitor leaked to it (no close-on-exec)
+// is closed there: a pipe's reader sees its end although the monitor
+// lives on.
+func TestMonitor_ClosesInheritedDescriptors(t *testing.T) {
+	r := liveRuntime(t)
+	var p [2]int
+	if err := unix.Pipe2(p[:], 0); err != nil { // inherited by every child
+		t.Fatal(err)
+	}
+	rd := os.NewFile(uintptr(p[0]), "leak-r")
+	defer rd.Close()
+	// The monitor starts with this start, and the write end goes with it.
+	c := startDetached(t, r, "leak", "sleep", "1000")
+	unix.Close(p[1])
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the pipe's end", func() bool {
+		_, err := unix.Read(p[0], make([]byte, 1))
+		return err == nil // 0 bytes: EOF; EAGAIN while a writer is left
+	})
+	if !alive(c.State.MonitorPid, c.State.MonitorStart) {
+		t.Fatal("the monitor is gone")
+	}
+}

@@ -43,6 +43,7 @@ func MonitorMain(args []string) int {
 	// Hang-ups and interrupts meant for a terminal never reach a monitor,
 	// and a closed output pipe is an error to a write, not its death.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	closeInherited()
 	ready := os.NewFile(3, "ready")
 	fail := func(err error) int {
 		if ready != nil {
@@ -90,6 +91,27 @@ func MonitorMain(args []string) int {
 		s.linger = d
 	}
 	return s.serve()
+}
+
+// closeInherited closes the descriptors above 3 that the monitor
+// inherited from whoever started it (a CLI started with a pipe of its
+// caller's open): a long-lived monitor would keep them open. They are the
+// ones without close-on-exec: every descriptor opened since the exec, by
+// the Go runtime or a package, has it.
+func closeInherited() {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 3 {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
+		}
+	}
 }
 
 // lockMonitor takes the lock that makes a monitor the only one of root,
