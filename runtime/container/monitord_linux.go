@@ -191,6 +191,12 @@ func (s *server) serve() int {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
+			// Another monitor takes the new containers; this one still
+			// watches its own to their end.
+			s.mu.Lock()
+			s.closeLocked()
+			s.mu.Unlock()
+			<-s.drained
 			return 1
 		}
 		s.mu.Lock()
