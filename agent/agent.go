@@ -3,7 +3,7 @@
 // a local apply or from the fleet. One loop gathers a snapshot (desired
 // state, containers, health, images, locks, restart requests), asks
 // reconcile.Plan what to do, persists the decision, then carries it out.
-// Containers run under shims, so they outlive the agent.
+// Containers run under the root's monitor process, so they outlive the agent.
 //
 // The agent reaches the container runtime and the image store through the
 // narrow Containers and Images interfaces, and keeps all its state in

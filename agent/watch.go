@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"time"
 
@@ -36,7 +37,7 @@ func (w *exitWatcher) watch(id string, pid int, start uint64) {
 	if _, ok := w.watched[id]; ok {
 		return
 	}
-	fd, err := unix.PidfdOpen(pid, 0)
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if err != nil {
 		w.wake() // already gone
 		return
@@ -46,45 +47,29 @@ func (w *exitWatcher) watch(id string, pid int, start uint64) {
 		w.wake()
 		return
 	}
-	// The goroutine sleeps in poll on the pidfd and an eventfd that cancels
-	// it: no periodic wake-ups while containers run.
-	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	// The pidfd waits in the Go poller, which holds no thread (a goroutine
+	// blocked in poll(2) held one per container); closing it cancels.
+	f := os.NewFile(uintptr(fd), "pidfd")
+	rc, err := f.SyscallConn()
 	if err != nil {
-		unix.Close(fd)
+		f.Close()
 		w.wake()
 		return
 	}
-	// The eventfd is closed by the goroutine; cancel must never write to
-	// its number once it may belong to another file.
-	var mu sync.Mutex
-	closed := false
-	w.watched[id] = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !closed {
-			unix.Write(stop, []byte{1, 0, 0, 0, 0, 0, 0, 0})
-		}
-	}
+	w.watched[id] = func() { f.Close() }
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		defer func() {
-			mu.Lock()
-			closed = true
-			unix.Close(stop)
-			mu.Unlock()
-			unix.Close(fd)
-		}()
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(stop), Events: unix.POLLIN}}
-		for {
-			_, err := unix.Poll(fds, -1)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err == nil && fds[0].Revents != 0 && fds[1].Revents == 0 {
-				w.wake()
-			}
-			return
+		defer f.Close()
+		// Read returns once the function reports the pidfd readable, as
+		// it is when the process has exited, or with an error when the
+		// watch is cancelled.
+		err := rc.Read(func(fd uintptr) bool {
+			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+			return err == nil && n > 0
+		})
+		if err == nil {
+			w.wake()
 		}
 	}()
 }

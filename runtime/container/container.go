@@ -1,8 +1,10 @@
 // Package container is the parent side of Tender's runtime: it creates
 // containers from images, starts them through initproc under their cgroup,
-// each under its own shim (a re-executed monitor that records the exit and
-// removes an AutoRemove container, whether whoever started it, a foreground
-// CLI or the agent, is still there or not), stops them, and keeps their
+// all of a root's as children of one monitor (the agent binary re-executed
+// once, "__tender_monitor__ ROOT", asked over ROOT/monitor.sock; it records
+// each exit and removes AutoRemove containers, whether whoever started
+// them, a foreground CLI or the agent, is still there or not), stops them,
+// and keeps their
 // state on disk so any later process, an upgraded agent included, can find
 // them again. A container is written in a hidden directory and renamed into
 // place, so a listing never sees half of one.
@@ -96,15 +98,17 @@ type NetOptions struct {
 
 // State is what a container is doing.
 type State struct {
-	Status     Status    `json:"status"`
-	Pid        int       `json:"pid,omitempty"`
-	PidStart   uint64    `json:"pidStart,omitempty"` // /proc/PID/stat starttime: tells a reused pid apart
-	MonitorPid int       `json:"monitorPid,omitempty"`
-	StartedAt  time.Time `json:"startedAt,omitempty"`
-	FinishedAt time.Time `json:"finishedAt,omitempty"`
-	ExitCode   int       `json:"exitCode"`
-	OOMKilled  bool      `json:"oomKilled"`
-	Error      string    `json:"error,omitempty"`
+	Status     Status `json:"status"`
+	Pid        int    `json:"pid,omitempty"`
+	PidStart   uint64 `json:"pidStart,omitempty"` // /proc/PID/stat starttime: tells a reused pid apart
+	MonitorPid int    `json:"monitorPid,omitempty"`
+	// MonitorStart is the monitor's starttime, as PidStart.
+	MonitorStart uint64    `json:"monitorStart,omitempty"`
+	StartedAt    time.Time `json:"startedAt,omitempty"`
+	FinishedAt   time.Time `json:"finishedAt,omitempty"`
+	ExitCode     int       `json:"exitCode"`
+	OOMKilled    bool      `json:"oomKilled"`
+	Error        string    `json:"error,omitempty"`
 	// IP is a bridged container's address while it runs.
 	IP string `json:"ip,omitempty"`
 }

@@ -26,8 +26,8 @@ type IO struct {
 	Stdout, Stderr io.Writer
 }
 
-// monitor is a container started by this process (its shim), which is its
-// parent and must Wait for it.
+// monitor is a container started by this process (the root's monitor),
+// which is its parent and must Wait for it.
 type monitor struct {
 	r      *Runtime
 	c      *Container
@@ -42,7 +42,7 @@ type monitor struct {
 }
 
 // startHere starts a created or exited container as a child of this
-// process (the shim) and returns once its workload has been exec'd. A
+// process (the monitor) and returns once its workload has been exec'd. A
 // start that fails is recorded, or the container removed if AutoRemove.
 func (r *Runtime) startHere(ctx context.Context, ref string, cio IO) (*monitor, error) {
 	c, err := r.Get(ref)
@@ -137,7 +137,7 @@ func (m *monitor) start(cio IO) error {
 	m.copy(errR, lw.Stream("stderr"), cio.Stderr)
 	c.State = State{
 		Status: Running, Pid: proc.Pid, PidStart: procStart(proc.Pid),
-		MonitorPid: os.Getpid(), StartedAt: time.Now().UTC(), IP: m.ip,
+		MonitorPid: os.Getpid(), MonitorStart: procStart(os.Getpid()), StartedAt: time.Now().UTC(), IP: m.ip,
 	}
 	if err := m.r.saveState(c); err != nil {
 		// The workload runs; say so, but do not leave it unsupervised.
@@ -156,8 +156,54 @@ func (m *monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
 	m.copies.Add(1)
 	go func() {
 		defer m.copies.Done()
-		_, _ = io.Copy(w, r)
+		// One monitor copies for every container: a small buffer each
+		// (io.Copy's is 32 KiB), and r without its WriterTo, so that
+		// CopyBuffer uses it.
+		_, _ = io.CopyBuffer(w, struct{ io.Reader }{r}, make([]byte, copyBuffer))
 	}()
+}
+
+// copyBuffer is the buffer of one output stream's copier.
+const copyBuffer = 4 << 10
+
+// waitProc waits for the workload's init to exit and reaps it. It blocks
+// no thread: the wait is a pidfd in the Go poller (the monitor watches
+// many containers; os.Process.Wait holds a thread in waitid for each).
+func waitProc(p *os.Process) (syscall.WaitStatus, error) {
+	defer p.Release()
+	fd, err := unix.PidfdOpen(p.Pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		// Before Linux 5.10: a thread waits.
+		ps, err := p.Wait()
+		if err != nil {
+			return 0, err
+		}
+		return ps.Sys().(syscall.WaitStatus), nil
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var ws unix.WaitStatus
+	var werr error
+	// Read calls the function again each time the pidfd is readable,
+	// which it is once the process has exited.
+	err = rc.Read(func(uintptr) bool {
+		var pid int
+		for {
+			pid, werr = unix.Wait4(p.Pid, &ws, unix.WNOHANG, nil)
+			if werr != unix.EINTR {
+				break
+			}
+		}
+		return werr != nil || pid == p.Pid
+	})
+	if err == nil {
+		err = werr
+	}
+	return syscall.WaitStatus(ws), err
 }
 
 // Wait blocks until the workload exits, records how it ended (the exit
@@ -166,17 +212,17 @@ func (m *monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
 // AutoRemove.
 func (m *monitor) Wait() (State, error) {
 	m.tr.Skip()
-	ps, werr := m.proc.Wait()
+	ws, werr := waitProc(m.proc)
 	m.waitCopies()
 	m.tr.Mark("wait")
 	c := m.c
 	st := State{Status: Exited, FinishedAt: time.Now().UTC(), StartedAt: c.State.StartedAt}
 	if werr != nil {
 		st.ExitCode, st.Error = -1, werr.Error()
-	} else if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+	} else if ws.Signaled() {
 		st.ExitCode = 128 + int(ws.Signal())
 	} else {
-		st.ExitCode = ps.ExitCode()
+		st.ExitCode = ws.ExitStatus()
 	}
 	if n, err := m.cg.OOMKills(); err == nil && n > 0 && st.ExitCode != 0 {
 		st.OOMKilled = true
@@ -324,7 +370,7 @@ func pidfdFor(pid int, start uint64) (int, error) {
 }
 
 // awaitExited waits for the container's monitor to record its exit; if the
-// monitor is gone (a crashed agent or shim), it cleans up itself.
+// monitor is gone (killed), it cleans up itself.
 func (r *Runtime) awaitExited(c *Container) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -338,7 +384,7 @@ func (r *Runtime) awaitExited(c *Container) error {
 		if cur.State.Status != Running {
 			return nil
 		}
-		if !alive(cur.State.MonitorPid, 0) {
+		if !alive(cur.State.MonitorPid, cur.State.MonitorStart) {
 			return r.reap(cur)
 		}
 		time.Sleep(5 * time.Millisecond)

@@ -352,7 +352,7 @@ func (r *Runtime) load(id string) (*Container, error) {
 	if !c.State.Status.Valid() {
 		return nil, fmt.Errorf("%s: unknown status %q", statePath, c.State.Status)
 	}
-	if c.State.Status == Running && !alive(c.State.Pid, c.State.PidStart) && !alive(c.State.MonitorPid, 0) {
+	if c.State.Status == Running && !alive(c.State.Pid, c.State.PidStart) && !alive(c.State.MonitorPid, c.State.MonitorStart) {
 		c.State = lostState(c.State, statePath)
 	}
 	return c, nil
@@ -450,7 +450,7 @@ func (r *Runtime) Network() (*network.Manager, error) { return network.Open(r.to
 
 // RepairNetwork frees what the bridge network holds for containers that
 // no longer run (leases, veths, rules), and rebuilds the rules of those
-// that do: after a crash of the agent or of a shim. It returns how many
+// that do: after a crash of the agent or of the monitor. It returns how many
 // leases it freed and veths it removed.
 func (r *Runtime) RepairNetwork() (freed, removed int, err error) {
 	nm, err := r.Network()

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Footprint of the agent daemon: its resident memory while idle with 10
 # running containers, the size of the static binary, and the CPU it uses
-# idle over a minute (DURATION seconds). Also the shims' memory, for scale.
+# idle over a minute (DURATION seconds). Also the memory of the root's
+# container monitor (or, for an older binary, its shims), for scale.
 # Then, in the same run, Debian's containerd (with runc) running the same
 # image 10 times with `ctr run -d`: containerd and all its shims' PSS,
 # summed the same way (installed with apt when missing; it runs on a config
 # and directories of its own under the work directory, and is stopped and
 # cleaned up after).
 # Usage: test/bench/footprint.sh [DURATION]   (needs root; make build testimage)
+# TENDER_AGENT=PATH measures another agent binary (an older build, to compare).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-60}
-agent=$PWD/build/tender-agent
+agent=${TENDER_AGENT:-$PWD/build/tender-agent}
 image=$PWD/build/testimage.tar
 [ -x "$agent" ] && [ -f "$image" ] || { echo "footprint: run make build testimage first" >&2; exit 1; }
 work=$(mktemp -d /tmp/tender-footprint.XXXXXX)
@@ -69,22 +71,28 @@ sleep "$duration"
 t1=$(ticks)
 hz=$(getconf CLK_TCK)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$dpid/status")
-# Shims share the binary's pages: their private memory is what each costs.
-shims=$(for p in $(pgrep -f "__tender_shim__ $root"); do awk '/^Private_Dirty/ {print $2}' "/proc/$p/smaps_rollup"; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+# The processes that watch containers: one monitor per root (older
+# binaries: one shim per container). They share the binary's pages with
+# the daemon: their private memory is what they add.
+helpers() { pgrep -f "__tender_(shim|monitor)__ $root" || true; }
+kb() { awk -v k="^$2:" '$0 ~ k {print $2}' "/proc/$1/smaps_rollup"; }
+priv=$(for p in $(helpers); do kb "$p" Private_Dirty; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
 # PSS shares each shared page among the processes that map it: the sum
-# over the daemon and every shim is what Tender costs the device, whatever
+# over the daemon and its helpers is what Tender costs the device, whatever
 # the binary's pages. Sampled 5 times, 1 s apart; the median is reported.
-pss_sum() { for p in "$dpid" $(pgrep -f "__tender_shim__ $root"); do awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"; done | awk '{s += $1} END {print s}'; }
+pss_sum() { for p in "$dpid" $(helpers); do kb "$p" Pss; done | awk '{s += $1} END {print s}'; }
 pss=$(for _ in 1 2 3 4 5; do pss_sum; sleep 1; done | sort -n | sed -n 3p)
-nshims=$(pgrep -fc "__tender_shim__ $root")
+nhelpers=$(helpers | wc -l)
 size=$(stat -c %s "$agent")
+mib() { echo "${1:-0}/1024" | bc -l; }
 echo "agent daemon footprint, $running running containers:"
-printf "  daemon RSS idle      %6.1f MiB   (target < 20 MiB)\n" "$(echo "$rss/1024" | bc -l)"
+printf "  daemon RSS idle      %6.1f MiB   (target < 20 MiB)\n" "$(mib "$rss")"
+printf "  daemon PSS           %6.1f MiB   (anon %.1f, file-backed %.1f: the binary's pages it touched)\n" \
+	"$(mib "$(kb "$dpid" Pss)")" "$(mib "$(kb "$dpid" Pss_Anon)")" "$(mib "$(kb "$dpid" Pss_File)")"
 printf "  binary (static, stripped) %5.1f MiB   (target < 15 MiB)\n" "$(echo "$size/1048576" | bc -l)"
 printf "  CPU idle over %ss   %6.2f%% of one CPU  (%s ticks)\n" "$duration" "$(echo "($t1-$t0)*100/$hz/$duration" | bc -l)" "$((t1 - t0))"
-printf "  PSS daemon + %s shims %6.1f MiB   (target <= 16 MiB; median of 5 samples)\n" "$nshims" "$(echo "$pss/1024" | bc -l)"
-printf "  shim private memory  %6.1f MiB each (median; the binary's pages are shared)\n" "$(echo "${shims:-0}/1024" | bc -l)"
-
+printf "  PSS daemon + %s monitor/shims %6.1f MiB   (target <= 16 MiB; median of 5 samples)\n" "$nhelpers" "$(mib "$pss")"
+printf "  monitor/shim private dirty %6.1f MiB each (median; the binary's pages are shared)\n" "$(mib "$priv")"
 # containerd beside it: the same image, 10 containers, the same PSS sum.
 mkdir -p "$work/ctrd"
 cat >"$work/ctrd/config.toml" <<TOML

@@ -14,15 +14,15 @@ import (
 )
 
 // TENDER_TRACE=1 prints every phase of a start once, from the CLI's, the
-// shim's and the init's processes, and their durations sum to at most the
+// root's monitor's and the init's processes, and their durations sum to at most the
 // wall time of the command (issue 15).
 func TestTrace_RunPrintsEveryPhaseOnce(t *testing.T) {
 	want := []string{
 		"cli process-start", "cli state-open", "cli image-lookup", "cli create",
-		"shim process-start", "shim state-open", "shim cgroup-setup", "shim logs-open", "shim init-start",
-		"shim cgroup-place", "init process-start", "init config-read", "init rootfs-mounts", "init user-cwd",
-		"init seccomp-assembly", "init caps-seccomp-load", "init await-go", "shim exec-workload",
-		"shim state-save", "shim wait", "shim cleanup",
+		"cli monitor-connect", "mon state-open", "mon cgroup-setup", "mon logs-open", "mon init-start",
+		"mon cgroup-place", "init process-start", "init config-read", "init rootfs-mounts", "init user-cwd",
+		"init seccomp-assembly", "init caps-seccomp-load", "init await-go", "mon exec-workload",
+		"mon state-save", "mon wait", "mon cleanup",
 	}
 	for _, how := range []string{"env", "flag"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
