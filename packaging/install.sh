@@ -109,8 +109,8 @@ state=/var/lib/tender
 
 # BEGIN purge_state — also the .deb's postrm purge (packaging/mkpkg copies
 # it from here). Keeps $1/volumes (the apps' data) always, and while any
-# container of this state directory still runs (their shims outlive the
-# agent, and a removed agent leaves them running): its directory, the
+# container of this state directory still runs (their container monitor
+# outlives the agent, and a removed agent leaves them running): its directory, the
 # image store (its layers are the containers' lower layers) and the app
 # lock directories. Removes the rest. Never crosses into a mount point.
 purge_state() {
@@ -120,15 +120,8 @@ purge_state() {
 	add_running() {
 		case " $running " in *" $1 "*) ;; *) running="$running $1" ;; esac
 	}
-	# A running container: a shim "tender-agent __tender_shim__ ROOT ID",
-	# or a state.json that says running with a live pid.
-	for f in /proc/[0-9]*/cmdline; do
-		id=$(tr '\000' '\n' <"$f" 2>/dev/null | awk -v root="$dir" '
-			NR == 2 && $0 != "__tender_shim__" { exit }
-			NR == 3 && $0 != root { exit }
-			NR == 4 { print; exit }') || continue
-		if [ -n "$id" ]; then add_running "$id"; fi
-	done
+	# A running container: a state.json that says running with a live pid
+	# (the root's container monitor keeps it so until the container ends).
 	for s in "$dir"/containers/*/state.json; do
 		[ -f "$s" ] || continue
 		grep -q '"status": "running"' "$s" || continue

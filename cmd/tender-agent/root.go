@@ -69,7 +69,7 @@ on the apps it is given by the fleet or by 'tender-agent apply'.`,
 		if run := cmd.RunE; run != nil {
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				c.started = true
-				// A relative --root is the caller's: the shim and the
+				// A relative --root is the caller's: the monitor and the
 				// container's init run elsewhere and must find the same
 				// directory.
 				if abs, err := filepath.Abs(c.root); err == nil {

@@ -121,19 +121,17 @@ func (e *env) cleanup() {
 
 // killLeftovers ends the containers of the state directory that rm -f
 // could not reach (a purge that took their directories, were it wrong):
-// their processes by their cgroup, then their shims. It reports them.
+// the processes of every container the state still says is running, by
+// their cgroup, then the state directory's container monitor. It reports
+// the containers.
 func killLeftovers(t *testing.T) {
-	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, f := range cmdlines {
-		b, err := os.ReadFile(f)
-		if err != nil {
+	states, _ := filepath.Glob(filepath.Join(state, "containers", "*", "state.json"))
+	for _, s := range states {
+		b, err := os.ReadFile(s)
+		if err != nil || !bytes.Contains(b, []byte(`"status": "running"`)) {
 			continue
 		}
-		argv := strings.Split(string(b), "\x00")
-		if len(argv) < 4 || argv[1] != "__tender_shim__" || argv[2] != state {
-			continue
-		}
-		id := argv[3]
+		id := filepath.Base(filepath.Dir(s))
 		t.Errorf("cleanup: container %s still ran after rm -f", id)
 		procs, _ := filepath.Glob("/sys/fs/cgroup/*/tender/" + id + "/cgroup.procs")
 		procs2, _ := filepath.Glob("/sys/fs/cgroup/tender/" + id + "/cgroup.procs")
@@ -146,9 +144,20 @@ func killLeftovers(t *testing.T) {
 				}
 			}
 		}
-		var shim int
-		if _, err := fmt.Sscan(strings.Split(f, "/")[2], &shim); err == nil {
-			_ = syscall.Kill(shim, syscall.SIGTERM)
+	}
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range cmdlines {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		argv := strings.Split(string(b), "\x00")
+		if len(argv) < 3 || argv[1] != "__tender_monitor__" || argv[2] != state {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscan(strings.Split(f, "/")[2], &pid); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
 		}
 	}
 }

@@ -310,7 +310,7 @@ func (m *Manager) Detach(id string) error {
 
 // Repair frees the leases of containers that are no longer running (live
 // says which are), removes veths on the bridge that no lease owns, and
-// rebuilds the rules of those left: what an agent or shim killed mid-way
+// rebuilds the rules of those left: what an agent or monitor killed mid-way
 // leaves behind. It returns the number of leases freed and veths removed.
 func (m *Manager) Repair(live func(id string) bool) (freed, removed int, err error) {
 	unlock, err := m.lock()
