@@ -7,8 +7,16 @@ GOFLAGS_ := -trimpath -ldflags "$(LDFLAGS)"
 SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
+# The agent embeds the container's small init (cmd/tender-init, issue 15):
+# MKINIT builds it for the GOARCHes given into runtime/initproc/initbin/blob/
+# (gitignored), and AGENT_TAGS makes the agent embed it. Every build of the
+# agent below runs MKINIT for its architecture first, so that a stale init
+# cannot ship; a plain `go build` without the tag re-executes the agent
+# itself as the init.
+MKINIT     := GO=$(GO) ./runtime/initproc/initbin/mkblob.sh
+AGENT_TAGS := -tags tender_small_init
 
-.PHONY: all build cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean \
+.PHONY: all build initblob cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean \
 	vm-deps vmtest vmtest-initramfs vmtest-powercut
 
 all: build
@@ -17,7 +25,13 @@ build: $(BUILD)/tender-agent $(BUILD)/tender
 
 $(BUILD)/tender-agent: $(SOURCES)
 	@mkdir -p $(BUILD)
-	$(GO) build $(GOFLAGS_) -o $@ ./cmd/tender-agent
+	$(MKINIT) $$($(GO) env GOARCH)
+	$(GO) build $(AGENT_TAGS) $(GOFLAGS_) -o $@ ./cmd/tender-agent
+
+# The small init for this machine's architecture (what go vet and go test
+# with AGENT_TAGS need).
+initblob:
+	$(MKINIT) $$($(GO) env GOARCH)
 
 # The fleet controller and its CLI: a binary of its own, so the agent stays small.
 $(BUILD)/tender: $(SOURCES)
@@ -28,7 +42,7 @@ $(BUILD)/tender: $(SOURCES)
 CROSS := amd64 arm64 arm riscv64
 cross:
 	@mkdir -p $(BUILD)
-	for a in $(CROSS); do GOARCH=$$a GOARM=7 $(GO) build $(GOFLAGS_) -o $(BUILD)/tender-agent-linux-$$a ./cmd/tender-agent || exit 1; done
+	for a in $(CROSS); do $(MKINIT) $$a && GOARCH=$$a GOARM=7 $(GO) build $(AGENT_TAGS) $(GOFLAGS_) -o $(BUILD)/tender-agent-linux-$$a ./cmd/tender-agent || exit 1; done
 	@ls -l $(BUILD)/tender-agent-linux-*
 
 # A release: stripped static binaries of both programs for every
@@ -44,9 +58,11 @@ release:
 	@mkdir -p $(RELEASE)
 	@for a in $(RELEASE_ARCHES); do \
 		ga=$$a; if [ $$a = armv7 ]; then ga=arm; fi; \
+		$(MKINIT) $$ga || exit 1; \
 		for p in tender-agent tender; do \
 			echo "go build $(RELEASE)/$$p-linux-$$a"; \
-			GOOS=linux GOARCH=$$ga GOARM=7 $(GO) build $(GOFLAGS_) -o $(RELEASE)/$$p-linux-$$a ./cmd/$$p || exit 1; \
+			tags=; if [ $$p = tender-agent ]; then tags="$(AGENT_TAGS)"; fi; \
+			GOOS=linux GOARCH=$$ga GOARM=7 $(GO) build $$tags $(GOFLAGS_) -o $(RELEASE)/$$p-linux-$$a ./cmd/$$p || exit 1; \
 		done; \
 	done
 	@cp $(RELEASE_FILES) $(RELEASE)/
@@ -108,8 +124,9 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-vet:
+vet: initblob
 	$(GO) vet ./...
+	$(GO) vet $(AGENT_TAGS) ./runtime/... ./cmd/...
 	GOARCH=arm64 $(GO) vet ./runtime/... ./cmd/...
 
 fmt-check:
@@ -117,11 +134,13 @@ fmt-check:
 	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
 
 # The whole suite, as CI runs it (as root: real containers, real cgroups),
-# then the emulated cgroup v2 guests of vmtest.
+# then the emulated cgroup v2 guests of vmtest. The tests are built with
+# the small init as the agent is, and TENDER_REQUIRE_SMALL_INIT=1 makes
+# runtime/initproc fail unless containers really run it.
 test: deps build testimage $(BUILD)/busybox fmt-check vet
 	TENDER_AGENT=$(CURDIR)/$(BUILD)/tender-agent TENDER_BIN=$(CURDIR)/$(BUILD)/tender TENDER_TESTIMAGE=$(CURDIR)/$(BUILD)/testimage.tar \
-	TENDER_BUSYBOX=$(CURDIR)/$(BUILD)/busybox \
-		$(GO) test -count=1 -timeout 25m ./...
+	TENDER_BUSYBOX=$(CURDIR)/$(BUILD)/busybox TENDER_REQUIRE_SMALL_INIT=1 \
+		$(GO) test $(AGENT_TAGS) -count=1 -timeout 25m ./...
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeDesired -fuzztime=15s ./sync/wire
 	$(MAKE) vmtest
 

@@ -8,17 +8,17 @@ import (
 )
 
 // init catches the re-executions of this binary before flags, logging or
-// anything else run: a container's init, a process exec'd into a
-// container (health checks), and a container's shim.
+// anything else run: a container's init and a process exec'd into a
+// container (health checks), unless this agent embeds the small init
+// (built with -tags tender_small_init, as the Makefile does), and a
+// container's shim.
 func init() {
 	if len(os.Args) < 2 {
 		return
 	}
 	switch os.Args[1] {
-	case initproc.Arg:
-		initproc.Main() // never returns
-	case initproc.ExecArg:
-		initproc.ExecMain() // never returns
+	case initproc.Arg, initproc.ExecArg:
+		initproc.SelfMain() // never returns
 	case container.ShimArg:
 		os.Exit(container.ShimMain(os.Args[2:]))
 	}
