@@ -66,7 +66,12 @@ func writeSmallInit(dir string) (string, error) {
 	if sum == "" || size <= 0 {
 		return "", fmt.Errorf("embedded init has no valid checksum or size: %w", errdefs.ErrFailedPrecondition)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Only the init's own directory is private: /run/tender holds the
+	// agent's socket too.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", fmt.Errorf("init directory: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("init directory: %w", err)
 	}
 	if err := checkOwned(dir, true); err != nil {
