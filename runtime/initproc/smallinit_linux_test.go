@@ -134,6 +134,11 @@ func TestStart_ProtocolMismatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// No config follows: an init that went on would fail reading
+		// it, with another error.
+		if err := unix.Shutdown(int(parent.Fd()), unix.SHUT_WR); err != nil {
+			t.Fatal(err)
+		}
 		msg, err := readAll(int(parent.Fd()))
 		parent.Close()
 		st, werr := proc.Wait()
