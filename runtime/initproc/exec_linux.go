@@ -141,8 +141,7 @@ func (e *ExecError) Error() string { return "exec helper: " + e.Msg }
 
 // exePath is a path to the protected copy of the init (the small init, or
 // this executable): the spawner's read-only mount or the sealed memfd. Its
-// descriptor number is at least
-// minExeFd, above the child's passed files.
+// descriptor number is at least minExeFd, above the child's passed files.
 func exePath() (string, error) {
 	if s, err := getSpawner(); err == nil {
 		return "/proc/self/fd/" + strconv.Itoa(s.exeFd), nil
