@@ -114,7 +114,21 @@ func writeSmallInit(dir string) (string, error) {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return "", fmt.Errorf("write init: %w", err)
 	}
+	removeOtherInits(dir, path)
 	return path, checkInitFile(path, size)
+}
+
+// removeOtherInits removes the inits of other builds (an agent upgraded
+// within the boot): each takes RAM on a tmpfs. A runtime still using one
+// keeps it through its detached mount; one that starts later writes its
+// own again.
+func removeOtherInits(dir, keep string) {
+	old, _ := filepath.Glob(filepath.Join(dir, "init-*"))
+	for _, p := range old {
+		if p != keep {
+			_ = os.Remove(p)
+		}
+	}
 }
 
 // checkOwned refuses a path that is a symlink, not owned by us, or writable

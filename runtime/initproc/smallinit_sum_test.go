@@ -3,6 +3,7 @@
 package initproc
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,9 +24,20 @@ func TestWriteSmallInit(t *testing.T) {
 		t.Skip("no small init embedded (build with -tags tender_small_init)")
 	}
 	dir := filepath.Join(t.TempDir(), "init")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Another build's init goes when this one is written.
+	stale := filepath.Join(dir, "init-0000")
+	if err := os.WriteFile(stale, []byte("old"), 0o500); err != nil {
+		t.Fatal(err)
+	}
 	p, err := writeSmallInit(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Lstat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale init %s: %v, want removed", stale, err)
 	}
 	if fileHash(t, p) != want {
 		t.Fatal("written init differs from the embedded one")
