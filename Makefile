@@ -4,10 +4,11 @@ BUILD    := build
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 GOFLAGS_ := -trimpath -ldflags "$(LDFLAGS)"
+SMALLINIT_TAG := tender_small_init
 # The agent's own flags (issue 15: its size). nethttpomithttp2: net/http
 # without HTTP/2 (-0.53 MB): the agent's HTTP peers (registries, the
 # controller's enrollment) all speak HTTP/1.1, and MQTT is not HTTP.
-AGENT_TAGS := nethttpomithttp2
+AGENT_TAGS := nethttpomithttp2,$(SMALLINIT_TAG)
 # No inlining (-l) outside the packages a start or a pull spends its time
 # in (-1.22 MB, 8.7 %): the runtime, byte and string primitives,
 # decompression, tar and hashing keep it. Measured on this VM: `version`
@@ -20,8 +21,15 @@ AGENT_FLAGS := $(GOFLAGS_) -tags $(AGENT_TAGS) $(AGENT_GCFLAGS)
 SOURCES  := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 RUN_ROOT ?= /var/lib/tender
 export CGO_ENABLED := 0
+# The agent embeds the container's small init (cmd/tender-init, issue 15):
+# MKINIT builds it for the GOARCHes given into runtime/initproc/initbin/blob/
+# (gitignored), and SMALLINIT_TAG (in AGENT_TAGS) makes the agent embed it. Every build of the
+# agent below runs MKINIT for its architecture first, so that a stale init
+# cannot ship; a plain `go build` without the tag re-executes the agent
+# itself as the init.
+MKINIT     := GO=$(GO) ./runtime/initproc/initbin/mkblob.sh
 
-.PHONY: all build cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean \
+.PHONY: all build initblob cross release packages sums testimage test vet fmt-check run demo-agent bench bench-fleet bench-console size deps clean \
 	vm-deps vmtest vmtest-initramfs vmtest-powercut
 
 all: build
@@ -30,7 +38,13 @@ build: $(BUILD)/tender-agent $(BUILD)/tender
 
 $(BUILD)/tender-agent: $(SOURCES)
 	@mkdir -p $(BUILD)
+	$(MKINIT) $$($(GO) env GOARCH)
 	$(GO) build $(AGENT_FLAGS) -o $@ ./cmd/tender-agent
+
+# The small init for this machine's architecture (what go vet and go test
+# with the small init's tag need).
+initblob:
+	$(MKINIT) $$($(GO) env GOARCH)
 
 # The fleet controller and its CLI: a binary of its own, so the agent stays small.
 $(BUILD)/tender: $(SOURCES)
@@ -41,7 +55,7 @@ $(BUILD)/tender: $(SOURCES)
 CROSS := amd64 arm64 arm riscv64
 cross:
 	@mkdir -p $(BUILD)
-	for a in $(CROSS); do GOARCH=$$a GOARM=7 $(GO) build $(AGENT_FLAGS) -o $(BUILD)/tender-agent-linux-$$a ./cmd/tender-agent || exit 1; done
+	for a in $(CROSS); do $(MKINIT) $$a && GOARCH=$$a GOARM=7 $(GO) build $(AGENT_FLAGS) -o $(BUILD)/tender-agent-linux-$$a ./cmd/tender-agent || exit 1; done
 	@ls -l $(BUILD)/tender-agent-linux-*
 
 # A release: stripped static binaries of both programs for every
@@ -57,6 +71,7 @@ release:
 	@mkdir -p $(RELEASE)
 	@for a in $(RELEASE_ARCHES); do \
 		ga=$$a; if [ $$a = armv7 ]; then ga=arm; fi; \
+		$(MKINIT) $$ga || exit 1; \
 		for p in tender-agent tender; do \
 			echo "go build $(RELEASE)/$$p-linux-$$a"; \
 			if [ $$p = tender-agent ]; then \
@@ -125,8 +140,9 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-vet:
+vet: initblob
 	$(GO) vet ./...
+	$(GO) vet -tags $(SMALLINIT_TAG) ./runtime/... ./cmd/...
 	GOARCH=arm64 $(GO) vet ./runtime/... ./cmd/...
 
 fmt-check:
@@ -134,11 +150,13 @@ fmt-check:
 	if [ -n "$$bad" ]; then echo "gofmt needed on:"; echo "$$bad"; exit 1; fi
 
 # The whole suite, as CI runs it (as root: real containers, real cgroups),
-# then the emulated cgroup v2 guests of vmtest.
+# then the emulated cgroup v2 guests of vmtest. The tests are built with
+# the small init as the agent is, and TENDER_REQUIRE_SMALL_INIT=1 makes
+# runtime/initproc fail unless containers really run it.
 test: deps build testimage $(BUILD)/busybox fmt-check vet
 	TENDER_AGENT=$(CURDIR)/$(BUILD)/tender-agent TENDER_BIN=$(CURDIR)/$(BUILD)/tender TENDER_TESTIMAGE=$(CURDIR)/$(BUILD)/testimage.tar \
-	TENDER_BUSYBOX=$(CURDIR)/$(BUILD)/busybox \
-		$(GO) test -count=1 -timeout 25m ./...
+	TENDER_BUSYBOX=$(CURDIR)/$(BUILD)/busybox TENDER_REQUIRE_SMALL_INIT=1 \
+		$(GO) test -tags $(SMALLINIT_TAG) -count=1 -timeout 25m ./...
 	$(GO) test -run '^$$' -fuzz=FuzzDecodeDesired -fuzztime=15s ./sync/wire
 	$(MAKE) vmtest
 

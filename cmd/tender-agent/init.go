@@ -9,9 +9,10 @@ import (
 )
 
 // init catches the re-executions of this binary before flags, logging or
-// anything else run: a container's init, a process exec'd into a
-// container (health checks), and the monitor of an
-// agent root's containers.
+// anything else run: a container's init and a process exec'd into a
+// container (health checks), unless this agent embeds the small init
+// (built with -tags tender_small_init, as the Makefile does), and the
+// monitor of an agent root's containers.
 func init() {
 	// No heap profile is ever taken of this binary: without sampling, the
 	// runtime keeps no profile buckets (up to a few hundred KiB in a
@@ -21,10 +22,8 @@ func init() {
 		return
 	}
 	switch os.Args[1] {
-	case initproc.Arg:
-		initproc.Main() // never returns
-	case initproc.ExecArg:
-		initproc.ExecMain() // never returns
+	case initproc.Arg, initproc.ExecArg:
+		initproc.SelfMain() // never returns
 	case container.MonitorArg:
 		os.Exit(container.MonitorMain(os.Args[2:]))
 	}

@@ -1,8 +1,10 @@
 // Package initproc is both sides of the container's init: Start, run by the
-// parent, re-executes the agent binary (a sealed memfd copy of it) inside new
-// namespaces; Main, run in that child, sets up the root filesystem, drops
-// privileges and execs the workload as PID 1. The child never logs: its
-// errors travel back to the parent over the sync socket.
+// parent, execs the init inside new namespaces, from a copy no container can
+// write to: the small init (cmd/tender-init, embedded by initbin with the
+// tender_small_init tag) or else this binary itself; Main, run in that
+// child, sets up the root filesystem, drops privileges and execs the
+// workload as PID 1. The child never logs: its errors travel back to the
+// parent over the sync socket.
 package initproc
 
 import specs "github.com/opencontainers/runtime-spec/specs-go"

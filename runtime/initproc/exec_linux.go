@@ -104,7 +104,7 @@ func StartExec(ctx context.Context, cfg *ExecConfig, pidfd int, stdio Stdio, pla
 		// Its own process group, so that a timeout kills what it started.
 		Sys: &syscall.SysProcAttr{Setpgid: true},
 	}
-	proc, err := startInPidNS(pidfd, exe, []string{"tender-exec", ExecArg}, attr)
+	proc, err := startInPidNS(pidfd, exe, []string{"tender-exec", ExecArg, ProtocolID()}, attr)
 	if err != nil {
 		return nil, fmt.Errorf("start exec helper: %w", err)
 	}
@@ -139,9 +139,9 @@ type ExecError struct{ Msg string }
 
 func (e *ExecError) Error() string { return "exec helper: " + e.Msg }
 
-// exePath is a path to the protected copy of this executable: the spawner's
-// read-only mount or the sealed memfd. Its descriptor number is at least
-// minExeFd, above the child's passed files.
+// exePath is a path to the protected copy of the init (the small init, or
+// this executable): the spawner's read-only mount or the sealed memfd. Its
+// descriptor number is at least minExeFd, above the child's passed files.
 func exePath() (string, error) {
 	if s, err := getSpawner(); err == nil {
 		return "/proc/self/fd/" + strconv.Itoa(s.exeFd), nil
@@ -212,6 +212,9 @@ func execChild() (err error) {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
 			return fmt.Errorf("descriptor %d: %w", fd, err)
 		}
+	}
+	if err := checkProtocol(os.Args); err != nil {
+		return err
 	}
 	raw, err := readConfig(syncFd)
 	if err != nil {

@@ -68,6 +68,9 @@ func initChild() (err error) {
 		return fmt.Errorf("sync socket: %w", err)
 	}
 	unix.Umask(0)
+	if err := checkProtocol(os.Args); err != nil {
+		return err
+	}
 	raw, err := readConfig(syncFd)
 	if err != nil {
 		return fmt.Errorf("read config: %w", err)

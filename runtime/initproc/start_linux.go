@@ -52,23 +52,31 @@ const maxStatus = 64 << 10
 // not be one of them.
 const minExeFd = 64
 
-// exeCache holds the sealed memfd copy of /proc/self/exe (CVE-2019-5736):
-// containers exec it instead of the agent binary, so a container process that
-// reaches it through /proc/<pid>/exe can neither write to it nor truncate it.
+// exeCache holds the sealed memfd copy of the init (CVE-2019-5736): the
+// small init when this binary embeds one, else /proc/self/exe. Containers
+// exec it when the read-only mount of spawner_linux.go cannot be made, so
+// that a container process reaching it through /proc/<pid>/exe can neither
+// write to it nor truncate it.
 var exeCache struct {
 	mu sync.Mutex
 	f  *os.File
 }
 
-// sealedExe returns the process's sealed copy of its own executable, making
-// it on first use.
+// sealedExe returns the process's sealed copy of the init, making it on
+// first use.
 func sealedExe() (*os.File, error) {
 	exeCache.mu.Lock()
 	defer exeCache.mu.Unlock()
 	if exeCache.f != nil {
 		return exeCache.f, nil
 	}
-	f, err := makeSealedExe()
+	var f *os.File
+	var err error
+	if hasSmallInit() {
+		f, err = smallInitMemfd()
+	} else {
+		f, err = makeSealedExe()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +84,7 @@ func sealedExe() (*os.File, error) {
 	return f, nil
 }
 
+// makeSealedExe copies /proc/self/exe into a sealed memfd.
 func makeSealedExe() (*os.File, error) {
 	src, err := os.Open("/proc/self/exe")
 	if err != nil {
@@ -86,6 +95,30 @@ func makeSealedExe() (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stat own executable: %w", err)
 	}
+	return sealedCopy(func(fd int) error {
+		if err := unix.Ftruncate(fd, st.Size()); err != nil {
+			return fmt.Errorf("size memfd: %w", err)
+		}
+		var off int64
+		for off < st.Size() {
+			n, err := unix.Sendfile(fd, int(src.Fd()), &off, int(min(st.Size()-off, 1<<30)))
+			if err != nil {
+				if err == unix.EINTR {
+					continue
+				}
+				return fmt.Errorf("copy own executable: %w", err)
+			}
+			if n == 0 {
+				return errors.New("copy own executable: short copy")
+			}
+		}
+		return nil
+	})
+}
+
+// sealedCopy makes a memfd at or above minExeFd, has fill write the
+// program into it, and seals it against any change.
+func sealedCopy(fill func(fd int) error) (*os.File, error) {
 	mfd, err := unix.MemfdCreate("tender-init", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("create memfd: %w", err)
@@ -96,35 +129,21 @@ func makeSealedExe() (*os.File, error) {
 		return nil, fmt.Errorf("move memfd: %w", err)
 	}
 	f := os.NewFile(uintptr(fd), "memfd:tender-init")
-	fail := func(what string, err error) (*os.File, error) {
+	if err := fill(fd); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if err := unix.Ftruncate(fd, st.Size()); err != nil {
-		return fail("size memfd", err)
-	}
-	var off int64
-	for off < st.Size() {
-		n, err := unix.Sendfile(fd, int(src.Fd()), &off, int(min(st.Size()-off, 1<<30)))
-		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			return fail("copy own executable", err)
-		}
-		if n == 0 {
-			return fail("copy own executable", errors.New("short copy"))
-		}
+		return nil, err
 	}
 	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
-		return fail("seal memfd", err)
+		f.Close()
+		return nil, fmt.Errorf("seal memfd: %w", err)
 	}
 	return f, nil
 }
 
-// startInit forks the init from a protected copy of this executable: a
-// read-only mount of it (spawner_linux.go) or, failing that, a sealed memfd.
+// startInit forks the init from a protected copy of it (the small init, or
+// this executable): a read-only mount (spawner_linux.go) or, failing that,
+// a sealed memfd.
 func startInit(argv []string, attr *os.ProcAttr) (*os.Process, error) {
 	if s, err := getSpawner(); err == nil {
 		return s.start(argv, attr)
@@ -258,7 +277,7 @@ func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 			Setsid:     true,
 		},
 	}
-	proc, err := startInit([]string{"tender-init", Arg}, attr)
+	proc, err := startInit([]string{"tender-init", Arg, ProtocolID()}, attr)
 	child.Close()
 	if devNull != nil {
 		devNull.Close()

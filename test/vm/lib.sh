@@ -54,9 +54,15 @@ build_initramfs() {
 	# given (to try a branch's runtime in the guests).
 	local out
 	out=$(cd "$root/tender" && pwd)/tender-agent
-	(cd "${VM_AGENT_SRC:-.}" && env $(goenv "$guest") "$GO" build -trimpath -ldflags "-s -w -X main.version=vmtest" -o "$out" ./cmd/tender-agent)
+	# With its small init (cmd/tender-init) built for the guest's arch and
+	# embedded, as the Makefile builds it; so are the test binaries.
+	local ga
+	ga=$(env $(goenv "$guest") "$GO" env GOARCH)
+	(cd "${VM_AGENT_SRC:-.}" && GO=$GO ./runtime/initproc/initbin/mkblob.sh "$ga" &&
+		env $(goenv "$guest") "$GO" build -tags tender_small_init -trimpath -ldflags "-s -w -X main.version=vmtest" -o "$out" ./cmd/tender-agent)
+	if [ -n "${VM_AGENT_SRC:-}" ]; then GO=$GO ./runtime/initproc/initbin/mkblob.sh "$ga"; fi
 	for pkg in "$@"; do
-		env $(goenv "$guest") "$GO" test -c -trimpath -ldflags "-s -w" -o "$root/tender/tests/$(basename "$pkg").test" "$pkg"
+		env $(goenv "$guest") "$GO" test -c -tags tender_small_init -trimpath -ldflags "-s -w" -o "$root/tender/tests/$(basename "$pkg").test" "$pkg"
 	done
 	cp "$TESTIMAGE" "$root/tender/testimage.tar"
 	cp "$k/busybox" "$root/bin/busybox"
