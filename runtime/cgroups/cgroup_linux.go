@@ -162,6 +162,14 @@ func (c *Cgroup) Update(res *specs.LinuxResources) error {
 			return fmt.Errorf("update cgroup %s: %s controller: the host has none: %w", c.path, name, errdefs.ErrNotImplemented)
 		}
 	}
+	if c.mode == V1 && c.dir("cpuset") == "" {
+		for _, v := range vals {
+			if v.Controller == "cpuset" {
+				// joinedV1: the container was placed in no cpuset.
+				return fmt.Errorf("update cgroup %s: %s: made without a cpuset, it cannot get one later: %w", c.path, v.File, errdefs.ErrNotImplemented)
+			}
+		}
+	}
 	if err := writeValues(vals, c.dirOf); err != nil {
 		return fmt.Errorf("update cgroup %s: %w", c.path, err)
 	}
