@@ -212,6 +212,22 @@ func (c *Cgroup) Add(pid int) error {
 	return nil
 }
 
+// OpenDir opens the cgroup's v2 directory (O_PATH), for a clone straight
+// into it (CLONE_INTO_CGROUP: initproc.Hooks.Cgroup). On v1, a directory
+// per hierarchy, it returns nil: processes join with Add. The caller
+// closes the file.
+func (c *Cgroup) OpenDir() (*os.File, error) {
+	if c.mode != V2 {
+		return nil, nil
+	}
+	dir := c.dirs[0].dir
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open cgroup %s: %w", c.path, &os.PathError{Op: "open", Path: dir, Err: err})
+	}
+	return os.NewFile(uintptr(fd), dir), nil
+}
+
 // Procs returns the sorted ids of the processes in the cgroup (in any v1
 // hierarchy; not in nested cgroups).
 func (c *Cgroup) Procs() ([]int, error) {

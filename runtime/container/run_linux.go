@@ -101,7 +101,17 @@ func (m *monitor) start(cio IO) error {
 	m.pipes = []*os.File{outR, errR}
 	stdio := initproc.Stdio{Stdin: cio.Stdin, Stdout: outW, Stderr: errW}
 	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp, NoPivot: c.NoPivot}
-	hooks := initproc.Hooks{Place: cg.Add, Trace: m.tr}
+	// On v2 the init is cloned straight into its cgroup; on v1, or where
+	// the kernel refuses that, Join moves it there.
+	hooks := initproc.Hooks{Join: cg.Add, Trace: m.tr}
+	dir, err := cg.OpenDir()
+	if err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	if dir != nil {
+		defer dir.Close()
+		hooks.Cgroup = dir
+	}
 	if c.Net != nil {
 		// The init waits in its new network namespace until Place has
 		// run: its network is up before its root is even set up.
@@ -110,9 +120,6 @@ func (m *monitor) start(cio IO) error {
 			return err
 		}
 		hooks.Place = func(pid int) error {
-			if err := cg.Add(pid); err != nil {
-				return err
-			}
 			m.net = nm
 			ep, err := nm.Attach(pid, m.r.endpoint(c))
 			if err != nil {
