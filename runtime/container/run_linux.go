@@ -136,6 +136,13 @@ func (m *monitor) start(cio IO) error {
 	proc, err := initproc.StartWith(cfg, stdio, hooks)
 	outW.Close()
 	errW.Close()
+	if hooks.Cgroup != nil {
+		if rerr := initproc.IntoCgroupRefused(); rerr != nil {
+			intoCgroupSaid.Do(func() {
+				m.r.log.Info().Err(rerr).Msg("cgroup v2: the kernel refuses to clone an init into its cgroup; inits are moved there after they start")
+			})
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -153,6 +160,10 @@ func (m *monitor) start(cio IO) error {
 	m.tr.Mark("state-save")
 	return nil
 }
+
+// intoCgroupSaid logs the kernel's refusal of CLONE_INTO_CGROUP once per
+// process (initproc remembers it and does not ask again).
+var intoCgroupSaid sync.Once
 
 func (m *monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
 	w := log
