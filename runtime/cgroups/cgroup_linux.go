@@ -162,6 +162,14 @@ func (c *Cgroup) Update(res *specs.LinuxResources) error {
 			return fmt.Errorf("update cgroup %s: %s controller: the host has none: %w", c.path, name, errdefs.ErrNotImplemented)
 		}
 	}
+	if c.mode == V1 && c.dir("cpuset") == "" {
+		for _, v := range vals {
+			if v.Controller == "cpuset" {
+				// joinedV1: the container was placed in no cpuset.
+				return fmt.Errorf("update cgroup %s: %s: made without a cpuset, it cannot get one later: %w", c.path, v.File, errdefs.ErrNotImplemented)
+			}
+		}
+	}
 	if err := writeValues(vals, c.dirOf); err != nil {
 		return fmt.Errorf("update cgroup %s: %w", c.path, err)
 	}
@@ -202,6 +210,22 @@ func (c *Cgroup) Add(pid int) error {
 		return fmt.Errorf("add pid %d to cgroup %s: %w", pid, c.path, err)
 	}
 	return nil
+}
+
+// OpenDir opens the cgroup's v2 directory (O_PATH), for a clone straight
+// into it (CLONE_INTO_CGROUP: initproc.Hooks.Cgroup). On v1, a directory
+// per hierarchy, it returns nil: processes join with Add. The caller
+// closes the file.
+func (c *Cgroup) OpenDir() (*os.File, error) {
+	if c.mode != V2 {
+		return nil, nil
+	}
+	dir := c.dirs[0].dir
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open cgroup %s: %w", c.path, &os.PathError{Op: "open", Path: dir, Err: err})
+	}
+	return os.NewFile(uintptr(fd), dir), nil
 }
 
 // Procs returns the sorted ids of the processes in the cgroup (in any v1

@@ -202,20 +202,95 @@ func TestCreate_V1WritesKernelVisibleLimits(t *testing.T) {
 			t.Errorf("memsw limit = %q, want the memory limit (swap off)", got)
 		}
 	}
-	// A directory in every v1 hierarchy (name=systemd included), none in
-	// the hybrid cgroup2 mount.
+	// A directory in every hierarchy joined (a cpuset was asked for),
+	// none in the others nor in the hybrid cgroup2 mount.
 	dirs := c.Dirs()
 	for _, h := range v1Dirs(t) {
-		if !fileExists(filepath.Join(h, path)) {
-			t.Errorf("no cgroup in %s", h)
+		name := filepath.Base(h)
+		want := slices.Contains(append(joinedNames, "cpuset"), name)
+		if fileExists(filepath.Join(h, path)) != want {
+			t.Errorf("cgroup in %s: %v, want %v", h, !want, want)
 		}
-		if dirs[filepath.Base(h)] != filepath.Join(h, path) {
-			t.Errorf("Dirs()[%s] = %q", filepath.Base(h), dirs[filepath.Base(h)])
+		if want && dirs[name] != filepath.Join(h, path) {
+			t.Errorf("Dirs()[%s] = %q", name, dirs[name])
 		}
 	}
 	if fileExists(filepath.Join(mountpoint, "unified", path)) {
 		t.Error("cgroup made in the hybrid cgroup2 mount")
 	}
+}
+
+// joinedNames are the v1 hierarchies every container joins (joinedV1);
+// cpuset only with a cpuset asked for.
+var joinedNames = []string{"memory", "cpu", "cpuacct", "pids", "devices", "freezer", "systemd"}
+
+// A container is in exactly the hierarchies it needs: its process's
+// /proc/<pid>/cgroup names its cgroup in memory, cpu, cpuacct, pids,
+// devices, freezer and name=systemd, and leaves it where it was in the
+// others (cpuset without a cpuset asked for, blkio, ...): each one joined
+// is a write at start that waits on the kernel.
+func TestCreate_V1JoinsOnlyTheHierarchiesInUse(t *testing.T) {
+	needV1(t)
+	path := testPath(t)
+	c, err := Create(path, &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: i64(64 << 20)},
+		CPU:    &specs.LinuxCPU{Quota: i64(50000), Period: u64(100000)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "1000")
+	_, done := start(t, cmd)
+	if err := c.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	mine := procCgroups(t, os.Getpid())
+	got := procCgroups(t, cmd.Process.Pid)
+	var hosts []string
+	for _, h := range v1Dirs(t) {
+		hosts = append(hosts, filepath.Base(h))
+	}
+	for _, name := range hosts {
+		if slices.Contains(joinedNames, name) {
+			if got[name] != path {
+				t.Errorf("%s: in %q, want %q", name, got[name], path)
+			}
+		} else if got[name] != mine[name] {
+			t.Errorf("%s: in %q, want the parent's %q (not joined)", name, got[name], mine[name])
+		}
+	}
+	if len(c.Dirs()) != len(slices.DeleteFunc(slices.Clone(hosts), func(n string) bool { return !slices.Contains(joinedNames, n) })) {
+		t.Errorf("Dirs() = %v, want one per joined hierarchy of %v", c.Dirs(), hosts)
+	}
+	// A cpuset cannot come later: said, not silently dropped.
+	if err := c.Update(&specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0"}}); !errdefs.IsNotImplemented(err) {
+		t.Errorf("Update with a cpuset: %v, want ErrNotImplemented", err)
+	}
+	if err := c.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	wantKilled(t, done)
+}
+
+// procCgroups reads /proc/<pid>/cgroup as v1 hierarchy name to path
+// ("name=systemd" as "systemd"; co-mounted controllers each).
+func procCgroups(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 || f[1] == "" {
+			continue
+		}
+		for _, name := range strings.Split(f[1], ",") {
+			m[strings.TrimPrefix(name, "name=")] = f[2]
+		}
+	}
+	return m
 }
 
 func fileExists(p string) bool {
@@ -226,7 +301,9 @@ func fileExists(p string) bool {
 func TestCreate_V1CpusetInheritsParentWhenUnset(t *testing.T) {
 	needV1(t)
 	path := testPath(t) + "/nested"
-	c, err := Create(path, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(64 << 20)}})
+	// Only mems asked for: cpus comes from the parent.
+	mems := read(t, filepath.Join(mountpoint, "cpuset", "cpuset.mems"))
+	c, err := Create(path, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(64 << 20)}, CPU: &specs.LinuxCPU{Mems: mems}})
 	if err != nil {
 		t.Fatal(err)
 	}

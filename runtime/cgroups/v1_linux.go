@@ -20,6 +20,7 @@ func createV1(path string, res *specs.LinuxResources) (*Cgroup, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list v1 hierarchies: %w", err)
 	}
+	subs = joinedV1(subs, res)
 	dirs := dirsV1(subs, path)
 	vals := valuesV1(res)
 	c := &Cgroup{path: path, mode: V1, dirs: dirs}
@@ -46,6 +47,30 @@ func createV1(path string, res *specs.LinuxResources) (*Cgroup, error) {
 		return nil, cleanup(c, err)
 	}
 	return c, nil
+}
+
+// joinedV1 keeps the hierarchies a container is placed in: each costs a
+// cgroup.procs write at start that waits on the kernel (issue 15). Kept:
+// memory (limits, OOM counter, stats), cpu and cpuacct (quota, stats),
+// pids, devices (the device allowlist: security), freezer (Kill freezes
+// first), name=systemd (systemd tracks processes by it), and cpuset only
+// when res asks for cpus or mems. Left out: blkio, net_cls, net_prio,
+// perf_event, hugetlb, rdma and any other: Tender sets nothing there, and
+// the container stays in the agent's cgroup of those.
+func joinedV1(subs []cgroup1.Subsystem, res *specs.LinuxResources) []cgroup1.Subsystem {
+	cpuset := res != nil && res.CPU != nil && (res.CPU.Cpus != "" || res.CPU.Mems != "")
+	var out []cgroup1.Subsystem
+	for _, s := range subs {
+		switch s.Name() {
+		case cgroup1.Memory, cgroup1.Cpu, cgroup1.Cpuacct, cgroup1.Pids, cgroup1.Devices, cgroup1.Freezer, cgroup1.SystemdDbus:
+			out = append(out, s)
+		case cgroup1.Cpuset:
+			if cpuset {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
 }
 
 func loadV1(path string) (*Cgroup, error) {

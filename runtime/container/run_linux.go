@@ -101,7 +101,17 @@ func (m *monitor) start(cio IO) error {
 	m.pipes = []*os.File{outR, errR}
 	stdio := initproc.Stdio{Stdin: cio.Stdin, Stdout: outW, Stderr: errW}
 	cfg := &initproc.Config{Spec: c.Spec, RootMounts: c.RootMounts, User: c.User, Seccomp: c.Seccomp, NoPivot: c.NoPivot}
-	hooks := initproc.Hooks{Place: cg.Add, Trace: m.tr}
+	// On v2 the init is cloned straight into its cgroup; on v1, or where
+	// the kernel refuses that, Join moves it there.
+	hooks := initproc.Hooks{Join: cg.Add, Trace: m.tr}
+	dir, err := cg.OpenDir()
+	if err != nil {
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	if dir != nil {
+		defer dir.Close()
+		hooks.Cgroup = dir
+	}
 	if c.Net != nil {
 		// The init waits in its new network namespace until Place has
 		// run: its network is up before its root is even set up.
@@ -110,9 +120,6 @@ func (m *monitor) start(cio IO) error {
 			return err
 		}
 		hooks.Place = func(pid int) error {
-			if err := cg.Add(pid); err != nil {
-				return err
-			}
 			m.net = nm
 			ep, err := nm.Attach(pid, m.r.endpoint(c))
 			if err != nil {
@@ -129,6 +136,13 @@ func (m *monitor) start(cio IO) error {
 	proc, err := initproc.StartWith(cfg, stdio, hooks)
 	outW.Close()
 	errW.Close()
+	if hooks.Cgroup != nil {
+		if rerr := initproc.IntoCgroupRefused(); rerr != nil {
+			intoCgroupSaid.Do(func() {
+				m.r.log.Info().Err(rerr).Msg("cgroup v2: the kernel refuses to clone an init into its cgroup; inits are moved there after they start")
+			})
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -146,6 +160,10 @@ func (m *monitor) start(cio IO) error {
 	m.tr.Mark("state-save")
 	return nil
 }
+
+// intoCgroupSaid logs the kernel's refusal of CLONE_INTO_CGROUP once per
+// process (initproc remembers it and does not ask again).
+var intoCgroupSaid sync.Once
 
 func (m *monitor) copy(r *os.File, log io.Writer, extra io.Writer) {
 	w := log

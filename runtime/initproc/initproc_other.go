@@ -27,6 +27,8 @@ func Start(cfg *Config, stdio Stdio, place func(pid int) error) (*os.Process, er
 
 // Hooks are the parent's steps around the child's set-up.
 type Hooks struct {
+	Cgroup     *os.File
+	Join       func(pid int) error
 	Place      func(pid int) error
 	BeforeExec func(pid int) error
 }

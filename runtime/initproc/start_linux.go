@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -189,11 +190,22 @@ func cloneFlags(s *specs.Spec) (uintptr, error) {
 	return flags, nil
 }
 
-// Hooks are the parent's steps around the child's set-up; both get the
-// child's host pid and either may be nil.
+// Hooks are the parent's steps around the child's set-up; each gets the
+// child's host pid and any may be nil.
 type Hooks struct {
+	// Cgroup, when not nil, is the container's cgroup v2 directory (opened
+	// read-only or O_PATH): the init is cloned straight into it
+	// (CLONE_INTO_CGROUP, Linux 5.7), with no migration afterwards, and
+	// Join is not called. Where the kernel refuses that (see
+	// IntoCgroupRefused), the init starts in this process's cgroup and
+	// Join moves it.
+	Cgroup *os.File
+	// Join moves the child into its cgroup, unless the clone put it there
+	// (Cgroup). It runs before Place.
+	Join func(pid int) error
 	// Place runs before the child reads its config (to put it into its
-	// cgroup, so that its set-up is accounted and confined there).
+	// cgroup, so that its set-up is accounted and confined there, or to
+	// attach its network namespace).
 	Place func(pid int) error
 	// BeforeExec runs once the child has set everything up and waits to
 	// exec: limits that apply to the workload but must not constrain the
@@ -277,7 +289,21 @@ func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 			Setsid:     true,
 		},
 	}
-	proc, err := startInit([]string{"tender-init", Arg, ProtocolID()}, attr)
+	argv := []string{"tender-init", Arg, ProtocolID()}
+	joined := false
+	if h.Cgroup != nil && IntoCgroupRefused() == nil {
+		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, int(h.Cgroup.Fd())
+		joined = true
+	}
+	proc, err := startInit(argv, attr)
+	if joined && refusedIntoCgroup(err) {
+		// Once per process: the next starts go straight to Join.
+		refused := fmt.Errorf("clone into cgroup: %w", err)
+		intoCgroupRefused.CompareAndSwap(nil, &refused)
+		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = false, 0
+		joined = false
+		proc, err = startInit(argv, attr)
+	}
 	child.Close()
 	if devNull != nil {
 		devNull.Close()
@@ -293,6 +319,11 @@ func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 		_ = proc.Kill()
 		_, _ = proc.Wait()
 		return nil, err
+	}
+	if h.Join != nil && !joined {
+		if err := h.Join(proc.Pid); err != nil {
+			return abort(fmt.Errorf("place init: %w", err))
+		}
 	}
 	if h.Place != nil {
 		if err := h.Place(proc.Pid); err != nil {
@@ -318,6 +349,33 @@ func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 		h.Trace.Skip()
 	}
 	return proc, nil
+}
+
+// intoCgroupRefused is the kernel's refusal of the first clone into a
+// cgroup (nil until one).
+var intoCgroupRefused atomic.Pointer[error]
+
+// IntoCgroupRefused returns why this process starts inits in its own
+// cgroup and moves them after (Hooks.Join) though Hooks.Cgroup was given:
+// the kernel's answer to the first clone into a cgroup that it refused, or
+// nil when none was (yet).
+func IntoCgroupRefused() error {
+	if e := intoCgroupRefused.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// refusedIntoCgroup reports whether a start's error is the kernel refusing
+// clone3 or its CLONE_INTO_CGROUP, not the start itself: ENOSYS (no clone3
+// before Linux 5.3, or a seccomp filter around this process denying it, as
+// container runtimes' default profiles do), E2BIG (Linux 5.3 to 5.6: the
+// clone_args with a cgroup are larger than the kernel knows), EINVAL (the
+// flag unknown to the kernel). A cgroup the kernel will not take the
+// process into (EBUSY, EBADF, EOPNOTSUPP) is an error of the start, as a
+// failed move would be.
+func refusedIntoCgroup(err error) bool {
+	return errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.E2BIG) || errors.Is(err, unix.EINVAL)
 }
 
 func beforeExec(f func(pid int) error, pid int) func() error {
