@@ -233,7 +233,9 @@ func TestBridgeEdgeCore(t *testing.T) {
 	// Fresh device state (generation 0) on the same sessions: the edge
 	// hands each device its retained document, which came over the bridge.
 	s2, _ := runSim(t, cfg)
-	eventually(t, func() string { return "documents verified after reconnecting: " + strings.TrimSpace(s2.Stats().Latency.String()) },
+	eventually(t, func() string {
+		return "documents verified after reconnecting: " + strings.TrimSpace(s2.Stats().Latency.String())
+	},
 		func() bool { return s2.Observed(1) == 2 && s2.Stats().Verified == 2 })
 	if o, _ := s2.ObservedOf("dev-b"); o != 2 {
 		t.Errorf("dev-b got generation %d from the edge's retained document, want 2", o)
