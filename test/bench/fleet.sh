@@ -452,8 +452,6 @@ run_ctl_mosquitto() {
 	fi
 	local rss0=() p
 	for p in "${CTLS[@]}"; do rss0+=("$(rss_of "$p")"); done
-	local token
-	token=$("$TENDER" token create --labels fleet=bench --ttl 2h --uses "$N" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 	# simulator processes of at most 9,000 devices; with edges, a whole
 	# number of them per edge (sim k connects to edge (k-1) mod edges)
 	local sims=${FLEET_SIMS:-$(((N + 8999) / 9000))} k per rest sp=() logs=()
@@ -465,6 +463,12 @@ run_ctl_mosquitto() {
 		local n=$per burl=()
 		[ "$k" -le "$rest" ] && n=$((n + 1))
 		[ "$edges" -gt 0 ] && burl=(-broker "${eurls[$(((k - 1) % edges))]}")
+		# a join token per simulator: with one for all, their enrollments
+		# race for its uses (a compare-and-swap each; the losers are
+		# answered 503 and retry), which at 100,000 devices cost more
+		# than half the controller's enrollment work
+		local token
+		token=$("$TENDER" token create --labels fleet=bench --ttl 4h --uses "$n" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 		"$SIM" devices -enroll "https://$api" -token "$token" -enroll-workers "${FLEET_ENROLL_WORKERS:-4}" -prefix "sim$k-" "${burl[@]}" \
 			-n "$n" -rate "$((RATE / sims))" -apply-delay "$DELAY" -every 1s -heartbeat 1h >"$W/devices-$k.log" 2>"$W/devices-$k.err" &
 		PIDS+=($!) sp+=($!) logs+=("$W/devices-$k.log")
