@@ -337,9 +337,16 @@ run_serve() {
 # tender-controller-2, both on one mosquitto with configs/mosquitto's
 # config and ACL (its max_queued_messages raised to 100000: a burst of N
 # reports queues for a controller). The devices enroll at the first
-# controller, in FLEET_SIMS simulator processes (default one per 9,000
-# devices; the hard limit of open files, 20,000 here, binds each process
-# and mosquitto). Measured: the burst (SIGUSR1 to the simulators: every
+# controller (a join token per simulator), in FLEET_SIMS simulator
+# processes (default one per 9,000 devices; the hard limit of open files,
+# 20,000 here, binds each process and mosquitto). Past FLEET_EDGE_MAX
+# devices (18,000) the single mosquitto becomes FLEET_EDGES edges (one per
+# 18,000) bridged to a core, configs/mosquitto/bridge as shipped (the
+# edges' max_queued_messages 100,000, the core's 200,000), each edge on a
+# port of its own on 127.0.0.1 (the ephemeral ports are per destination),
+# a whole number of simulators per edge; reported besides: each broker's
+# RSS and CPU, and its CPU and socket bytes over each rollout (the fan-out
+# of every document to every edge). Measured: the burst (SIGUSR1 to the simulators: every
 # device reports at once) ingested per second, from the sum of the
 # controllers' tender_reports_ingested_total; the rollouts as above; RSS
 # and CPU of each controller, mosquitto and etcd.
