@@ -37,9 +37,37 @@
 # and CPU profiles of each rollout's first 20 s, taken from its
 # --debug-addr listener; `go tool pprof -sample_index=inuse_space
 # build/tender DIR/heap-connected.pb.gz`).
+#
+# Issue 13's form: test/bench/fleet.sh --devices N --broker mosquitto
+# [--controllers 2] [--etcd 3] [--edges K]: the controller(s) behind
+# mosquitto (the ctl-mosquitto mode below); --broker embedded is the serve
+# mode. Past FLEET_EDGE_MAX devices (default 18,000: one mosquitto process
+# holds at most 20,000 open files here) the devices connect to K "edge"
+# mosquittos (default: one per FLEET_EDGE_MAX devices; FLEET_EDGES=K or
+# --edges K forces it, 0 for one mosquitto) bridged to one "core" that the
+# controllers connect to, with configs/mosquitto/bridge.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-N=${1:-10000}
+while [ $# -gt 0 ]; do
+	case $1 in
+	--devices) FLEET_N=$2 && shift 2 ;;
+	--broker)
+		case $2 in
+		mosquitto) FLEET_BROKERS=ctl-mosquitto ;;
+		embedded | serve) FLEET_BROKERS=serve ;;
+		*) echo "--broker $2: want mosquitto or embedded (FLEET_BROKERS for the bare-broker modes)" >&2 && exit 2 ;;
+		esac
+		shift 2
+		;;
+	--controllers) FLEET_CONTROLLERS=$2 && shift 2 ;;
+	--etcd) FLEET_ETCD=$2 && shift 2 ;;
+	--edges) FLEET_EDGES=$2 && shift 2 ;;
+	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' && exit 0 ;;
+	-*) echo "unknown option $1 (-h for help)" >&2 && exit 2 ;;
+	*) FLEET_N=$1 && shift ;;
+	esac
+done
+N=${FLEET_N:-10000}
 RATE=${FLEET_RATE:-1000}
 DELAY=${FLEET_APPLY_DELAY:-0s}
 BROKERS=${FLEET_BROKERS:-serve}
@@ -309,9 +337,16 @@ run_serve() {
 # tender-controller-2, both on one mosquitto with configs/mosquitto's
 # config and ACL (its max_queued_messages raised to 100000: a burst of N
 # reports queues for a controller). The devices enroll at the first
-# controller, in FLEET_SIMS simulator processes (default one per 9,000
-# devices; the hard limit of open files, 20,000 here, binds each process
-# and mosquitto). Measured: the burst (SIGUSR1 to the simulators: every
+# controller (a join token per simulator), in FLEET_SIMS simulator
+# processes (default one per 9,000 devices; the hard limit of open files,
+# 20,000 here, binds each process and mosquitto). Past FLEET_EDGE_MAX
+# devices (18,000) the single mosquitto becomes FLEET_EDGES edges (one per
+# 18,000) bridged to a core, configs/mosquitto/bridge as shipped (the
+# edges' max_queued_messages 100,000, the core's 200,000), each edge on a
+# port of its own on 127.0.0.1 (the ephemeral ports are per destination),
+# a whole number of simulators per edge; reported besides: each broker's
+# RSS and CPU, and its CPU and socket bytes over each rollout (the fan-out
+# of every document to every edge). Measured: the burst (SIGUSR1 to the simulators: every
 # device reports at once) ingested per second, from the sum of the
 # controllers' tender_reports_ingested_total; the rollouts as above; RSS
 # and CPU of each controller, mosquitto and etcd.
@@ -358,19 +393,51 @@ run_ctl_mosquitto() {
 	CPID=$!
 	PIDS+=($CPID) CTLS+=($CPID) APIS+=("$api")
 	for _ in $(seq 300); do [ -s "$data/crl.pem" ] && break; sleep 0.1; done
-	# mosquitto: the shipped config and ACL, paths and ports rewritten
-	mkdir -p "$W/mosq"
-	cp configs/mosquitto/acl "$W/mosq/acl"
-	: >"$W/mosq/passwd"
-	sed -e "s| /etc/mosquitto/tender/device-ca.crt$| $data/ca.crt|; s| /etc/mosquitto/tender/server.crt$| $data/server.crt|" \
-		-e "s| /etc/mosquitto/tender/server.key$| $data/server.key|; s| /etc/mosquitto/tender/crl.pem$| $data/crl.pem|" \
-		-e "s|/etc/mosquitto/tender/|$W/mosq/|; s|persistence_location /var/lib/mosquitto/|persistence_location $W/mosq/|" \
-		-e "s|^user mosquitto|user root|; s|^listener 8883|listener $mport 127.0.0.1|; s|^listener 8884|listener $(free_port) 127.0.0.1|" \
-		-e "s|^max_queued_messages .*|max_queued_messages 100000|; s|^connection_messages true|connection_messages false|" \
-		configs/mosquitto/mosquitto.conf >"$W/mosq/mosquitto.conf"
-	/usr/sbin/mosquitto -c "$W/mosq/mosquitto.conf" >"$W/mosquitto.log" 2>&1 &
-	local mpid=$!
-	PIDS+=($mpid)
+	local edge_max=${FLEET_EDGE_MAX:-18000} edges eurls=()
+	edges=${FLEET_EDGES:-$((N > edge_max ? (N + edge_max - 1) / edge_max : 0))}
+	MPIDS=() MNAMES=()
+	if [ "$edges" -gt 0 ]; then
+		# edges bridged to a core: configs/mosquitto/bridge, paths, ports
+		# and names rewritten; each edge's bridge certificate from the
+		# fleet CA (DATA/ca.key)
+		for _ in $(seq 300); do [ -s "$data/ca.key" ] && [ -s "$data/server.key" ] && break; sleep 0.1; done
+		local eaddrs=() k conf
+		for k in $(seq "$edges"); do eaddrs+=("127.0.0.1:$(free_port)"); done
+		"$SIM" bridge -repo "$PWD" -dir "$W/mosq" -ca-cert "$data/ca.crt" -ca-key "$data/ca.key" \
+			-server-cert "$data/server.crt" -server-key "$data/server.key" -crl "$data/crl.pem" \
+			-core "127.0.0.1:$mport" -edges "$(IFS=,; echo "${eaddrs[*]}")" -quiet >"$W/bridge.txt"
+		conf=$(awk '$1 == "core" {print $2}' "$W/bridge.txt")
+		/usr/sbin/mosquitto -c "$conf" >"$W/mosquitto-core.log" 2>&1 &
+		PIDS+=($!) MPIDS+=($!) MNAMES+=(core)
+		wait_for "$W/mosquitto-core.log" running 30
+		for k in $(seq "$edges"); do
+			conf=$(awk -v k="$k" '$1 == "edge" && $2 == k {print $3}' "$W/bridge.txt")
+			/usr/sbin/mosquitto -c "$conf" >"$W/mosquitto-edge-$k.log" 2>&1 &
+			PIDS+=($!) MPIDS+=($!) MNAMES+=("edge $k")
+			eurls+=("ssl://${eaddrs[$((k - 1))]}")
+		done
+		for k in $(seq "$edges"); do wait_for "$W/mosquitto-edge-$k.log" running 30; done
+		# every edge's bridge up at the core (and the controller)
+		local i=0
+		until [ "$(ss -Htn state established "( sport = :$mport )" | wc -l)" -ge $((edges + 1)) ]; do
+			i=$((i + 1))
+			[ "$i" -gt 300 ] && { echo "the edges' bridges did not connect to the core" >&2; tail -3 "$W"/mosquitto-*.log >&2; return 1; }
+			sleep 0.1
+		done
+	else
+		# mosquitto: the shipped config and ACL, paths and ports rewritten
+		mkdir -p "$W/mosq"
+		cp configs/mosquitto/acl "$W/mosq/acl"
+		: >"$W/mosq/passwd"
+		sed -e "s| /etc/mosquitto/tender/device-ca.crt$| $data/ca.crt|; s| /etc/mosquitto/tender/server.crt$| $data/server.crt|" \
+			-e "s| /etc/mosquitto/tender/server.key$| $data/server.key|; s| /etc/mosquitto/tender/crl.pem$| $data/crl.pem|" \
+			-e "s|/etc/mosquitto/tender/|$W/mosq/|; s|persistence_location /var/lib/mosquitto/|persistence_location $W/mosq/|" \
+			-e "s|^user mosquitto|user root|; s|^listener 8883|listener $mport 127.0.0.1|; s|^listener 8884|listener $(free_port) 127.0.0.1|" \
+			-e "s|^max_queued_messages .*|max_queued_messages 100000|; s|^connection_messages true|connection_messages false|" \
+			configs/mosquitto/mosquitto.conf >"$W/mosq/mosquitto.conf"
+		/usr/sbin/mosquitto -c "$W/mosq/mosquitto.conf" >"$W/mosquitto.log" 2>&1 &
+		PIDS+=($!) MPIDS+=($!) MNAMES+=(mosquitto)
+	fi
 	for _ in $(seq 300); do [ -s "$data/admin.token" ] && curl -ksS "https://$api/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 	export TENDER_SERVER=https://$api TENDER_CA=$data/ca.crt
 	TENDER_TOKEN=$(cat "$data/admin.token")
@@ -392,26 +459,40 @@ run_ctl_mosquitto() {
 	fi
 	local rss0=() p
 	for p in "${CTLS[@]}"; do rss0+=("$(rss_of "$p")"); done
-	local token
-	token=$("$TENDER" token create --labels fleet=bench --ttl 2h --uses "$N" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+	# simulator processes of at most 9,000 devices; with edges, a whole
+	# number of them per edge (sim k connects to edge (k-1) mod edges)
 	local sims=${FLEET_SIMS:-$(((N + 8999) / 9000))} k per rest sp=() logs=()
+	[ "$edges" -gt 0 ] && sims=$((edges * ((sims + edges - 1) / edges)))
 	per=$((N / sims)) rest=$((N % sims))
+	local tsims
+	tsims=$(now)
 	for k in $(seq "$sims"); do
-		local n=$per
+		local n=$per burl=()
 		[ "$k" -le "$rest" ] && n=$((n + 1))
-		"$SIM" devices -enroll "https://$api" -token "$token" -enroll-workers "${FLEET_ENROLL_WORKERS:-4}" -prefix "sim$k-" \
+		[ "$edges" -gt 0 ] && burl=(-broker "${eurls[$(((k - 1) % edges))]}")
+		# a join token per simulator: with one for all, their enrollments
+		# race for its uses (a compare-and-swap each; the losers are
+		# answered 503 and retry), which at 100,000 devices cost more
+		# than half the controller's enrollment work
+		local token
+		token=$("$TENDER" token create --labels fleet=bench --ttl 4h --uses "$n" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+		"$SIM" devices -enroll "https://$api" -token "$token" -enroll-workers "${FLEET_ENROLL_WORKERS:-4}" -prefix "sim$k-" "${burl[@]}" \
 			-n "$n" -rate "$((RATE / sims))" -apply-delay "$DELAY" -every 1s -heartbeat 1h >"$W/devices-$k.log" 2>"$W/devices-$k.err" &
 		PIDS+=($!) sp+=($!) logs+=("$W/devices-$k.log")
 	done
 	for k in $(seq "$sims"); do
 		wait_for "${logs[$((k - 1))]}" "^connected" $((N / 10 + N / RATE * 10 + 240)) "${sp[$((k - 1))]}" || { cat "$W/devices-$k.err" >&2; return 1; }
 	done
+	local tconn
+	tconn=$(now)
 	local i=0 online=0
 	until online=$("$TENDER" status -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["online"])' 2>/dev/null) && [ "$online" -ge "$N" ]; do
 		i=$((i + 1))
-		[ "$i" -gt 600 ] && { echo "only $online of $N devices online at the controller after 2 minutes" >&2; return 1; }
+		[ "$i" -gt $((600 + N / 100)) ] && { echo "only $online of $N devices online at the controller after $((120 + N / 500)) s" >&2; return 1; }
 		sleep 0.2
 	done
+	local tonline
+	tonline=$(now)
 	sleep 2 # the connect reports ingested
 	local rss1=() cpu1=()
 	for p in "${CTLS[@]}"; do rss1+=("$(rss_of "$p")") cpu1+=("$(cpu_of "$p")"); done
@@ -445,29 +526,49 @@ run_ctl_mosquitto() {
 		sleep 2
 	done
 
+	# the brokers' CPU and socket bytes (rchar/wchar) over each rollout:
+	# what the fan-out of every document to every edge costs
+	mstat() { local p; for p in "${MPIDS[@]}"; do echo "$(cpu_of "$p") $(awk '/^rchar/ {r = $2} /^wchar/ {w = $2} END {print r, w}' "/proc/$p/io")"; done; }
+	mdelta() { # BEFORE AFTER (mstat outputs): one line per broker
+		paste <(echo "$1") <(echo "$2") | awk -v names="$(IFS=,; echo "${MNAMES[*]}")" 'BEGIN {split(names, nm, ",")}
+			{printf "%s%s CPU %.1fs, read %.0f MiB, written %.0f MiB", (NR > 1 ? "; " : ""), nm[NR], $4 - $1, ($5 - $2) / 1048576, ($6 - $3) / 1048576}'
+	}
+	local m0 m1 m2
+	m0=$(mstat)
 	rollout 1
 	local roll1=$ROLL cpuroll1=$CPU app1=$APPLIED
 	local g1
+	m1=$(mstat)
 	g1=$(ingested)
 	rollout 2
 	local roll2=$ROLL cpuroll2=$CPU app2=$APPLIED g2
+	m2=$(mstat)
 	g2=$(ingested)
 	sleep 1.5
 	local rss2=() hwm=()
 	for p in "${CTLS[@]}"; do rss2+=("$(rss_of "$p")") hwm+=("$(hwm_of "$p")"); done
 	local label="one controller (bbolt)"
 	[ "$nctl" -ge 2 ] && label="two controllers on a ${FLEET_ETCD:-1}-member etcd"
-	echo "== tender serve --broker mosquitto, $label, $N devices in $sims simulator processes, mutual TLS"
-	for k in $(seq "$sims"); do echo "   sim $k: $(grep -m1 '^enrolled' "${logs[$((k - 1))]}"); $(grep -m1 '^connected' "${logs[$((k - 1))]}")"; done
+	local topo="one mosquitto"
+	[ "$edges" -gt 0 ] && topo="$edges edge mosquittos bridged (mutual TLS) to a core"
+	echo "== tender serve --broker mosquitto, $label, $N devices in $sims simulator processes, mutual TLS, $topo"
+	for k in $(seq "$sims"); do echo "   sim $k${eurls:+ (edge $(((k - 1) % edges + 1)))}: $(grep -m1 '^enrolled' "${logs[$((k - 1))]}"); $(grep -m1 '^connected' "${logs[$((k - 1))]}")"; done
+	echo "   from starting the simulators: every simulator connected after $(secs "$tsims" "$tconn")s (enrollment included), all $N online at the controller after $(secs "$tsims" "$tonline")s"
 	for b in "${bursts[@]}"; do echo "   burst (every device reports once): $b"; done
 	echo "   apply version 1 (first install) -> succeeded, every device reporting it: ${roll1}s (apply answered in ${app1}s), controller CPU ${cpuroll1}s"
+	echo "      brokers over it: $(mdelta "$m0" "$m1")"
 	echo "   apply version 2 (waves 1%, 10%, 100%) -> succeeded, every device reporting it: ${roll2}s (apply answered in ${app2}s), controller CPU ${cpuroll2}s; $((g2 - g1)) reports ingested meanwhile"
+	echo "      brokers over it: $(mdelta "$m1" "$m2")"
 	i=0
 	for p in "${CTLS[@]}"; do
 		echo "   controller $((i + 1)) RSS: $(mib "${rss0[$i]}") idle, $(mib "${rss1[$i]}") connected ($(((rss1[i] - rss0[i]) / N)) bytes per device, $(mib $(((rss1[i] - rss0[i]) * 10000 / N))) per 10,000), $(mib "${rss2[$i]}") after the rollouts, peak $(mib "${hwm[$i]}"); CPU ${cpu1[$i]}s up to all connected"
 		i=$((i + 1))
 	done
-	echo "   mosquitto RSS $(mib "$(rss_of "$mpid")"), CPU $(cpu_of "$mpid")s; open files $(ls /proc/$mpid/fd | wc -l)"
+	i=0
+	for p in "${MPIDS[@]}"; do
+		echo "   mosquitto ${MNAMES[$i]} RSS $(mib "$(rss_of "$p")"), peak $(mib "$(hwm_of "$p")"), CPU $(cpu_of "$p")s; open files $(ls /proc/$p/fd | wc -l)"
+		i=$((i + 1))
+	done
 	for p in "${ETCDS[@]}"; do echo "   etcd member RSS $(mib "$(rss_of "$p")"), CPU $(cpu_of "$p")s"; done
 	for k in $(seq "$sims"); do
 		echo "   sim $k RSS $(mib "$(rss_of "${sp[$((k - 1))]}")"); $(grep '^{' "${logs[$((k - 1))]}" | tail -1 | python3 -c 'import json,sys; s=json.load(sys.stdin); l=s["latency"]; print("verified %d refused %d reports %d connect errors %d disconnects %d; issuedAt->report p50 %.0fms p99 %.0fms max %.0fms" % (s["verified"], s["refused"], s["reports"], s["connectErrors"], s["disconnects"], l["p50"]/1e6, l["p99"]/1e6, l["max"]/1e6))')"

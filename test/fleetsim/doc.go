@@ -80,6 +80,17 @@
 // report that it runs it (TakeLatency starts a new series). Sim.Observed
 // counts the devices that reported a generation.
 //
+// # Several mosquittos
+//
+// One mosquitto process holds at most as many devices as it may open
+// files (20,000 in the VM the benchmarks run in). WriteBridge writes the
+// repository's configs/mosquitto/bridge for edges that devices connect to,
+// bridged to a core that the controllers connect to (and issues each
+// edge's bridge certificate from the fleet CA); `fleetsim bridge` does it
+// for test/bench/fleet.sh, which spreads simulator processes over the
+// edges, and TestBridgeEdgeCore checks retained documents and F-08 across
+// a real edge and core.
+//
 // # The test publisher
 //
 // Publisher stands in for the controller against a bare broker:

@@ -8,6 +8,8 @@
 //	fleetsim devices -broker ssl://H:P -n N -ca-cert F -ca-key F -fleet-pub F [-rate R] ...
 //	fleetsim devices -enroll https://H:P -token T -n N [-broker ssl://H:P] ...  devices of `tender serve`
 //	fleetsim publish -broker ssl://H:P -n N -fleet-key F -cert F -key F -ca F -gen G ...
+//	fleetsim bridge  -dir D -ca-cert F -ca-key F -server-cert F -server-key F -crl F -core H:P -edges H:P,H:P,...
+//	                 configs/mosquitto/bridge written for a core and edges; prints "core FILE", "edge K FILE"
 //
 // devices prints one JSON line of statistics every -every and at the end
 // (SIGINT/SIGTERM), "enrolled N devices in D" after -enroll, and
@@ -47,7 +49,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: fleetsim pki|broker|devices|publish [flags] (-h for each)")
+		fmt.Fprintln(os.Stderr, "usage: fleetsim pki|broker|devices|publish|bridge [flags] (-h for each)")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -62,8 +64,10 @@ func main() {
 		err = devices(ctx, args)
 	case "publish":
 		err = publish(ctx, args)
+	case "bridge":
+		err = bridge(args)
 	default:
-		err = fmt.Errorf("unknown command %q: want pki, broker, devices or publish", cmd)
+		err = fmt.Errorf("unknown command %q: want pki, broker, devices, publish or bridge", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fleetsim:", err)
@@ -390,5 +394,51 @@ func publish(ctx context.Context, args []string) error {
 	reports, events, invalid := p.Counts()
 	fmt.Printf("generation %d: published to %d devices in %s; all reported it %s after the first publish (reports %d, events %d, invalid %d)\n",
 		*gen, len(ids), published.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), reports, events, invalid)
+	return nil
+}
+
+// bridge writes the configs of a core mosquitto and its edges from the
+// repository's configs/mosquitto/bridge (fleetsim.WriteBridge) and prints
+// "core FILE" and "edge K FILE" lines.
+func bridge(args []string) error {
+	fs := flag.NewFlagSet("bridge", flag.ExitOnError)
+	repo := fs.String("repo", ".", "the repository's root")
+	dir := fs.String("dir", "", "directory to write core/ and edge-K/ into")
+	caCert := fs.String("ca-cert", "", "the fleet CA (DATA/ca.crt): every mosquitto's cafile, issuer of the bridge certificates")
+	caKey := fs.String("ca-key", "", "its key (DATA/ca.key)")
+	serverCert := fs.String("server-cert", "", "server certificate of every mosquitto (DATA/server.crt)")
+	serverKey := fs.String("server-key", "", "its key (DATA/server.key)")
+	crl := fs.String("crl", "", "the CRL (DATA/crl.pem)")
+	core := fs.String("core", "", "the core's listener, HOST:PORT")
+	edges := fs.String("edges", "", "the edges' device listeners, HOST:PORT,HOST:PORT,...")
+	queued := fs.Int("max-queued", 0, "max_queued_messages of every mosquitto, if not the configs'")
+	quiet := fs.Bool("quiet", false, "no connection messages in the logs")
+	_ = fs.Parse(args)
+	if *dir == "" || *core == "" || *edges == "" {
+		return errors.New("bridge: -dir, -core and -edges are required")
+	}
+	cb, err := os.ReadFile(*caCert)
+	if err != nil {
+		return err
+	}
+	kb, err := os.ReadFile(*caKey)
+	if err != nil {
+		return err
+	}
+	ca, err := fleetsim.LoadCA(cb, kb)
+	if err != nil {
+		return err
+	}
+	b, err := fleetsim.WriteBridge(fleetsim.BridgeConfig{
+		Repo: *repo, Dir: *dir, CA: ca, CAFile: *caCert, ServerCert: *serverCert, ServerKey: *serverKey, CRL: *crl,
+		Core: *core, Edges: strings.Split(*edges, ","), MaxQueued: *queued, Quiet: *quiet,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Println("core", b.Core)
+	for k, e := range b.Edges {
+		fmt.Println("edge", k+1, e)
+	}
 	return nil
 }
