@@ -82,6 +82,7 @@ func TestEtcd_PassesReadOnlyWhatChanged(t *testing.T) {
 
 	broker := mqtttest.StartMochi(t, "127.0.0.1:0", nil).Addr
 	var counts []*countedDevices
+	var els []*etcdstore.Election
 	var wg sync.WaitGroup
 	for i := range 2 {
 		db := open()
@@ -93,6 +94,7 @@ func TestEtcd_PassesReadOnlyWhatChanged(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		els = append(els, el)
 		dir := filepath.Join(t.TempDir(), "data")
 		if err := controller.PrepareDir(dir); err != nil {
 			t.Fatal(err)
@@ -122,8 +124,14 @@ func TestEtcd_PassesReadOnlyWhatChanged(t *testing.T) {
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	// Once both read a new device by id, their watches are up (before,
-	// a pass reads every device).
+	// A leader (its term's first pass reads every device), then both
+	// reading a new device by id: their watches are up (before, a pass
+	// reads every device).
+	eventually(t, "a leader", func() bool {
+		_, a := els[0].Leading()
+		_, b := els[1].Leading()
+		return a != b
+	})
 	probes := 0
 	eventually(t, "both controllers reading a new device by id", func() bool {
 		for p := range probes {
