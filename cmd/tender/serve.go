@@ -283,7 +283,11 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 
 	var metrics *api.Metrics
 	var leadership fleetctl.Leadership
+	var watch fleetctl.DeviceWatch
 	shared := ""
+	if edb != nil {
+		watch = edb // the loop reads the devices written, not all of them at each pass
+	}
 	if election != nil {
 		leadership = election
 		if external != nil {
@@ -294,7 +298,7 @@ func serve(ctx context.Context, o serveOptions, stdout, stderr io.Writer) error 
 		Dir: o.data, Brokers: brokers, Broker: name, Version: version, Grace: o.grace, EnrollLimiter: enrollLimiter, Log: log,
 		ID: o.id, SharedGroup: shared, StoreName: storeName,
 	}, fleetctl.Deps{
-		Store: st, Key: key, Transport: tr, Revoker: rv, Resolver: resolver, Leadership: leadership,
+		Store: st, Key: key, Transport: tr, Revoker: rv, Resolver: resolver, Leadership: leadership, DeviceWatch: watch,
 		Metrics: fleetctl.Metrics{
 			PublishLatency: func(d time.Duration) {
 				if metrics != nil {

@@ -102,6 +102,20 @@ type Deps struct {
 	// Leadership, with several controllers on one store, says whether
 	// this one leads (leader.go); nil: it always does.
 	Leadership Leadership
+	// DeviceWatch, optional, tells the loop which devices any
+	// controller wrote (etcdstore.DB); while it runs, the loop reads
+	// only those between resyncs. Without it, a controller sharing the
+	// store (Leadership set) reads every device at every pass.
+	DeviceWatch DeviceWatch
+}
+
+// DeviceWatch tells which devices' records or statuses were written in
+// the store, by any controller (etcdstore.DB.WatchDevices).
+type DeviceWatch interface {
+	// WatchDevices calls changed with the ids of devices written, and
+	// up(true) once every write from then on is told, up(false) when
+	// writes may go untold; it returns at once and runs until ctx ends.
+	WatchDevices(ctx context.Context, changed func(ids []string), up func(bool))
 }
 
 // Controller is the fleet controller: it implements api.Controller.
@@ -151,6 +165,14 @@ type Controller struct {
 
 	lp *loop // owned by Run's goroutine
 
+	dw DeviceWatch
+	// watching: dw tells every device written (a pass may read only
+	// those marked, between resyncs).
+	watching atomic.Bool
+	// follow is the follower's copy of the devices, kept between its
+	// passes while watching (owned by Run's goroutine; nil: read all).
+	follow *loop
+
 	ld      Leadership
 	lead    leaderState // owned by Run's goroutine
 	deposed atomic.Bool // a fenced write of this pass was refused
@@ -190,7 +212,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Controller, error) {
 		cfg: cfg, st: deps.Store, key: deps.Key, tr: deps.Transport, rv: deps.Revoker, res: deps.Resolver, met: deps.Metrics,
 		log: cfg.Log, started: cfg.Now(),
 		in: make(chan inMsg, 4096), stopped: make(chan struct{}), kick: make(chan struct{}, 1), ready: make(chan struct{}),
-		waiting: map[string]waiter{}, ld: deps.Leadership,
+		waiting: map[string]waiter{}, ld: deps.Leadership, dw: deps.DeviceWatch,
 	}
 	var err error
 	c.pub, err = publish.New(publish.Config{
@@ -226,6 +248,15 @@ func (c *Controller) EnrollHandler() http.Handler {
 // start.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.stopOnce.Do(func() { close(c.stopped) })
+	if c.dw != nil {
+		c.dw.WatchDevices(ctx, func(ids []string) { c.changes.mark(ids...) }, func(up bool) {
+			// Either way every device is read at the next pass: writes
+			// before the watch was in place, or since it broke, are
+			// told by nothing else.
+			c.watching.Store(up)
+			c.changes.markAll()
+		})
+	}
 	var lp *loop
 	if c.ld == nil {
 		var err error
@@ -297,6 +328,14 @@ type changes struct {
 	mu      sync.Mutex
 	ids     map[string]struct{}
 	removed map[string]struct{}
+	all     bool // every device is to be read
+}
+
+// markAll asks for every device to be read at the next pass.
+func (ch *changes) markAll() {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ch.all = true
 }
 
 // mark records devices written to the store (after the write).
@@ -325,14 +364,25 @@ func (ch *changes) markRemoved(id string) {
 	ch.ids[id] = struct{}{}
 }
 
-// take returns the devices marked since the last take, and those
-// removed.
-func (ch *changes) take() (ids, removed map[string]struct{}) {
+// take returns the devices marked since the last take, those removed,
+// and whether every device is to be read.
+func (ch *changes) take() (ids, removed map[string]struct{}, all bool) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	ids, removed = ch.ids, ch.removed
-	ch.ids, ch.removed = nil, nil
-	return ids, removed
+	ids, removed, all = ch.ids, ch.removed, ch.all
+	ch.ids, ch.removed, ch.all = nil, nil, false
+	return ids, removed, all
+}
+
+// takeWritten is take for a follower: the devices removed stay marked
+// for the loop of a later term (which forgets what it published to
+// them, and reads every device anyway).
+func (ch *changes) takeWritten() (ids map[string]struct{}, all bool) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	ids, all = ch.ids, ch.all
+	ch.ids, ch.all = nil, false
+	return ids, all
 }
 
 // Stats are counters of what ingest dropped and stored.

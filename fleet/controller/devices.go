@@ -12,14 +12,15 @@ import (
 )
 
 // readDevices brings the loop's copy of the devices up to date: every
-// device from the store at the first pass, every Config.Resync and when
-// more than a quarter changed; otherwise only those marked changed since
-// the last pass
-// (ingest, enrollment, the API mark them after their write). A pass at
-// 10,000 devices thus decodes the few hundred that reported, not every
-// device and its full report.
+// device from the store at the first pass, every Config.Resync, when
+// asked (changes.markAll) and when more than a quarter changed; otherwise
+// only those marked changed since the last pass (ingest, enrollment, the
+// API mark them after their write; with several controllers, the store's
+// watch marks what the others wrote). A pass at 10,000 devices thus
+// decodes the few hundred that reported, not every device and its full
+// report.
 func (c *Controller) readDevices(ctx context.Context, lp *loop, now time.Time) error {
-	ids, removed := c.changes.take()
+	ids, removed, all := c.changes.take()
 	for id := range removed {
 		// After any publish of the previous pass: none comes after this.
 		delete(lp.given, id)
@@ -28,10 +29,19 @@ func (c *Controller) readDevices(ctx context.Context, lp *loop, now time.Time) e
 			c.log.Warn().Err(err).Str("device", id).Msg("forget desired state of removed device")
 		}
 	}
-	if lp.devs == nil || !now.Before(lp.resyncAt) || len(ids) > max(len(lp.devs)/4, 64) {
+	return c.refreshDevices(ctx, lp, now, ids, all)
+}
+
+// refreshDevices reads ids, or every device when all (or when a read of
+// every device is due), into lp.
+func (c *Controller) refreshDevices(ctx context.Context, lp *loop, now time.Time, ids map[string]struct{}, all bool) error {
+	if all || lp.devs == nil || !now.Before(lp.resyncAt) || len(ids) > max(len(lp.devs)/4, 64) {
 		devs, err := c.st.Devices.List(ctx)
 		if err != nil {
 			c.changes.mark(keys(ids)...)
+			if all {
+				c.changes.markAll()
+			}
 			return fmt.Errorf("list devices: %w", err)
 		}
 		lp.devs = make(map[string]*store.Device, len(devs))

@@ -40,7 +40,10 @@
 //
 // The loop keeps a copy of each device trimmed to what it reads
 // (loopDevice) and reads again only the devices marked changed (ingest
-// marks those of each batch it stores), every device every Resync.
+// marks those of each batch it stores), every device every Resync. With
+// several controllers on one store, what the others write is marked by
+// the store's watch (Deps.DeviceWatch); while it is not up, the leader
+// and the follower read every device at every pass, as they must.
 //
 // # Revisions and observations
 //

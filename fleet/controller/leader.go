@@ -81,9 +81,14 @@ func (c *Controller) turn(ctx context.Context, lpp **loop) {
 	}
 	// A follower's API may have stored rollout commands, and its ingest
 	// written devices this controller was not told of: read the commands
-	// (a store read per rollout) and every device at every pass.
+	// (a store read per rollout) at every pass, and every device unless
+	// the store's watch tells which (issue 13: at 50,000 devices, reading
+	// them all at every pass, on leader and follower, took most of etcd).
 	c.cmds.Store(true)
-	(*lpp).resyncAt = time.Time{}
+	if !c.watching.Load() {
+		(*lpp).resyncAt = time.Time{}
+	}
+	c.follow = nil // its copy misses what this term's passes take
 	c.deposed.Store(false)
 	c.pass(fctx, *lpp)
 	if c.deposed.Load() {
@@ -111,16 +116,18 @@ func (c *Controller) followPass(ctx context.Context) {
 		c.log.Error().Err(err).Msg("follower: read the leader's state")
 		return
 	}
-	devs, err := c.st.Devices.List(ctx)
-	if err != nil {
-		c.log.Error().Err(err).Msg("follower: list devices")
+	// Every device at each pass, unless the store's watch says which
+	// were written since the last (then every Config.Resync).
+	ids, all := c.changes.takeWritten()
+	if f := c.follow; f != nil && c.watching.Load() {
+		lp.devs, lp.byID, lp.resyncAt = f.devs, f.byID, f.resyncAt
+	}
+	c.follow = nil
+	if err := c.refreshDevices(ctx, lp, now, ids, all); err != nil {
+		c.log.Error().Err(err).Msg("follower: read devices")
 		return
 	}
-	lp.devs = make(map[string]*store.Device, len(devs))
-	lp.byID = make(map[string]*store.Device, len(devs))
-	for i := range devs {
-		lp.setDevice(loopDevice(devs[i]))
-	}
+	c.follow = &loop{devs: lp.devs, byID: lp.byID, resyncAt: lp.resyncAt}
 	apps, err := c.st.Apps.List(ctx)
 	if err != nil {
 		c.log.Error().Err(err).Msg("follower: list apps")

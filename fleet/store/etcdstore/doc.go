@@ -99,6 +99,14 @@
 // MaxTxnOps keys (Open finishes a purge a crash interrupted; until then
 // the feed still shows those events).
 //
+// # Watching devices
+//
+// WatchDevices (watch.go) watches devices/ and status/ and tells a
+// controller the ids any controller wrote, so that its loop reads those
+// by id rather than every device at every pass (issue 13); it says when
+// its watches are up and when they ended, and the controller then reads
+// every device once.
+//
 // # Running etcd for it
 //
 // Every ingested report rewrites its device's status key, and etcd keeps
