@@ -106,61 +106,60 @@ func (db *DB) errNoLeader(what string) error {
 		strings.Join(db.cfg.Endpoints, ","), what, errdefs.ErrUnavailable)
 }
 
-// staleGet is get for a context that allows stale reads.
-func (db *DB) staleGet(ctx context.Context, sr *store.StaleReads, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-	var lerr error
+// staleRead runs read linearizably while the quorum is not taken as
+// lost; when that fails for lack of a quorum, it runs read again as
+// serializable (answered by a member that is still up) and marks sr stale
+// at that member's revision. what names the read in errors.
+func staleRead[T any](ctx context.Context, db *DB, sr *store.StaleReads, what string,
+	read func(ctx context.Context, serializable bool) (T, error), rev func(T) int64) (T, error) {
+	var (
+		zero T
+		lerr error
+	)
 	if !db.quorumLost(ctx) {
 		tctx, cancel := context.WithTimeout(ctx, db.timeout)
-		resp, err := db.cli.Get(tctx, key, opts...)
+		resp, err := read(tctx, false)
 		if err == nil {
 			cancel()
 			return resp, nil
 		}
-		lerr = db.wrap(ctx, tctx, "read "+key, err)
+		lerr = db.wrap(ctx, tctx, what, err)
 		cancel()
 		if !errdefs.IsUnavailable(lerr) || ctx.Err() != nil {
-			return nil, lerr
+			return zero, lerr
 		}
 		db.lostQuorum()
 	}
 	tctx, cancel := context.WithTimeout(ctx, db.timeout)
 	defer cancel()
-	resp, err := db.cli.Get(tctx, key, append(slices.Clone(opts), clientv3.WithSerializable())...)
+	resp, err := read(tctx, true)
 	if err != nil {
-		return nil, db.noMember(lerr, db.wrap(ctx, tctx, "serializable read "+key, err))
+		return zero, db.noMember(lerr, db.wrap(ctx, tctx, "serializable "+what, err))
 	}
-	sr.Mark(store.Staleness{Reason: store.NoQuorum, Rev: uint64(resp.Header.Revision)})
+	sr.Mark(store.Staleness{Reason: store.NoQuorum, Rev: uint64(rev(resp))})
 	return resp, nil
 }
 
+// staleGet is get for a context that allows stale reads.
+func (db *DB) staleGet(ctx context.Context, sr *store.StaleReads, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	return staleRead(ctx, db, sr, "read "+key, func(ctx context.Context, ser bool) (*clientv3.GetResponse, error) {
+		if ser {
+			return db.cli.Get(ctx, key, append(slices.Clone(opts), clientv3.WithSerializable())...)
+		}
+		return db.cli.Get(ctx, key, opts...)
+	}, func(r *clientv3.GetResponse) int64 { return r.Header.Revision })
+}
+
 // readTxn is txn, for read-only operations, with a context that allows
-// stale reads.
+// stale reads. A transaction of serializable reads only is answered by the
+// member, as a serializable range is.
 func (db *DB) readTxn(ctx context.Context, sr *store.StaleReads, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
-	var lerr error
-	if !db.quorumLost(ctx) {
-		tctx, cancel := context.WithTimeout(ctx, db.timeout)
-		resp, err := db.cli.Txn(tctx).If(cmps...).Then(then...).Else(els...).Commit()
-		if err == nil {
-			cancel()
-			return resp, nil
+	return staleRead(ctx, db, sr, "transaction", func(ctx context.Context, ser bool) (*clientv3.TxnResponse, error) {
+		if ser {
+			return db.cli.Txn(ctx).If(cmps...).Then(serializable(then)...).Else(serializable(els)...).Commit()
 		}
-		lerr = db.wrap(ctx, tctx, "transaction", err)
-		cancel()
-		if !errdefs.IsUnavailable(lerr) || ctx.Err() != nil {
-			return nil, lerr
-		}
-		db.lostQuorum()
-	}
-	// A transaction of serializable reads only is answered by the
-	// member, as a serializable range is.
-	tctx, cancel := context.WithTimeout(ctx, db.timeout)
-	defer cancel()
-	resp, err := db.cli.Txn(tctx).If(cmps...).Then(serializable(then)...).Else(serializable(els)...).Commit()
-	if err != nil {
-		return nil, db.noMember(lerr, db.wrap(ctx, tctx, "serializable transaction", err))
-	}
-	sr.Mark(store.Staleness{Reason: store.NoQuorum, Rev: uint64(resp.Header.Revision)})
-	return resp, nil
+		return db.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+	}, func(r *clientv3.TxnResponse) int64 { return r.Header.Revision })
 }
 
 // serializable returns copies of read operations made serializable.
