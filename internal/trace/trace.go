@@ -123,6 +123,15 @@ func (r *Recorder) Mark(name string) {
 	r.last = now
 }
 
+// Since records a phase of this process from start to now, apart from
+// the marks (it does not move the start of the next phase).
+func (r *Recorder) Since(name string, start int64) {
+	if r == nil {
+		return
+	}
+	r.phases = append(r.phases, Phase{Proc: r.proc, Name: name, Start: start, End: Now()})
+}
+
 // Skip moves the start of the next phase to now without recording the
 // time since the last mark (another process's phases cover it).
 func (r *Recorder) Skip() {

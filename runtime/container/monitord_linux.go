@@ -313,13 +313,6 @@ func (s *server) handle(conn *net.UnixConn) {
 		return
 	}
 	m, err := s.r.startHere(trace.With(context.Background(), tr), req.ID, cio)
-	// initproc names the phase it adds for its parent "shim", the name of
-	// that parent before the monitor.
-	for i, p := range tr.Phases() {
-		if p.Proc == "shim" {
-			tr.Phases()[i].Proc = "mon"
-		}
-	}
 	if err != nil {
 		_ = tr.Encode(conn)
 		reply(conn, reportedError{Msg: err.Error(), Invalid: errdefs.IsInvalidArgument(err)})

@@ -344,7 +344,7 @@ func StartWith(cfg *Config, stdio Stdio, h Hooks) (*os.Process, error) {
 		ps := trace.DecodeAll(traceR)
 		h.Trace.Add(ps...)
 		if len(ps) > 0 {
-			h.Trace.Add(trace.Phase{Proc: "shim", Name: "exec-workload", Start: ps[len(ps)-1].End, End: trace.Now()})
+			h.Trace.Since("exec-workload", ps[len(ps)-1].End)
 		}
 		h.Trace.Skip()
 	}
